@@ -1,0 +1,70 @@
+"""The `fermetric` command line (click).
+
+Thin by design: commands parse options, resolve the config and call library functions. Each
+command lives in a module of this package and is found automatically: a module defines
+`register(main)` and adds its commands to the group. Errors fermetric raises on purpose
+(FermetricError) become one line on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import sys
+
+import click
+
+from fermetric import __version__
+from fermetric.errors import FermetricError
+
+
+class FermetricGroup(click.Group):
+    """A click group that turns expected errors into a clear message and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FermetricError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except FileNotFoundError as exc:
+            click.echo(f"error: file not found: {exc.filename or exc}", err=True)
+            ctx.exit(2)
+        except PermissionError as exc:
+            click.echo(f"error: permission denied: {exc.filename or exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+@click.group(cls=FermetricGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fermetric")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (no progress bars).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """fermetric: facial expression recognition with classifiers and metric-learning models,
+    explained by one toolkit. Without --data, every command uses the built-in SynthFER data."""
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+    ctx.obj["verbose"] = verbose
+    _setup_logging(verbose, quiet)
+
+
+def _register_commands() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name == "options":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(main)
+
+
+_register_commands()

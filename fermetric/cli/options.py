@@ -1,0 +1,68 @@
+"""Options shared by many commands, and the config resolution they feed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+
+from fermetric.config import RunConfig, load_config
+
+
+def data_option(f: Callable) -> Callable:
+    return click.option(
+        "--data", "data", default=None, metavar="PATH",
+        help="fer2013.csv(.gz), an image folder, or 'synth' (default: SynthFER).",
+    )(f)
+
+
+def ferplus_option(f: Callable) -> Callable:
+    return click.option(
+        "--ferplus", default=None, metavar="CSV", type=click.Path(dir_okay=False),
+        help="fer2013new.csv: train and evaluate on FER+ majority labels.",
+    )(f)
+
+
+def config_options(f: Callable) -> Callable:
+    f = click.option(
+        "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+        help="Override one config value (repeatable), e.g. --set train.epochs=5.",
+    )(f)
+    f = click.option(
+        "--config", "config_path", default=None, type=click.Path(dir_okay=False), metavar="YAML",
+        help="A YAML config (see configs/).",
+    )(f)
+    return f
+
+
+def seed_option(f: Callable) -> Callable:
+    return click.option("--seed", type=int, default=None, help="Random seed (default: the config's, 0).")(f)
+
+
+def device_option(f: Callable) -> Callable:
+    return click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N.")(f)
+
+
+def resolve_config(
+    config_path: Optional[str],
+    overrides: tuple[str, ...],
+    *,
+    data: Optional[str] = None,
+    ferplus: Optional[str] = None,
+    seed: Optional[int] = None,
+    device: Optional[str] = None,
+) -> RunConfig:
+    """Config file <- --set overrides <- explicit flags (flags win: they are the most specific).
+
+    Flag values are set as given, not parsed as YAML, so any path works.
+    """
+    cfg = load_config(Path(config_path) if config_path else None, tuple(overrides))
+    if data is not None:
+        cfg.data.source = str(data)
+    if ferplus is not None:
+        cfg.data.ferplus = str(ferplus)
+    if seed is not None:
+        cfg.seed = int(seed)
+    if device is not None:
+        cfg.device = str(device)
+    return cfg

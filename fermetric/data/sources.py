@@ -1,0 +1,66 @@
+"""One entry point, `load_data`, that turns a `--data` value into DataSplits.
+
+- None, "synth", "synthfer"           -> SynthFER, generated in memory (the default everywhere)
+- a .csv / .csv.gz with emotion,pixels,Usage -> FER2013 (optionally relabelled by FER+)
+- a folder with train/ (and test/)    -> the Kaggle FER2013 image-folder layout
+- any other folder of class folders   -> a generic face-image folder (CK+, JAFFE, RAF-DB, ...)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from fermetric.config import DataConfig
+from fermetric.data.dataset import DataSplits
+from fermetric.errors import DataError
+
+SYNTH_NAMES = {"", "synth", "synthfer", "synthetic"}
+
+
+def is_synth(source: Optional[str]) -> bool:
+    return source is None or str(source).strip().lower() in SYNTH_NAMES
+
+
+def load_data(source: Optional[str | Path] = None, cfg: Optional[DataConfig] = None, seed: int = 0) -> DataSplits:
+    """Load any supported data source.
+
+    Args:
+        source: overrides `cfg.source` when given.
+        cfg: loader options (FER+ file, class map, val fraction, SynthFER sizes, ...).
+        seed: seeds SynthFER and any val split carved out of train.
+
+    Raises:
+        DataError: the path does not exist or is not a format fermetric reads (the message says
+            which formats are accepted).
+    """
+    cfg = cfg or DataConfig()
+    source = cfg.source if source is None else source
+    if is_synth(None if source is None else str(source)):
+        from fermetric.data.synthetic import load_synthfer
+
+        return load_synthfer(
+            n_train=cfg.synth_train, n_val=cfg.synth_val, n_test=cfg.synth_test,
+            seed=seed, difficulty=cfg.synth_difficulty,
+        )
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"data source {str(source)!r} does not exist; pass a fer2013.csv(.gz), an image folder, or 'synth'"
+        )
+    if path.is_file():
+        name = path.name.lower()
+        if not (name.endswith(".csv") or name.endswith(".csv.gz")):
+            raise DataError(f"{path}: not a CSV file; expected fer2013.csv or fer2013.csv.gz, or an image folder")
+        from fermetric.data.fer2013 import load_fer2013_csv
+
+        splits = load_fer2013_csv(path, skip_bad_rows=cfg.skip_bad_rows)
+        if cfg.ferplus:
+            from fermetric.data.ferplus import apply_ferplus
+
+            splits = apply_ferplus(splits, cfg.ferplus)
+        return splits
+    if cfg.ferplus:
+        raise DataError("FER+ labels need the fer2013.csv they relabel (same row order); pass --data fer2013.csv")
+    from fermetric.data.folders import load_folder
+
+    return load_folder(path, class_map=cfg.class_map, val_fraction=cfg.val_fraction, seed=seed)

@@ -1,0 +1,70 @@
+"""Atomic file writes: write to a temporary file in the same folder, then rename.
+
+A crash mid-write leaves the old file (or none), never half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _atomic_write(path, lambda fh: fh.write(data), "wb")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic_write(path, lambda fh: fh.write(text), "w")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON atomically; NumPy and torch values are converted."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save through a temporary file and a rename."""
+    return _atomic_write(path, lambda fh: torch.save(obj, fh), "wb")

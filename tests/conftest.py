@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests use tiny models and SynthFER; real-data tests skip where ../shared is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores: keep torch from oversubscribing when pytest runs alongside other work.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FERMETRIC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip: the project must not need it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent (set FERMETRIC_SHARED_DATA to point elsewhere)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fer2013_dev_csv(shared_data: Path) -> Path:
+    p = shared_data / "fer2013" / "fer2013-dev.csv.gz"
+    if not p.is_file():
+        pytest.skip(f"{p} is absent")
+    return p
+
+
+@pytest.fixture(scope="session")
+def ferplus_csv(shared_data: Path) -> Path:
+    p = shared_data / "ferplus" / "fer2013new.csv"
+    if not p.is_file():
+        pytest.skip(f"{p} is absent")
+    return p
+
+
+@pytest.fixture(scope="session")
+def folder_sample(shared_data: Path) -> Path:
+    p = shared_data / "fer2013" / "folder-sample"
+    if not p.is_dir():
+        pytest.skip(f"{p} is absent")
+    return p
