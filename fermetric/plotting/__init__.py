@@ -1,0 +1,7 @@
+"""Plotting: arrays in, matplotlib Figure out; nothing is recomputed here and nothing calls plt.show().
+
+One module per kind of figure (samples, confusion, curves, knn, embeddings, explanations, filters).
+"""
+import matplotlib
+
+matplotlib.use("Agg")
