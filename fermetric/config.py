@@ -102,7 +102,7 @@ class MetricConfig:
     miner: Optional[str] = "semihard"  # "semihard", "hard", "all", a pml miner name, or null
     miner_kwargs: dict[str, Any] = field(default_factory=dict)
     margin: float = 0.2
-    m_per_class: int = 8  # MPerClassSampler: images per class in each batch
+    m_per_class: int = 16  # MPerClassSampler: images per class in each batch (batch = m x classes)
     ce_weight: float = 0.0  # > 0 adds cross-entropy on a linear head (joint training)
     knn_k: int = 10
     knn_weighting: str = "distance"  # "majority" or "distance"

@@ -1,0 +1,98 @@
+"""`fermetric evaluate RUN` and `fermetric ensemble RUN RUN ...`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from fermetric.cli.options import device_option
+
+
+def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from fermetric.evaluation.metrics import metrics_to_markdown
+    from fermetric.plotting.confusion import plot_confusion
+    from fermetric.utils.io import atomic_write_text, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_json(out / f"{name}.json", metrics)]
+    paths.append(atomic_write_text(out / f"{name}.md", metrics_to_markdown(metrics, title)))
+    fig = plot_confusion(metrics["confusion"], metrics["class_names"], normalize=True, title=title)
+    fig.savefig(out / f"{name}_confusion.png", dpi=120)
+    plt.close(fig)
+    paths.append(out / f"{name}_confusion.png")
+    return paths
+
+
+def register(main: click.Group) -> None:
+    @main.command("evaluate")
+    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
+    @click.option("--tta", is_flag=True, help="Test-time augmentation: mean softmax over 5 crops x flip.")
+    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/eval.")
+    @device_option
+    def evaluate(run: str, split: str, tta: bool, out: Optional[str], device: Optional[str]) -> None:
+        """Evaluate a trained run on a split: accuracy, macro-F1, per-class scores, confusion matrix."""
+        from fermetric.evaluation.metrics import classification_metrics
+        from fermetric.training.runs import load_run
+
+        r = load_run(run, device=device or "auto")
+        probs = r.predict_proba(split, tta=tta)
+        ds = r.load_data()[split]
+        m = classification_metrics(ds.labels.numpy(), probs.argmax(1), r.class_names)
+        m.update({"run": str(r.path), "split": split, "tta": tta, "kind": r.kind})
+        name = f"{split}{'_tta' if tta else ''}"
+        paths = _write_eval(Path(out) if out else r.path / "eval", name, m,
+                            f"{r.cfg.model.name} on {split}{' + TTA' if tta else ''}")
+        click.echo(f"{r.name} {split}{' (TTA)' if tta else ''}: accuracy {m['accuracy'] * 100:.2f} %, "
+                   f"macro-F1 {m['macro_f1'] * 100:.2f} %")
+        for p in paths:
+            click.echo(f"  {p}")
+
+    @main.command("ensemble")
+    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+    @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+    @click.option("--tta", is_flag=True, help="TTA for the classifier members.")
+    @click.option("--out", type=click.Path(file_okay=False), default="ensemble", show_default=True)
+    @device_option
+    def ensemble(runs: tuple[str, ...], split: str, tta: bool, out: str, device: Optional[str]) -> None:
+        """Soft-vote and val-accuracy-weighted ensembles of classifier and embedding (kNN) runs."""
+        from fermetric.evaluation.ensemble import soft_vote
+        from fermetric.evaluation.metrics import classification_metrics
+        from fermetric.training.runs import load_run
+        from fermetric.utils.io import atomic_write_text, write_json
+
+        members = [load_run(r, device=device or "auto") for r in runs]
+        names = {m.class_names for m in members}
+        if len(names) != 1:
+            raise click.UsageError(f"runs disagree on class names: {sorted(names)}")
+        y = members[0].load_data()[split].labels.numpy()
+        class_names = members[0].class_names
+        probs, val_acc, rows = [], [], []
+        for m in members:
+            p = m.predict_proba(split, tta=tta and m.kind == "classifier")
+            if p.shape[0] != len(y):
+                raise click.UsageError(f"{m.path}: {p.shape[0]} predictions for {len(y)} images; were the runs trained on the same data?")
+            probs.append(p)
+            pv = p if split == "val" else m.predict_proba("val", tta=tta and m.kind == "classifier")
+            val_acc.append(float((pv.argmax(1) == m.load_data()["val"].labels.numpy()).mean()))
+            acc = float((p.argmax(1) == y).mean())
+            rows.append({"member": str(m.path), "kind": m.kind, "model": m.cfg.model.name, "val_acc": val_acc[-1], f"{split}_acc": acc})
+        results = {"members": rows, "split": split, "tta": tta}
+        for vote, w in (("soft_vote", None), ("val_weighted_vote", val_acc)):
+            ens = soft_vote(probs, w)
+            results[vote] = classification_metrics(y, ens.argmax(1), class_names)
+        outp = Path(out)
+        outp.mkdir(parents=True, exist_ok=True)
+        lines = [f"| member | kind | {split} accuracy |", "|---|---|---:|"]
+        for r in rows:
+            lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % |")
+        for vote in ("soft_vote", "val_weighted_vote"):
+            lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** |")
+        table = "\n".join(lines) + "\n"
+        write_json(outp / f"ensemble_{split}.json", results)
+        atomic_write_text(outp / f"ensemble_{split}.md", table)
+        click.echo(table)
+        click.echo(f"  {outp / f'ensemble_{split}.json'}\n  {outp / f'ensemble_{split}.md'}")

@@ -1,0 +1,119 @@
+"""`fermetric build-index RUN`, `fermetric knn-eval RUN`, `fermetric embed-plot RUN`.
+
+All three work on embedding runs and on classifier runs (their pre-logit features), so both
+families can be compared on one table. Embeddings are saved as RUN/embeddings/<split>.npy
+(with labels) so plots and reports reuse them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+import numpy as np
+
+from fermetric.cli.options import device_option
+
+INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
+
+
+def cached_embeddings(run, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) embeddings and (N,) labels of a split, from RUN/embeddings when present and fresh."""
+    from fermetric.utils.io import atomic_write_bytes
+
+    folder = run.path / "embeddings"
+    emb_path, lab_path = folder / f"{split}.npy", folder / f"{split}_labels.npy"
+    ckpt = run.path / "checkpoints" / "best.pt"
+    fresh = emb_path.is_file() and lab_path.is_file() and (
+        not ckpt.is_file() or emb_path.stat().st_mtime >= ckpt.stat().st_mtime
+    )
+    if fresh:
+        return np.load(emb_path), np.load(lab_path)
+    emb = run.embed(split)
+    labels = run.load_data()[split].labels.numpy()
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, arr in ((emb_path, emb), (lab_path, labels)):
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        atomic_write_bytes(path, buf.getvalue())
+    return emb, labels
+
+
+def register(main: click.Group) -> None:
+    @main.command("build-index")
+    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="flat", show_default=True,
+                  help="flat = exact inner product; ivf / hnsw / ivfpq for large galleries.")
+    @click.option("-k", "--k", type=int, default=None, help="Neighbours that vote (default: the run's metric.knn_k).")
+    @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None)
+    @device_option
+    def build_index(run: str, index_type: str, k: Optional[int], weighting: Optional[str], device: Optional[str]) -> None:
+        """Build the run's FAISS kNN index over its train split (the gallery): RUN/index/."""
+        from fermetric.retrieval import KNNClassifier
+        from fermetric.training.runs import load_run
+
+        r = load_run(run, device=device or "auto")
+        emb, labels = cached_embeddings(r, "train")
+        knn = KNNClassifier(k=k or r.cfg.metric.knn_k, weighting=weighting or r.cfg.metric.knn_weighting,
+                            index=index_type, num_classes=len(r.class_names), class_names=list(r.class_names),
+                            seed=r.cfg.seed)
+        knn.fit(emb, labels)
+        out = knn.save(r.path / "index")
+        click.echo(f"{index_type} index over {len(labels)} train embeddings of dimension {emb.shape[1]} (k={knn.k})")
+        click.echo(f"  {out}")
+
+    @main.command("knn-eval")
+    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+    @click.option("-k", "--k", type=int, default=None, help="Neighbours for the headline metrics.")
+    @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None)
+    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/knn_<split>.")
+    @device_option
+    def knn_eval(run: str, split: str, k: Optional[int], weighting: Optional[str], out: Optional[str], device: Optional[str]) -> None:
+        """kNN report of a split against the train gallery: accuracy, macro-F1, per-class scores,
+        confusion, precision@1, R-precision, MAP@R, accuracy against k."""
+        from fermetric.retrieval import knn_report, write_knn_report
+        from fermetric.training.runs import load_run
+
+        r = load_run(run, device=device or "auto")
+        gallery, g_labels = cached_embeddings(r, "train")
+        query, q_labels = cached_embeddings(r, split)
+        rep = knn_report(query, q_labels, gallery, g_labels, list(r.class_names),
+                         k=k or r.cfg.metric.knn_k, weighting=weighting or r.cfg.metric.knn_weighting)
+        rep["run"], rep["split"], rep["kind"] = str(r.path), split, r.kind
+        paths = write_knn_report(rep, Path(out) if out else r.path / f"knn_{split}")
+        click.echo(f"{r.name} kNN on {split}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
+                   f"MAP@R {rep.get('mean_average_precision_at_r', float('nan')):.4f}")
+        for p in paths:
+            click.echo(f"  {p}")
+
+    @main.command("embed-plot")
+    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+    @click.option("--method", type=click.Choice(["umap", "pca", "tsne"]), default="umap", show_default=True)
+    @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Default: RUN/figures/embed_<method>_<split>.png.")
+    @device_option
+    def embed_plot(run: str, split: str, method: str, out: Optional[str], device: Optional[str]) -> None:
+        """2-D UMAP (or PCA / t-SNE) of a split's embeddings, coloured by class, with centroids."""
+        import matplotlib.pyplot as plt
+
+        from fermetric.analysis.projection import project_2d
+        from fermetric.plotting.embeddings import plot_embedding_2d
+        from fermetric.utils.io import atomic_write_bytes
+
+        from fermetric.training.runs import load_run
+
+        r = load_run(run, device=device or "auto")
+        emb, labels = cached_embeddings(r, split)
+        coords = project_2d(emb, method=method, seed=r.cfg.seed)
+        np.save(r.path / "embeddings" / f"{split}_{method}_2d.npy", coords)
+        fig = plot_embedding_2d(coords, labels, r.class_names,
+                                title=f"{r.cfg.model.name} ({r.kind}) {split} embeddings, {method.upper()}")
+        path = Path(out) if out else r.path / "figures" / f"embed_{method}_{split}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        click.echo(f"{len(labels)} {split} embeddings projected with {method}")
+        click.echo(f"  {path}\n  {r.path / 'embeddings' / f'{split}.npy'}")

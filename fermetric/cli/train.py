@@ -1,0 +1,133 @@
+"""`fermetric train-classifier`, `train-siamese`, `train-triplet`: one implementation, three objectives."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from fermetric.cli.options import config_options, data_option, device_option, ferplus_option, resolve_config, seed_option
+from fermetric.config import RunConfig, load_config
+
+log = logging.getLogger("fermetric")
+
+# What each command fixes in the config before the user's --config / --set are applied.
+FAMILY_DEFAULTS: dict[str, list[str]] = {
+    "classifier": [],
+    "siamese": ["metric.loss=ContrastiveLoss", "metric.miner=pairs"],
+    "triplet": ["metric.loss=TripletMarginLoss", "metric.miner=semihard"],
+}
+
+
+def _objective(family: str, cfg: RunConfig):
+    if family == "classifier":
+        from fermetric.training.classifier import ClassifierObjective
+
+        return ClassifierObjective(cfg)
+    from fermetric.training.metric import MetricObjective
+
+    return MetricObjective(cfg)
+
+
+def run_training(
+    family: str,
+    *,
+    model: Optional[str],
+    data: Optional[str],
+    ferplus: Optional[str],
+    config_path: Optional[str],
+    overrides: tuple[str, ...],
+    out: Optional[str],
+    device: Optional[str],
+    epochs: Optional[int],
+    seed: Optional[int],
+    resume: bool,
+    weights: Optional[str],
+    quiet: bool,
+):
+    """Resolve the config, load the data, train, print where everything went."""
+    from fermetric.data.sources import load_data
+    from fermetric.training.trainer import Trainer
+
+    if resume:
+        if out is None:
+            raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
+        # a resumed run keeps its own config; only the epoch count may be raised
+        cfg = load_config(Path(out) / "config.yaml", (f"train.epochs={epochs}",) if epochs else ())
+    else:
+        extra = list(FAMILY_DEFAULTS[family]) + list(overrides)
+        if model is not None:
+            extra.append(f"model.name={model}")
+        if epochs is not None:
+            extra.append(f"train.epochs={epochs}")
+        cfg = resolve_config(config_path, tuple(extra), data=data, ferplus=ferplus, seed=seed, device=device)
+        if weights is not None:
+            cfg.model.weights = str(weights)
+    if out is None:
+        out = str(Path("runs") / f"{family}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    t0 = time.time()
+    splits = load_data(None, cfg.data, seed=cfg.seed)
+    log.info("data: %s (%.1f s)", splits.name, time.time() - t0)
+    result = Trainer(cfg, _objective(family, cfg), splits, out, resume=resume, quiet=quiet).fit()
+    m = result.metrics
+    lines = [f"run directory: {result.run_dir}"]
+    for split in ("val", "test"):
+        if split in m:
+            lines.append(f"  {split}: accuracy {m[split]['accuracy'] * 100:.2f} %, macro-F1 {m[split]['macro_f1'] * 100:.2f} %")
+    lines += [
+        f"  best epoch {m.get('best_epoch')} of {m.get('epochs_run')}, {m.get('train_seconds', 0):.0f} s",
+        f"  {result.run_dir / 'metrics.json'}",
+        f"  {result.run_dir / 'history.csv'}",
+        f"  {result.run_dir / 'checkpoints' / 'best.pt'}",
+        f"  {result.run_dir / 'figures'}",
+    ]
+    click.echo("\n".join(lines))
+    return result
+
+
+def _train_options(f):
+    f = click.option("--quiet-bars", is_flag=True, hidden=True)(f)
+    f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="Start from this state-dict file (3-channel first convs are folded to 1).")(f)
+    f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")(f)
+    f = seed_option(f)
+    f = click.option("--epochs", type=int, default=None, help="Number of epochs (overrides train.epochs).")(f)
+    f = device_option(f)
+    f = click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Run directory (default: runs/<family>-<model>-<time>).")(f)
+    f = config_options(f)
+    f = ferplus_option(f)
+    f = data_option(f)
+    f = click.option("--model", default=None, help="Backbone name (see `fermetric models`).")(f)
+    return f
+
+
+def _make_command(family: str, name: str, help_text: str):
+    @click.command(name=name, help=help_text)
+    @_train_options
+    @click.pass_context
+    def command(ctx, model, data, ferplus, config_path, overrides, out, device, epochs, seed, resume, weights, quiet_bars):
+        run_training(
+            family, model=model, data=data, ferplus=ferplus, config_path=config_path, overrides=overrides,
+            out=out, device=device, epochs=epochs, seed=seed, resume=resume, weights=weights,
+            quiet=bool(ctx.obj.get("quiet")) or quiet_bars,
+        )
+
+    return command
+
+
+def register(main: click.Group) -> None:
+    main.add_command(_make_command(
+        "classifier", "train-classifier",
+        "Train a softmax classifier (baseline, resnet18, resnet50, vgg16, senet50) on --data (default SynthFER).",
+    ))
+    main.add_command(_make_command(
+        "siamese", "train-siamese",
+        "Train a Siamese embedding model with contrastive loss (pytorch-metric-learning); validated by kNN accuracy.",
+    ))
+    main.add_command(_make_command(
+        "triplet", "train-triplet",
+        "Train a triplet-loss embedding model with a miner and m-per-class batches; validated by kNN accuracy.",
+    ))

@@ -1,0 +1,75 @@
+"""Batched prediction of class probabilities, with optional test-time augmentation (TTA)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fermetric.data.dataset import FERDataset
+
+# TTA views: identity and shifted crops (the "crops" of a padded image), each also flipped.
+TTA_SHIFTS = ((0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2))
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """A crop of the zero-padded image at offset (dy, dx): the image moved by (-dy, -dx)."""
+    if dy == 0 and dx == 0:
+        return x
+    p = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p))
+    return padded[..., p + dy : p + dy + h, p + dx : p + dx + w]
+
+
+def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 10 TTA views of a batch (N, 1, H, W): 5 crops x {as is, flipped}."""
+    views = []
+    for dy, dx in TTA_SHIFTS:
+        v = _shift(x, dy, dx)
+        views += [v, v.flip(-1)]
+    return views
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module,
+    dataset: FERDataset,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    tta: bool = False,
+) -> np.ndarray:
+    """Softmax probabilities (N, C) of a classifier on a whole split, in eval mode.
+
+    With `tta`, the mean of the softmax over the 10 views of `tta_views`. The model's train/eval
+    mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            x = dataset.float_images(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
+            views = tta_views(x) if tta else [x]
+            probs = torch.stack([F.softmax(model(v).float(), dim=1) for v in views]).mean(0)
+            out.append(probs.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+@torch.no_grad()
+def embed_dataset(
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    dataset: FERDataset,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Apply `embed` (images -> (B, D)) to a whole split in batches; returns float32 (N, D)."""
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        x = dataset.float_images(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
+        out.append(embed(x).float().cpu())
+    return torch.cat(out).numpy().astype(np.float32, copy=False)

@@ -1,0 +1,105 @@
+"""Checkpoints: written atomically, loaded with `weights_only=True`, checked before use.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (nothing that needs
+unpickling code), so loading a file someone shared cannot run code:
+
+    {"format": "fermetric-checkpoint", "version": 1, "kind": "classifier" | "embedding",
+     "model": {"name", "num_classes", "embedding_dim", ...}, "class_names": [...],
+     "state_dict": ..., "optimizer": ..., "scheduler": ..., "epoch": completed epochs,
+     "best": {"metric", "value", "epoch"}, "history": [...], "config": {...}, "rng": {...}}
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from fermetric.errors import CheckpointError
+from fermetric.utils.io import atomic_torch_save
+
+FORMAT = "fermetric-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write `state` (plus the format tag) atomically: a crash never leaves half a file."""
+    state = {"format": FORMAT, "version": VERSION, **state}
+    return atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a fermetric checkpoint safely.
+
+    Raises:
+        CheckpointError: missing, truncated or not a checkpoint; holds arbitrary pickled objects
+            (refused, never unpickled); or not written by fermetric.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds arbitrary Python objects, which could run code when "
+            f"unpickled (only tensors, numbers, strings, lists and dicts are allowed). Detail: {str(exc).splitlines()[0]}"
+        ) from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a fermetric checkpoint (no format tag {FORMAT!r}); "
+            "to start from plain weights use --weights / model.weights instead"
+        )
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer fermetric (format version {ckpt['version']} > {VERSION})")
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], path: str | Path, *, kind: Optional[str] = None, **expected: Any) -> None:
+    """Compare a checkpoint's model description with what the caller is about to build.
+
+    Args:
+        kind: "classifier" or "embedding".
+        expected: model fields, e.g. name="resnet18", num_classes=7, embedding_dim=128; None skips.
+
+    Raises:
+        CheckpointError naming each field that differs.
+    """
+    problems = []
+    if kind is not None and ckpt.get("kind") != kind:
+        problems.append(f"it is a {ckpt.get('kind')} checkpoint, not a {kind}")
+    model = ckpt.get("model", {})
+    for key, want in expected.items():
+        if want is None:
+            continue
+        have = model.get(key)
+        if have != want:
+            problems.append(f"{key} is {have!r} there but {want!r} here")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not match this model: " + "; ".join(problems))
+
+
+def load_state_dict_checked(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """load_state_dict with a readable error instead of a shape-mismatch traceback."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k}: {tuple(state_dict[k].shape)} in file, {tuple(v.shape)} in model"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append(f"{len(mismatched)} tensors differ in shape (first: {mismatched[0]})")
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+        raise CheckpointError(f"weights in {path} do not fit this model: " + "; ".join(parts))
+    module.load_state_dict(state_dict)

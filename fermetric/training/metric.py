@@ -1,0 +1,201 @@
+"""The metric-learning objective (train-siamese, train-triplet): pytorch-metric-learning losses
+and miners on L2-normalised embeddings, m-per-class batches, validation by kNN accuracy on val
+against the train gallery, an optional joint cross-entropy head, and collapse detection."""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+from torch import nn
+
+from fermetric.data.dataset import DataSplits, FERDataset
+from fermetric.data.loaders import BatchLoader
+from fermetric.data.samplers import MPerClassBatches
+from fermetric.data.transforms import BatchAugment
+from fermetric.errors import ConfigError
+from fermetric.evaluation.metrics import classification_metrics
+from fermetric.evaluation.predict import embed_dataset
+from fermetric.training.objective import Objective
+
+log = logging.getLogger("fermetric.train")
+
+# Short miner names; any other pml miner class name is accepted too.
+MINER_ALIASES = {
+    "semihard": ("TripletMarginMiner", {"type_of_triplets": "semihard"}),
+    "hard": ("TripletMarginMiner", {"type_of_triplets": "hard"}),
+    "all": ("TripletMarginMiner", {"type_of_triplets": "all"}),
+    "easy": ("TripletMarginMiner", {"type_of_triplets": "easy"}),
+    "pairs": ("PairMarginMiner", {"pos_margin": 0.2, "neg_margin": 0.8}),
+    "multisimilarity": ("MultiSimilarityMiner", {}),
+    "batchhard": ("BatchHardMiner", {}),
+}
+LOSS_ALIASES = {
+    "triplet": "TripletMarginLoss", "contrastive": "ContrastiveLoss", "multisimilarity": "MultiSimilarityLoss",
+    "supcon": "SupConLoss", "arcface": "ArcFaceLoss", "cosface": "CosFaceLoss", "ntxent": "NTXentLoss",
+    "circle": "CircleLoss", "proxyanchor": "ProxyAnchorLoss", "margin": "MarginLoss",
+}
+# A mean pairwise cosine similarity of val embeddings above this means they sit at one point.
+COLLAPSE_COSINE = 0.95
+
+
+def _pml_names(module) -> list[str]:
+    return sorted(n for n, obj in vars(module).items() if inspect.isclass(obj) and not n.startswith("Base"))
+
+
+def build_loss(cfg, num_classes: int, embedding_dim: int) -> nn.Module:
+    """A pml loss by name; `margin`, `num_classes` and `embedding_size` are filled in where the
+    loss takes them and the config does not set them."""
+    name = LOSS_ALIASES.get(cfg.metric.loss.lower(), cfg.metric.loss)
+    cls = getattr(pml_losses, name, None)
+    if cls is None or not inspect.isclass(cls):
+        raise ConfigError(f"unknown metric.loss {cfg.metric.loss!r}; valid: {', '.join(_pml_names(pml_losses))}")
+    params = inspect.signature(cls).parameters
+    kwargs = dict(cfg.metric.loss_kwargs)
+    if "margin" in params and "margin" not in kwargs and name == "TripletMarginLoss":
+        kwargs["margin"] = cfg.metric.margin
+    if "num_classes" in params:
+        kwargs.setdefault("num_classes", num_classes)
+    if "embedding_size" in params:
+        kwargs.setdefault("embedding_size", embedding_dim)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"metric.loss_kwargs do not fit {name}: {exc}") from None
+
+
+def build_miner(cfg) -> Optional[nn.Module]:
+    if cfg.metric.miner in (None, "", "none"):
+        return None
+    name, defaults = MINER_ALIASES.get(str(cfg.metric.miner).lower(), (cfg.metric.miner, {}))
+    cls = getattr(pml_miners, name, None)
+    if cls is None or not inspect.isclass(cls):
+        raise ConfigError(
+            f"unknown metric.miner {cfg.metric.miner!r}; valid: {', '.join(MINER_ALIASES)}, "
+            f"or a pytorch-metric-learning miner: {', '.join(_pml_names(pml_miners))}"
+        )
+    kwargs = {**defaults, **cfg.metric.miner_kwargs}
+    if name == "TripletMarginMiner":
+        kwargs.setdefault("margin", cfg.metric.margin)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"metric.miner_kwargs do not fit {name}: {exc}") from None
+
+
+def build_embedding_model(cfg, num_classes: int) -> nn.Module:
+    """Backbone from the registry -> projection head -> L2-normalised embedding; a linear
+    classifier on top when joint cross-entropy is on (metric.ce_weight > 0)."""
+    from fermetric.models import model_from_config
+    from fermetric.models.embedding import EmbeddingModel
+
+    backbone = model_from_config(cfg.model, num_classes)
+    return EmbeddingModel(backbone, embedding_dim=cfg.model.embedding_dim,
+                          num_classes=num_classes if cfg.metric.ce_weight > 0 else None)
+
+
+def mean_pairwise_cosine(emb: np.ndarray, max_n: int = 2000) -> float:
+    """Mean cosine similarity over distinct pairs of (up to max_n) embeddings."""
+    e = emb[:max_n].astype(np.float64)
+    e = e / np.clip(np.linalg.norm(e, axis=1, keepdims=True), 1e-12, None)
+    n = len(e)
+    if n < 2:
+        return 0.0
+    s = e.sum(0)
+    return float((s @ s - n) / (n * (n - 1)))
+
+
+class MetricObjective(Objective):
+    kind = "embedding"
+    main_metric = "val_acc"  # kNN accuracy on val against the train gallery
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.loss_fn: Optional[nn.Module] = None
+        self.miner: Optional[nn.Module] = None
+        self._last_loss = float("nan")
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        model = build_embedding_model(self.cfg, num_classes)
+        self.loss_fn = build_loss(self.cfg, num_classes, self.cfg.model.embedding_dim)
+        self.miner = build_miner(self.cfg)
+        return model
+
+    def model_meta(self, model: nn.Module, num_classes: int) -> dict[str, Any]:
+        return {
+            "name": self.cfg.model.name, "num_classes": num_classes, "stem": self.cfg.model.stem,
+            "width": self.cfg.model.width, "embedding_dim": self.cfg.model.embedding_dim,
+            "joint_ce": self.cfg.metric.ce_weight > 0,
+        }
+
+    def extra_modules(self) -> list[nn.Module]:
+        # losses with parameters (ArcFace, proxies) are trained and checkpointed with the model
+        return [self.loss_fn] if self.loss_fn is not None and any(True for _ in self.loss_fn.parameters()) else []
+
+    def train_loader(self, train: FERDataset, seed: int, rank: int = 0, world_size: int = 1) -> BatchLoader:
+        sampler = MPerClassBatches(train.labels, self.cfg.metric.m_per_class)
+        aug = BatchAugment(self.cfg.data.augment) if self.cfg.data.augment.enabled else None
+        return BatchLoader(train, sampler.batch_size, augment=aug, seed=seed, batch_sampler=sampler,
+                           rank=rank, world_size=world_size)
+
+    def training_step(self, model, images, labels, generator):
+        emb = model(images).float()
+        if self.miner is not None:
+            loss = self.loss_fn(emb, labels, self.miner(emb, labels))
+        else:
+            loss = self.loss_fn(emb, labels)
+        n_correct = None
+        if self.cfg.metric.ce_weight > 0:
+            logits = model.classify(emb)
+            loss = loss + self.cfg.metric.ce_weight * F.cross_entropy(logits.float(), labels)
+            n_correct = int((logits.argmax(1) == labels).sum())
+        return loss, n_correct
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def _knn_probs(self, model, data: DataSplits, device, split: str) -> tuple[np.ndarray, np.ndarray]:
+        from fermetric.retrieval import KNNClassifier
+
+        bs = self.cfg.train.eval_batch_size
+        was_training = model.training
+        model.eval()
+        try:
+            gallery = embed_dataset(model, data["train"], bs, device)
+            query = embed_dataset(model, data[split], bs, device)
+        finally:
+            model.train(was_training)
+        knn = KNNClassifier(k=self.cfg.metric.knn_k, weighting=self.cfg.metric.knn_weighting,
+                            num_classes=data.num_classes, class_names=list(data.class_names))
+        knn.fit(gallery, data["train"].labels.numpy())
+        return knn.predict_proba(query), query
+
+    def validate(self, model, data, device):
+        probs, query = self._knn_probs(model, data, device, "val")
+        y = data["val"].labels.numpy()
+        m = classification_metrics(y, probs.argmax(1), data.class_names)
+        self._val_cosine = mean_pairwise_cosine(query)
+        return {"val_loss": "", "val_acc": m["accuracy"], "val_macro_f1": m["macro_f1"]}
+
+    def epoch_notes(self, model, data, device) -> dict[str, Any]:
+        cos = getattr(self, "_val_cosine", 0.0)
+        notes: dict[str, Any] = {"val_mean_cosine": round(cos, 4)}
+        if cos > COLLAPSE_COSINE:
+            notes["collapse"] = 1
+            log.warning(
+                "embedding collapse: val embeddings have mean pairwise cosine %.3f (> %.2f): they sit near one "
+                "point. Lower optim.lr, change metric.miner (e.g. semihard -> all) or metric.margin.",
+                cos, COLLAPSE_COSINE,
+            )
+        return notes
+
+    def final_metrics(self, model, data, device, split):
+        probs, query = self._knn_probs(model, data, device, split)
+        m = classification_metrics(data[split].labels.numpy(), probs.argmax(1), data.class_names)
+        m["knn_k"] = self.cfg.metric.knn_k
+        m["mean_pairwise_cosine"] = mean_pairwise_cosine(query)
+        m["collapsed"] = m["mean_pairwise_cosine"] > COLLAPSE_COSINE
+        return m

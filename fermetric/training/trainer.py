@@ -1,0 +1,362 @@
+"""The training loop shared by classifiers and embedding models.
+
+A run directory holds everything needed to rebuild what it reports:
+
+    config.yaml           the resolved config
+    history.csv           one row per epoch (lr, losses, accuracies, seconds)
+    metrics.json          best-model metrics on val (and test when the data has it)
+    checkpoints/last.pt   after every epoch (resume point)
+    checkpoints/best.pt   best epoch by the objective's main metric
+    figures/              training curves and confusion matrices
+    train.log             the log
+
+Resuming replays nothing: model, optimiser, schedule, RNG state and history come from last.pt,
+and epoch e's batches depend only on (seed, e), so a resumed run ends where an uninterrupted
+one would.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fermetric import __version__
+from fermetric.config import RunConfig, config_to_dict, save_config
+from fermetric.data.dataset import DataSplits
+from fermetric.errors import CheckpointError, FermetricError
+from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, save_checkpoint
+from fermetric.training.objective import Objective
+from fermetric.training.optim import build_optimizer
+from fermetric.training.schedule import LRSchedule
+from fermetric.utils.device import resolve_device
+from fermetric.utils.io import atomic_write_text, write_json
+from fermetric.utils.seeding import make_generator, seed_everything
+
+log = logging.getLogger("fermetric.train")
+
+
+class TrainingError(FermetricError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    stopped_early: bool
+    interrupted: bool = False
+
+
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
+
+
+def write_history(rows: list[dict[str, Any]], path: Path) -> None:
+    fields = list(HISTORY_FIELDS) + sorted({k for r in rows for k in r} - set(HISTORY_FIELDS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _num(v: str) -> Any:
+    try:
+        f = float(v)
+        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+    except (TypeError, ValueError):
+        return v
+
+
+class Trainer:
+    """Train `objective` on `data` into `run_dir`.
+
+    Args:
+        cfg: the resolved run config (written to run_dir/config.yaml).
+        objective: the family's objective (classifier, embedding).
+        data: the loaded splits (train and val are required).
+        run_dir: the run directory; with `resume`, must hold checkpoints/last.pt.
+        resume: continue from run_dir/checkpoints/last.pt.
+        quiet: no progress bars.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        objective: Objective,
+        data: DataSplits,
+        run_dir: str | Path,
+        resume: bool = False,
+        quiet: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.cfg, self.objective, self.data = cfg, objective, data
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.quiet = quiet
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        for split in ("train", "val"):
+            data[split]  # raises a DataError naming the missing split
+        self.device = resolve_device(cfg.device)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _prepare_run_dir(self) -> None:
+        if self.resume:
+            if not (self.ckpt_dir / "last.pt").is_file():
+                raise CheckpointError(f"cannot resume: {self.ckpt_dir / 'last.pt'} does not exist")
+        elif (self.ckpt_dir / "last.pt").exists():
+            raise FermetricError(
+                f"run directory {self.run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+            )
+        if self.is_main:
+            (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            self._log_handler = logging.FileHandler(self.run_dir / "train.log")
+            self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            logging.getLogger("fermetric").addHandler(self._log_handler)
+
+    def _state(self, model, optimizer, schedule, scaler, epoch, best, history, notes) -> dict[str, Any]:
+        raw = model.module if hasattr(model, "module") else model
+        return {
+            "kind": self.objective.kind,
+            "model": self.objective.model_meta(raw, self.data.num_classes),
+            "class_names": list(self.data.class_names),
+            "state_dict": raw.state_dict(),
+            "extra_state_dicts": [m.state_dict() for m in self.objective.extra_modules()],
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "epoch": epoch,
+            "best": best,
+            "history": history,
+            "notes": notes,
+            "config": config_to_dict(self.cfg),
+            "data": {"name": self.data.name, "num_classes": self.data.num_classes},
+            "rng": {"torch": torch.get_rng_state()},
+            "fermetric_version": __version__,
+        }
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg, obj = self.cfg, self.objective
+        self._prepare_run_dir()
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.seed)
+        model = obj.build_model(self.data.num_classes).to(self.device)
+        use_cuda = self.device.type == "cuda"
+        if use_cuda and cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        obj.setup(model, self.data, self.device)
+        for m in obj.extra_modules():
+            m.to(self.device)
+        train_loader = obj.train_loader(self.data["train"], cfg.seed, self.rank, self.world_size)
+        steps_per_epoch = len(train_loader)
+        if cfg.train.max_steps_per_epoch > 0:
+            steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+        if steps_per_epoch == 0:
+            raise FermetricError(
+                f"the train split has {len(self.data['train'])} images, fewer than one batch of "
+                f"{cfg.train.batch_size}; lower train.batch_size"
+            )
+        optimizer = build_optimizer(cfg.optim, [model, *obj.extra_modules()])
+        schedule = LRSchedule(cfg.schedule, cfg.optim.lr, steps_per_epoch, cfg.train.epochs)
+        scaler = torch.amp.GradScaler("cuda") if (use_cuda and cfg.train.amp) else None
+
+        start_epoch, best, history, notes = 0, {"metric": obj.main_metric, "value": -math.inf, "epoch": -1}, [], {}
+        if self.resume:
+            ckpt = load_checkpoint(self.ckpt_dir / "last.pt")
+            meta = obj.model_meta(model, self.data.num_classes)
+            check_compatible(ckpt, self.ckpt_dir / "last.pt", kind=obj.kind, **meta)
+            load_state_dict_checked(model, ckpt["state_dict"], self.ckpt_dir / "last.pt")
+            for m, sd in zip(obj.extra_modules(), ckpt.get("extra_state_dicts", [])):
+                m.load_state_dict(sd)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            schedule.load_state_dict(ckpt["schedule"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            start_epoch, best, history, notes = ckpt["epoch"], ckpt["best"], ckpt["history"], ckpt.get("notes", {})
+            log.info("resuming %s from epoch %d", self.run_dir, start_epoch)
+
+        log.info(
+            "training %s (%s) on %s: %d train / %d val images, %d epochs, device %s",
+            obj.kind, cfg.model.name, self.data.name, len(self.data["train"]), len(self.data["val"]),
+            cfg.train.epochs, self.device,
+        )
+        t_start = time.time()
+        stopped_early = interrupted = False
+        epoch = start_epoch
+        try:
+            for epoch in range(start_epoch, cfg.train.epochs):
+                t0 = time.time()
+                train_loader.set_epoch(epoch)
+                g = make_generator(cfg.seed * 7_919 + epoch)  # objective randomness (mixup, ...)
+                model.train()
+                loss_sum, correct, seen = 0.0, 0, 0
+                bar = tqdm(
+                    total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch",
+                    disable=self.quiet or not self.is_main, leave=False, dynamic_ncols=True,
+                )
+                for step, (x, y, _) in enumerate(train_loader):
+                    if step >= steps_per_epoch:
+                        break
+                    lr = schedule.lr_at(epoch * steps_per_epoch + step)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    if use_cuda and cfg.train.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else contextlib.nullcontext()
+                    with autocast:
+                        loss, n_correct = obj.training_step(model, x, y, g)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+                            f"The last good checkpoint is {self.ckpt_dir / 'last.pt'} (epoch {epoch}). "
+                            "Lower optim.lr or set train.grad_clip, then --resume."
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        if cfg.train.grad_clip > 0:
+                            scaler.unscale_(optimizer)
+                            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        if cfg.train.grad_clip > 0:
+                            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                        optimizer.step()
+                    n = int(y.shape[0])
+                    loss_sum += float(loss.detach()) * n
+                    seen += n
+                    if n_correct is not None:
+                        correct += int(n_correct)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if n_correct is not None else "-")
+                bar.close()
+
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "train_loss": loss_sum / max(seen, 1),
+                    "train_acc": (correct / seen) if seen and n_correct is not None else "",
+                }
+                val = obj.validate(model.module if hasattr(model, "module") else model, self.data, self.device)
+                row.update(val)
+                epoch_notes = obj.epoch_notes(model, self.data, self.device)
+                if epoch_notes:
+                    notes[f"epoch_{epoch + 1}"] = epoch_notes
+                    row.update({k: v for k, v in epoch_notes.items() if isinstance(v, (int, float, str))})
+                row["seconds"] = time.time() - t0
+                history.append(row)
+                value = float(row[obj.main_metric])
+                schedule.end_of_epoch(value)
+                improved = value > best["value"] + 1e-9
+                if improved:
+                    best = {"metric": obj.main_metric, "value": value, "epoch": epoch + 1}
+                if self.is_main:
+                    state = self._state(model, optimizer, schedule, scaler, epoch + 1, best, history, notes)
+                    if improved:
+                        save_checkpoint(state, self.ckpt_dir / "best.pt")
+                    save_checkpoint(state, self.ckpt_dir / "last.pt")
+                    write_history(history, self.run_dir / "history.csv")
+                log.info(
+                    "epoch %d/%d  loss %.4f  %s %.4f%s  (%.1f s)",
+                    epoch + 1, cfg.train.epochs, row["train_loss"], obj.main_metric, value,
+                    "  *best*" if improved else "", row["seconds"],
+                )
+                patience = cfg.train.early_stopping_patience
+                if patience > 0 and epoch + 1 - best["epoch"] >= patience:
+                    log.info("early stopping: no improvement of %s for %d epochs", obj.main_metric, patience)
+                    stopped_early = True
+                    break
+                budget = cfg.train.time_budget_minutes
+                if budget > 0 and (time.time() - t_start) / 60.0 >= budget:
+                    log.info("time budget of %.1f min reached after epoch %d", budget, epoch + 1)
+                    stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            if self.is_main:
+                state = self._state(model, optimizer, schedule, scaler, epoch, best, history, notes)
+                save_checkpoint(state, self.ckpt_dir / "interrupted.pt")
+                log.warning(
+                    "interrupted during epoch %d: model saved to %s; --resume continues from the last "
+                    "completed epoch (%s)", epoch + 1, self.ckpt_dir / "interrupted.pt", self.ckpt_dir / "last.pt",
+                )
+            raise
+        finally:
+            if self.is_main and hasattr(self, "_log_handler"):
+                logging.getLogger("fermetric").removeHandler(self._log_handler)
+                self._log_handler.close()
+
+        metrics: dict[str, Any] = {}
+        if self.is_main:
+            metrics = self.finalize(model, history, best, notes, time.time() - t_start, stopped_early)
+        return TrainResult(self.run_dir, metrics, history, stopped_early, interrupted)
+
+    # ------------------------------------------------------------------------------------------
+    def finalize(self, model, history, best, notes, seconds, stopped_early) -> dict[str, Any]:
+        """Reload the best checkpoint, evaluate it on val (and test), write metrics and figures."""
+        from fermetric.plotting.confusion import plot_confusion
+        from fermetric.plotting.curves import plot_history
+        import matplotlib.pyplot as plt
+
+        raw = model.module if hasattr(model, "module") else model
+        best_path = self.ckpt_dir / "best.pt"
+        if best_path.is_file():
+            raw.load_state_dict(load_checkpoint(best_path, map_location=self.device)["state_dict"])
+        metrics: dict[str, Any] = {
+            "kind": self.objective.kind,
+            "model": self.cfg.model.name,
+            "data": self.data.name,
+            "best_epoch": best["epoch"],
+            "best_metric": best["metric"],
+            "epochs_run": len(history),
+            "stopped_early": stopped_early,
+            "train_seconds": round(seconds, 2),
+            "seed": self.cfg.seed,
+        }
+        if notes:
+            metrics["notes"] = notes
+        for split in ("val", "test"):
+            if split in self.data:
+                m = self.objective.final_metrics(raw, self.data, self.device, split)
+                metrics[split] = m
+                fig = plot_confusion(m["confusion"], m["class_names"], normalize=True,
+                                     title=f"{self.cfg.model.name} on {split} (acc {m['accuracy'] * 100:.1f} %)")
+                fig.savefig(self.run_dir / "figures" / f"confusion_{split}.png", dpi=120)
+                plt.close(fig)
+        write_json(self.run_dir / "metrics.json", metrics)
+        fig = plot_history(history, title=f"{self.cfg.model.name} on {self.data.name}")
+        fig.savefig(self.run_dir / "figures" / "curves.png", dpi=120)
+        plt.close(fig)
+        return metrics

@@ -1,0 +1,69 @@
+import pytest
+import yaml
+
+from fermetric.config import RunConfig, config_to_dict, load_config, save_config
+from fermetric.errors import ConfigError
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["train.epochs=3", "data.augment.rotation=5", "optim.name=adamw", "model.weights=null"])
+    assert cfg.train.epochs == 3
+    assert cfg.data.augment.rotation == 5.0
+    assert cfg.optim.name == "adamw"
+    assert cfg.model.weights is None
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 7\n  batch_size: 32\nmodel:\n  name: resnet18\n")
+    cfg = load_config(p, ["train.epochs=2"])
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.model.name) == (2, 32, "resnet18")
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [("train:\n  epoch: 3\n", "train.epoch"), ("trian:\n  epochs: 3\n", "trian"), ("data:\n  augment:\n    flip: 0.5\n", "data.augment.flip")],
+)
+def test_unknown_key_named(tmp_path, text, key):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert key in str(err.value) and str(p) in str(err.value)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.epochs=many", "train.epochs"),
+    ("train.epochs", "section.key=value"),
+    ("train.amp=3", "true or false"),
+    ("optim.betas=[0.9]", "list of 2"),
+    ("nosuch.key=1", "nosuch"),
+])
+def test_bad_overrides(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert fragment in str(err.value)
+
+
+def test_not_a_mapping(tmp_path):
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, ["seed=5", "metric.loss_kwargs={pos_margin: 0.1}"])
+    path = save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(path)
+    assert config_to_dict(again) == config_to_dict(cfg)
+    assert yaml.safe_load(path.read_text())["seed"] == 5
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    for f in files:
+        assert isinstance(load_config(f), RunConfig), f

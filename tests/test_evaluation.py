@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from fermetric.evaluation.ensemble import soft_vote
+from fermetric.evaluation.metrics import classification_metrics, metrics_to_markdown
+from fermetric.errors import FermetricError
+
+
+def test_metrics_by_hand():
+    y = [0, 0, 1, 1, 2, 2]
+    p = [0, 1, 1, 1, 2, 0]
+    m = classification_metrics(y, p, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    # class a: precision 1/2, recall 1/2; b: precision 2/3, recall 1; c: precision 1, recall 1/2
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["c"]["recall"] == pytest.approx(0.5)
+    f1 = [0.5, 0.8, 2 / 3]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert np.allclose(np.sum(m["confusion_normalized"], axis=1), 1.0)
+    assert "| b |" in metrics_to_markdown(m)
+
+
+def test_metrics_absent_class_row_is_zero():
+    m = classification_metrics([0, 0], [0, 1], ["a", "b"])
+    assert m["confusion_normalized"][1] == [0.0, 0.0]
+    assert m["per_class"]["b"]["support"] == 0
+
+
+def test_metrics_length_mismatch():
+    with pytest.raises(ValueError, match="2 entries"):
+        classification_metrics([0, 1], [0], ["a", "b"])
+
+
+def test_soft_vote_weighted():
+    a = np.array([[0.9, 0.1], [0.2, 0.8]])
+    b = np.array([[0.1, 0.9], [0.4, 0.6]])
+    assert np.allclose(soft_vote([a, b]), (a + b) / 2)
+    assert np.allclose(soft_vote([a, b], [3, 1]), 0.75 * a + 0.25 * b)
+    with pytest.raises(FermetricError, match="disagree"):
+        soft_vote([a, b[:1]])
+    with pytest.raises(FermetricError, match="weights"):
+        soft_vote([a, b], [0, 0])
+
+
+def test_tta_views_shapes_and_identity():
+    import torch
+
+    from fermetric.evaluation.predict import tta_views
+
+    x = torch.rand(3, 1, 48, 48)
+    views = tta_views(x)
+    assert len(views) == 10 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[0], x) and torch.equal(views[1], x.flip(-1))
+    # a shifted crop moves content: pixel (10, 10) of the (2, 2) crop is pixel (12, 12) of x
+    assert torch.equal(views[8][..., 10, 10], x[..., 12, 12])
