@@ -41,6 +41,9 @@ class FermetricGroup(click.Group):
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # faiss and pytorch-metric-learning log routine steps at INFO; keep them for -v
+    for name in ("faiss", "faiss.loader", "PML"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 0 else logging.WARNING)
 
 
 @click.group(cls=FermetricGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -51,12 +51,14 @@ def resolve_config(
     ferplus: Optional[str] = None,
     seed: Optional[int] = None,
     device: Optional[str] = None,
+    base: Optional[dict] = None,
 ) -> RunConfig:
-    """Config file <- --set overrides <- explicit flags (flags win: they are the most specific).
+    """defaults <- `base` (a command's own defaults) <- config file <- --set overrides <- explicit
+    flags (flags win: they are the most specific).
 
     Flag values are set as given, not parsed as YAML, so any path works.
     """
-    cfg = load_config(Path(config_path) if config_path else None, tuple(overrides))
+    cfg = load_config(Path(config_path) if config_path else None, tuple(overrides), base=base)
     if data is not None:
         cfg.data.source = str(data)
     if ferplus is not None:

@@ -133,6 +133,15 @@ class MetricObjective(Objective):
             "joint_ce": self.cfg.metric.ce_weight > 0,
         }
 
+    def distribute(self, world_size: int) -> None:
+        from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
+
+        # efficient=True: each rank's embeddings are anchors, all ranks' embeddings the references
+        self.loss_fn = DistributedLossWrapper(self.loss_fn, efficient=True)
+        if self.miner is not None:
+            self.miner = DistributedMinerWrapper(self.miner, efficient=True)
+        self.loss_scale = float(world_size)
+
     def extra_modules(self) -> list[nn.Module]:
         # losses with parameters (ArcFace, proxies) are trained and checkpointed with the model
         return [self.loss_fn] if self.loss_fn is not None and any(True for _ in self.loss_fn.parameters()) else []
@@ -151,7 +160,7 @@ class MetricObjective(Objective):
             loss = self.loss_fn(emb, labels)
         n_correct = None
         if self.cfg.metric.ce_weight > 0:
-            logits = model.classify(emb)
+            logits = getattr(model, "module", model).logits_from_embedding(emb)
             loss = loss + self.cfg.metric.ce_weight * F.cross_entropy(logits.float(), labels)
             n_correct = int((logits.argmax(1) == labels).sum())
         return loss, n_correct

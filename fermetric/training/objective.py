@@ -16,6 +16,7 @@ from fermetric.data.loaders import BatchLoader
 class Objective:
     kind: str = ""  # "classifier" or "embedding": written into checkpoints and run directories
     main_metric: str = "val_acc"  # history column that selects the best checkpoint (higher is better)
+    loss_scale: float = 1.0  # the returned loss is this many times the logged one (pml's distributed wrapper)
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -33,6 +34,9 @@ class Objective:
 
     def setup(self, model: nn.Module, data: DataSplits, device: torch.device) -> None:
         """Called once before training (e.g. class weights from the train split)."""
+
+    def distribute(self, world_size: int) -> None:
+        """Called once under DistributedDataParallel (e.g. wrap losses to mine across processes)."""
 
     def extra_modules(self) -> list[nn.Module]:
         """Modules besides the model whose parameters the optimiser trains (e.g. ArcFace's)."""

@@ -34,6 +34,7 @@ from fermetric import __version__
 from fermetric.config import RunConfig, config_to_dict, save_config
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import CheckpointError, FermetricError
+from fermetric.training.distributed import barrier
 from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, save_checkpoint
 from fermetric.training.objective import Objective
 from fermetric.training.optim import build_optimizer
@@ -118,6 +119,8 @@ class Trainer:
         for split in ("train", "val"):
             data[split]  # raises a DataError naming the missing split
         self.device = resolve_device(cfg.device)
+        if world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -175,6 +178,8 @@ class Trainer:
         obj.setup(model, self.data, self.device)
         for m in obj.extra_modules():
             m.to(self.device)
+        if self.world_size > 1:
+            obj.distribute(self.world_size)
         train_loader = obj.train_loader(self.data["train"], cfg.seed, self.rank, self.world_size)
         steps_per_epoch = len(train_loader)
         if cfg.train.max_steps_per_epoch > 0:
@@ -203,6 +208,11 @@ class Trainer:
             torch.set_rng_state(ckpt["rng"]["torch"])
             start_epoch, best, history, notes = ckpt["epoch"], ckpt["best"], ckpt["history"], ckpt.get("notes", {})
             log.info("resuming %s from epoch %d", self.run_dir, start_epoch)
+        if self.world_size > 1:
+            # wrapped after a resume's weights are in, so every rank starts from rank 0's copy
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
 
         log.info(
             "training %s (%s) on %s: %d train / %d val images, %d epochs, device %s",
@@ -255,7 +265,7 @@ class Trainer:
                             nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
                         optimizer.step()
                     n = int(y.shape[0])
-                    loss_sum += float(loss.detach()) * n
+                    loss_sum += float(loss.detach()) / obj.loss_scale * n
                     seen += n
                     if n_correct is not None:
                         correct += int(n_correct)
@@ -288,6 +298,7 @@ class Trainer:
                         save_checkpoint(state, self.ckpt_dir / "best.pt")
                     save_checkpoint(state, self.ckpt_dir / "last.pt")
                     write_history(history, self.run_dir / "history.csv")
+                barrier()
                 log.info(
                     "epoch %d/%d  loss %.4f  %s %.4f%s  (%.1f s)",
                     epoch + 1, cfg.train.epochs, row["train_loss"], obj.main_metric, value,
