@@ -57,3 +57,19 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_buffers(module: torch.nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) across ranks.
+
+    DDP broadcasts rank 0's buffers before each forward, but each rank then updates them from its
+    own batch; averaging at the end of an epoch gives every rank the same model, with statistics
+    from all ranks' data, before validation and checkpointing.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world)

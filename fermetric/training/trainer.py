@@ -34,7 +34,7 @@ from fermetric import __version__
 from fermetric.config import RunConfig, config_to_dict, save_config
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import CheckpointError, FermetricError
-from fermetric.training.distributed import barrier
+from fermetric.training.distributed import average_buffers, barrier
 from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, save_checkpoint
 from fermetric.training.objective import Objective
 from fermetric.training.optim import build_optimizer
@@ -57,6 +57,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     stopped_early: bool
     interrupted: bool = False
+    final_state: Optional[dict[str, torch.Tensor]] = None  # weights after the last epoch (every rank)
 
 
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
@@ -272,6 +273,8 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if n_correct is not None else "-")
                 bar.close()
+                if self.world_size > 1:
+                    average_buffers(model.module)
 
                 row: dict[str, Any] = {
                     "epoch": epoch + 1,
@@ -329,10 +332,12 @@ class Trainer:
                 logging.getLogger("fermetric").removeHandler(self._log_handler)
                 self._log_handler.close()
 
+        raw = model.module if hasattr(model, "module") else model
+        final_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
         metrics: dict[str, Any] = {}
         if self.is_main:
             metrics = self.finalize(model, history, best, notes, time.time() - t_start, stopped_early)
-        return TrainResult(self.run_dir, metrics, history, stopped_early, interrupted)
+        return TrainResult(self.run_dir, metrics, history, stopped_early, interrupted, final_state)
 
     # ------------------------------------------------------------------------------------------
     def finalize(self, model, history, best, notes, seconds, stopped_early) -> dict[str, Any]:
