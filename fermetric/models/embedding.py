@@ -1,0 +1,178 @@
+"""The embedding model: any registered backbone, a projection head, an L2-normalised vector.
+
+    images (N, 1, 48, 48) -> backbone pre-logits (N, F) -> projection -> normalise -> (N, D)
+                                                             optional cosine classifier -> (N, K)
+
+Projection head: Linear(F, 512) -> BN -> ReLU -> Linear(512, D) by default ("mlp"), as in
+Hermans et al. 2017 (triplet loss, 1024-BN-ReLU-128) and SimCLR: the non-linear head lets the
+metric loss shape the embedding without forcing the backbone's pre-logits onto the unit
+sphere, which keeps them useful for the classifier and for kNN on a classifier run. "linear"
+(one Linear) is the choice for tiny backbones or batch size 1 in training (BN needs 2+).
+
+Optional classifier (joint cross-entropy + metric loss): a cosine classifier, logits =
+scale * cos(embedding, w_k). The embedding is unit-norm, so a plain linear layer could only
+reach large logits by growing its weights, which weight decay resists; normalising the weights
+too (NormFace, Wang et al. 2017) fixes the logit range with `logit_scale` and makes each w_k a
+class prototype on the same sphere the kNN index and PrototypeScorer work on.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fermetric.errors import ModelError
+from fermetric.models.base import FERModel
+from fermetric.models.common import check_choice, check_int
+from fermetric.models.registry import create_model, get_model_entry
+
+PROJECTIONS = ("mlp", "linear")
+
+
+class CosineClassifier(nn.Module):
+    """logits = scale * normalise(e) @ normalise(W).T; input (N, D), output (N, K)."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        nn.init.normal_(self.weight, std=0.01)
+        self.scale = float(scale)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(e, dim=1), F.normalize(self.weight, dim=1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, scale={self.scale}"
+
+
+class EmbeddingModel(nn.Module):
+    """Backbone + projection head -> L2-normalised embedding (N, embedding_dim).
+
+    Args:
+        backbone: a FERModel; its classifier head is removed when it has `reset_classifier`
+            (so every parameter takes part in training).
+        embedding_dim: size D of the embedding.
+        num_classes: adds a cosine classifier on the embedding (`forward_logits`) when given.
+        projection: "mlp" (Linear-BN-ReLU-Linear) or "linear".
+        hidden_dim: width of the MLP's hidden layer.
+        logit_scale: the cosine classifier's scale (inverse temperature).
+
+    Attributes:
+        gradcam_layer: "backbone." + the backbone's, for Grad-CAM on the embedding model.
+        num_features: = embedding_dim (what `embed` returns).
+    """
+
+    def __init__(
+        self,
+        backbone: FERModel,
+        embedding_dim: int = 128,
+        num_classes: Optional[int] = None,
+        *,
+        projection: str = "mlp",
+        hidden_dim: int = 512,
+        logit_scale: float = 16.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, FERModel):
+            raise ModelError(f"EmbeddingModel needs a FERModel backbone, got {type(backbone).__name__}")
+        name = f"{getattr(backbone, 'model_name', '') or type(backbone).__name__}-embedding"
+        check_int(name, "embedding_dim", embedding_dim, 1)
+        check_int(name, "hidden_dim", hidden_dim, 1)
+        check_choice(name, "projection", projection, PROJECTIONS)
+        if num_classes is not None:
+            check_int(name, "num_classes", num_classes, 1)
+        if hasattr(backbone, "reset_classifier"):
+            backbone.reset_classifier(0)
+        self.backbone = backbone
+        feats = backbone.num_features
+        if projection == "mlp":
+            self.projection: nn.Module = nn.Sequential(
+                nn.Linear(feats, hidden_dim, bias=False),  # bias is redundant before BN
+                nn.BatchNorm1d(hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden_dim, embedding_dim),
+            )
+        else:
+            self.projection = nn.Linear(feats, embedding_dim)
+        self.classifier = CosineClassifier(embedding_dim, num_classes, logit_scale) if num_classes else None
+        self.embedding_dim = embedding_dim
+        self.num_features = embedding_dim
+        self.num_classes = num_classes
+        self.projection_type = projection
+        self.model_name = name
+        self.gradcam_layer = "backbone." + backbone.gradcam_layer
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, 1, H, W) in [0, 1] -> the backbone's feature map (N, C, h, w)."""
+        return self.backbone.forward_features(x)
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        """Backbone feature map (N, C, h, w) -> unit-norm embedding (N, embedding_dim)."""
+        z = self.backbone.pre_logits(feats)
+        return F.normalize(self.projection(z), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, 1, H, W) in [0, 1] -> unit-norm embedding (N, embedding_dim)."""
+        return self.project(self.forward_features(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as forward: (N, 1, H, W) -> (N, embedding_dim)."""
+        return self(x)
+
+    def logits_from_embedding(self, e: torch.Tensor) -> torch.Tensor:
+        """Embedding (N, embedding_dim) -> logits (N, num_classes) of the cosine classifier."""
+        if self.classifier is None:
+            raise ModelError(f"{self.model_name} has no classifier; build it with num_classes=K for joint training")
+        return self.classifier(e)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, 1, H, W) -> logits (N, num_classes); needs num_classes at construction."""
+        return self.logits_from_embedding(self(x))
+
+    def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding (N, D), logits (N, K)) in one pass, for joint metric + cross-entropy training."""
+        e = self(x)
+        return e, self.logits_from_embedding(e)
+
+
+def create_embedding_model(
+    name: str,
+    embedding_dim: int = 128,
+    num_classes: Optional[int] = None,
+    *,
+    projection: str = "mlp",
+    hidden_dim: int = 512,
+    logit_scale: float = 16.0,
+    **backbone_kwargs: Any,
+) -> EmbeddingModel:
+    """An EmbeddingModel on the registered backbone `name`.
+
+    Args:
+        name: a registered model name.
+        embedding_dim, num_classes, projection, hidden_dim, logit_scale: see EmbeddingModel.
+        **backbone_kwargs: passed to `create_model` (in_chans, stem, width, dropout,
+            pretrained, weights); a classifier's weights file loads with its head skipped.
+
+    Raises:
+        ModelError: unknown name or option.
+    """
+    get_model_entry(name)
+    # No classifier head on the backbone: the embedding reads its pre-logits.
+    backbone = create_model(name, num_classes=0, **backbone_kwargs)
+    return EmbeddingModel(backbone, embedding_dim, num_classes, projection=projection,
+                          hidden_dim=hidden_dim, logit_scale=logit_scale)
+
+
+def embedding_model_from_config(model_cfg: Any, num_classes: Optional[int] = None) -> EmbeddingModel:
+    """The EmbeddingModel a ModelConfig describes (backbone as `model_from_config`, D = embedding_dim).
+
+    Args:
+        model_cfg: `RunConfig.model`.
+        num_classes: adds the cosine classifier (joint training) when given.
+    """
+    from fermetric.models.registry import model_from_config
+
+    backbone = model_from_config(model_cfg, num_classes=0)
+    return EmbeddingModel(backbone, model_cfg.embedding_dim, num_classes)

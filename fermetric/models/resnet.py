@@ -1,0 +1,130 @@
+"""ResNet18 and ResNet50 for 48x48 grayscale faces, built from torchvision's blocks.
+
+torchvision's ResNet was made for 224x224 images: its 7x7 stride-2 conv and max-pool divide
+the side by 4 before the first residual stage, which leaves a 2x2 map at the end for a 48x48
+face. The `stem` option chooses how much of that to keep:
+
+======== ================================= ======== ======== ============= ===================
+stem     first layers                      layer1   layer4   resnet18      resnet18 train
+                                                             GFLOPs/image  img/s (relative)
+======== ================================= ======== ======== ============= ===================
+small    3x3 stride-1 conv, no max-pool    48x48    6x6      2.49          5.3  (1x)
+pool     3x3 stride-1 conv + 3x3/2 pool    24x24    3x3      0.63          18.4 (3.5x)
+imagenet torchvision's 7x7/2 conv + pool   12x12    2x2      0.19          38.9 (7.3x)
+======== ================================= ======== ======== ============= ===================
+
+(scripts/bench_models.py: forward + backward + SGD step, batch 32, one thread of a CPU shared
+with other jobs, so compare the columns, not the absolute numbers; forward GFLOPs from
+torch.utils.flop_counter.) A 3x3 stride-2 conv without pool was measured too: as costly as
+"pool" (same FLOPs, slower here) while it samples the raw pixels with stride 2, so it is not offered.
+
+Default "small", as in CIFAR ResNets: FER2013 faces are already small, every downsampling
+before layer1 throws away expression detail (eyelids, mouth corners), and layer4's 6x6 map is
+what Grad-CAM upsamples, where "pool" gives 3x3 and "imagenet" 2x2. Its cost, ~0.2 PFLOP per
+FER2013 training epoch for ResNet18 (2.49 GFLOPs x 3 x 28.7k images), is a GPU's job. On a CPU "pool" is the trade-off for real training (3.5x faster), and
+"imagenet" is for smoke runs and for ImageNet weights used with the stem they were trained with.
+
+Keys match torchvision's (`conv1`, `bn1`, `layer1`..`layer4`, `fc`), so torchvision state
+dicts load directly; with a 3x3 stem the ImageNet 7x7 stem (`conv1`, `bn1`) is skipped.
+"""
+from __future__ import annotations
+
+from typing import Type, Union
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from fermetric.models.common import PooledFERModel, check_choice, check_int, init_conv
+from fermetric.models.registry import register_model
+
+#: stem name -> what it is (kept in sync with `_make_stem`).
+STEMS: dict[str, str] = {
+    "small": "3x3 stride-1 conv, no max-pool (layer1 at 48x48, last map 6x6)",
+    "pool": "3x3 stride-1 conv + 3x3/2 max-pool (layer1 at 24x24, last map 3x3)",
+    "imagenet": "torchvision's 7x7 stride-2 conv + 3x3/2 max-pool (layer1 at 12x12, last map 2x2)",
+}
+DEFAULT_STEM = "small"
+DEFAULT_DROPOUT = 0.3
+
+
+def _make_stem(stem: str, in_chans: int, out_chans: int = 64) -> tuple[nn.Conv2d, nn.Module]:
+    """(first conv, pooling after bn1+relu) for a stem name."""
+    if stem == "imagenet":
+        conv = nn.Conv2d(in_chans, out_chans, kernel_size=7, stride=2, padding=3, bias=False)
+        pool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    else:
+        conv = nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=1, padding=1, bias=False)
+        pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "pool" else nn.Identity()
+    return init_conv(conv), pool
+
+
+class FERResNet(PooledFERModel):
+    """torchvision ResNet trunk with a selectable stem and a dropout + linear head.
+
+    Args:
+        block: torchvision's BasicBlock or Bottleneck (or a subclass, e.g. SE-Bottleneck).
+        layers: blocks per stage, e.g. [2, 2, 2, 2] for ResNet18.
+        model_name: registry name.
+        num_classes: logits; 0 for none.
+        in_chans: input channels.
+        stem: a key of `STEMS`.
+        dropout: dropout before the linear head.
+        zero_init_residual: zero the last BN of each block (Goyal et al. 2017), as torchvision.
+
+    Shapes: (N, in_chans, 48, 48) -> trunk (N, 512 * expansion, h, w) -> logits (N, num_classes).
+    """
+
+    gradcam_layer = "layer4"
+
+    def __init__(
+        self,
+        block: Type[Union[BasicBlock, Bottleneck]],
+        layers: list[int],
+        *,
+        model_name: str,
+        num_classes: int = 7,
+        in_chans: int = 1,
+        stem: str = DEFAULT_STEM,
+        dropout: float = DEFAULT_DROPOUT,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model_name = model_name
+        self.stem = check_choice(model_name, "stem", stem, STEMS)
+        check_int(model_name, "in_chans", in_chans, 1)
+        tv = ResNet(block, layers, zero_init_residual=zero_init_residual)
+        # Same attribute names as torchvision, so its state dicts load key for key.
+        self.conv1, maxpool = _make_stem(stem, in_chans)
+        self.bn1 = tv.bn1
+        self.relu = tv.relu
+        self.maxpool = maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
+        self._build_head(512 * block.expansion, num_classes, dropout)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, C, H, W) -> layer4 map (N, num_features, H/8, W/8) with the small stem."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def pretrained_skip_prefixes(self) -> tuple[str, ...]:
+        # ImageNet's 7x7 stem conv does not fit a 3x3 stem; its BN statistics belong to that conv.
+        return () if self.stem == "imagenet" else ("conv1.", "bn1.")
+
+
+@register_model("resnet18", pretrained="ResNet18_Weights.IMAGENET1K_V1")
+def resnet18(
+    num_classes: int = 7, in_chans: int = 1, stem: str = DEFAULT_STEM, dropout: float = DEFAULT_DROPOUT
+) -> FERResNet:
+    """ResNet18 (torchvision BasicBlock, [2, 2, 2, 2]); 512 pre-logit features."""
+    return FERResNet(BasicBlock, [2, 2, 2, 2], model_name="resnet18", num_classes=num_classes,
+                     in_chans=in_chans, stem=stem, dropout=dropout)
+
+
+@register_model("resnet50", pretrained="ResNet50_Weights.IMAGENET1K_V2")
+def resnet50(
+    num_classes: int = 7, in_chans: int = 1, stem: str = DEFAULT_STEM, dropout: float = DEFAULT_DROPOUT
+) -> FERResNet:
+    """ResNet50 (torchvision Bottleneck, [3, 4, 6, 3]); 2048 pre-logit features."""
+    return FERResNet(Bottleneck, [3, 4, 6, 3], model_name="resnet50", num_classes=num_classes,
+                     in_chans=in_chans, stem=stem, dropout=dropout)
