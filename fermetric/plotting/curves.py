@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_history(rows: Sequence[dict], title: Optional[str] = None) -> Figure:
@@ -25,6 +26,7 @@ def plot_history(rows: Sequence[dict], title: Optional[str] = None) -> Figure:
             if ys is not None:
                 ax.plot(epochs, ys, marker="o", ms=3, label=key.replace("_", " "))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if ax.lines:

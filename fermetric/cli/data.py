@@ -1,0 +1,86 @@
+"""`fermetric data info [PATH]` and `fermetric data synth --n N --out DIR`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from fermetric.cli.options import config_options, seed_option
+
+
+def register(main: click.Group) -> None:
+    @main.group("data")
+    def data() -> None:
+        """Inspect data sets and write SynthFER to disk."""
+
+    @data.command("info")
+    @click.argument("path", required=False, default=None)
+    @click.option("--ferplus", default=None, metavar="CSV", type=click.Path(dir_okay=False),
+                  help="fer2013new.csv: show FER+ majority labels instead of FER2013's.")
+    @click.option("--out", type=click.Path(file_okay=False), default="fermetric-data-info", show_default=True,
+                  help="Folder for samples.png and summary.txt.")
+    @click.option("--per-class", type=click.IntRange(1, 64), default=8, show_default=True,
+                  help="Sample images per class in samples.png.")
+    @click.option("--split", default=None, help="Split to draw samples from (default: train, else the first).")
+    @click.option("--skip-bad-rows", is_flag=True, help="Skip malformed CSV rows (counted) instead of failing.")
+    @seed_option
+    @config_options
+    def info(path: Optional[str], ferplus: Optional[str], out: str, per_class: int, split: Optional[str],
+             skip_bad_rows: bool, seed: Optional[int], config_path: Optional[str], overrides: tuple[str, ...]) -> None:
+        """Count images per split and class, and draw samples of each class.
+
+        PATH is a fer2013.csv(.gz), an image folder, or 'synth' (the default: SynthFER).
+        """
+        import matplotlib.pyplot as plt
+
+        from fermetric.cli.options import resolve_config
+        from fermetric.data import load_data
+        from fermetric.data.info import describe, info_lines
+        from fermetric.plotting.samples import sample_grid
+        from fermetric.utils.io import atomic_write_text
+
+        cfg = resolve_config(config_path, overrides, data=path, ferplus=ferplus, seed=seed)
+        if skip_bad_rows:
+            cfg.data.skip_bad_rows = True
+        t0 = time.perf_counter()
+        splits = load_data(cfg.data.source, cfg.data, seed=cfg.seed)
+        splits.info.setdefault("load_seconds", round(time.perf_counter() - t0, 3))
+        table = describe(splits)
+        facts = info_lines(splits)
+        click.echo(table)
+        for line in facts:
+            click.echo(line)
+
+        name = split or ("train" if "train" in splits else next(iter(splits.splits)))
+        ds = splits[name]
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [atomic_write_text(out_dir / "summary.txt", "\n".join([table, *facts]) + "\n")]
+        variants = [("samples.png", False)] + ([("samples_masks.png", True)] if ds.masks is not None else [])
+        for fname, masks in variants:
+            fig = sample_grid(ds, per_class=per_class, seed=cfg.seed, masks=masks,
+                              title=f"{splits.name} [{name}]" + (" + evidence masks" if masks else ""))
+            fig.savefig(out_dir / fname, dpi=100)
+            plt.close(fig)
+            written.append(out_dir / fname)
+        for p in written:
+            click.echo(f"wrote {p}")
+
+    @data.command("synth")
+    @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Images in all (10% val, 10% test).")
+    @click.option("--out", type=click.Path(file_okay=False), required=True, help="Target folder.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--difficulty", type=float, default=1.0, show_default=True,
+                  help="0 = clean prototypes; 1 = the default; higher = harder.")
+    @click.option("--overwrite", is_flag=True, help="Write into a folder that already holds a data set.")
+    def synth(n: int, out: str, seed: int, difficulty: float, overwrite: bool) -> None:
+        """Write SynthFER as PNGs in Kaggle's FER2013 folder layout, with evidence masks."""
+        from fermetric.data.synthetic import write_synthfer_folder
+
+        counts = write_synthfer_folder(out, n=n, seed=seed, difficulty=difficulty, overwrite=overwrite)
+        for split, per_class in counts.items():
+            detail = ", ".join(f"{c} {k}" for c, k in per_class.items())
+            click.echo(f"{split}: {sum(per_class.values()):,} images ({detail})")
+        click.echo(f"wrote {sum(sum(c.values()) for c in counts.values()):,} images and their masks to {Path(out)}")
