@@ -1,0 +1,75 @@
+"""`fermetric predict RUN IMAGE [IMAGE ...]`: expressions of the faces in photos."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from fermetric.cli.options import device_option
+
+EXIT_HELP = """Images larger than 64 px on a side are searched for frontal faces (OpenCV Haar cascade);
+each face is cropped to a square (1 + margin) times its box, made grayscale and resized to 48x48.
+Images of at most 64x64 px are taken as face crops and used whole (--no-detect does this for
+every image). Directories are expanded to the images in them (recursively).
+
+Writes OUT/predictions.json (per image: mode, faces with box, crop box, label, probability of
+every class; plus the inputs that failed and why) and OUT/<name>_pred.png per image.
+
+\b
+Exit codes:
+  0  at least one image gave a prediction (failed inputs are listed on stderr and in the JSON)
+  1  no image gave a prediction (every input missing, unreadable, empty or without a face)
+  2  bad arguments or RUN is not a usable run directory"""
+
+
+def register(main: click.Group) -> None:
+    @main.command("predict", help="Predict the expression of every face in photos with a trained run.\n\n" + EXIT_HELP)
+    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("images", nargs=-1, required=True, type=click.Path())
+    @click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True,
+                  help="Output folder for predictions.json and the annotated images.")
+    @click.option("--saliency", is_flag=True, help="Overlay Grad-CAM of the predicted class on each face.")
+    @click.option("--min-face", type=click.IntRange(min=8), default=40, show_default=True,
+                  help="Smallest face side searched, in pixels.")
+    @click.option("--margin", type=click.FloatRange(min=0.0, max=2.0), default=0.2, show_default=True,
+                  help="Crop side = (1 + margin) x the face box's longer side.")
+    @click.option("--no-detect", is_flag=True, help="Use every image whole as a face crop (no detection).")
+    @click.option("--detect-small", is_flag=True, help="Search for faces even in images of at most 64 px.")
+    @device_option
+    @click.pass_context
+    def predict(ctx: click.Context, run: str, images: tuple[str, ...], out: str, saliency: bool, min_face: int,
+                margin: float, no_detect: bool, detect_small: bool, device: Optional[str]) -> None:
+        from tqdm.auto import tqdm
+
+        from fermetric.inference import FacePredictor, predict_images
+
+        if no_detect and detect_small:
+            raise click.UsageError("--no-detect and --detect-small contradict each other")
+        detect = "never" if no_detect else ("always" if detect_small else "auto")
+        quiet = bool((ctx.obj or {}).get("quiet"))
+        predictor = FacePredictor.from_run_dir(run, device=device)
+
+        def progress(files):
+            return tqdm(files, desc="predict", unit="image", disable=quiet or len(files) < 2, leave=False)
+
+        batch = predict_images(predictor, images, out, detect=detect, min_face=min_face, margin=margin,
+                               saliency=saliency, progress=progress)
+        names = predictor.class_names
+        for r in batch.images:
+            faces = ", ".join(
+                f"{f.label} {f.probabilities[f.label_id] * 100:.1f} %" + (f" at {list(f.box)}" if r.mode == "detected" else "")
+                for f in r.faces
+            )
+            click.echo(f"{r.path}: {len(r.faces)} face(s) ({r.mode}): {faces}")
+        for p, msg in batch.errors:
+            click.echo(f"skipped {p}: {msg}", err=True)
+        for note in batch.notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(f"{len(batch.images)} image(s) predicted, {batch.n_faces} face(s), {len(batch.errors)} input(s) failed "
+                   f"({predictor.kind} run, {len(names)} classes)")
+        click.echo(f"  {out}/predictions.json")
+        for r in batch.images:
+            click.echo(f"  {r.annotated}")
+        if not batch.images:
+            click.echo(f"error: no prediction for any of the {len(batch.errors)} input(s)", err=True)
+            ctx.exit(1)

@@ -1,0 +1,389 @@
+"""Predicting expressions on photos with a trained run: detect faces, crop them to 48x48, score
+every class, and draw the result.
+
+Both model families are served: a classifier gives its softmax, an embedding model the vote
+fractions of its kNN index over the training gallery (`Run.knn()`), exactly what `evaluate` and
+`knn-eval` measure. The optional saliency overlay is Grad-CAM of the predicted class, through a
+ClassifierScorer or, for embedding runs, a PrototypeScorer (cosine to the class centroids of the
+gallery), from fermetric.analysis.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from fermetric.data.classes import IMAGE_SIZE
+from fermetric.errors import DataError, FermetricError
+from fermetric.inference.faces import (
+    CROP_MAX_SIDE,
+    Photo,
+    crop_face,
+    detect_faces,
+    expand_inputs,
+    is_face_crop,
+    read_photo,
+    whole_image_crop,
+)
+
+log = logging.getLogger("fermetric.predict")
+
+__all__ = ["FaceResult", "ImageResult", "BatchResult", "FacePredictor", "predict_images", "annotate"]
+
+DETECT_MODES = ("auto", "always", "never")
+
+
+@dataclass
+class FaceResult:
+    """One face of one image.
+
+    Attributes:
+        box: (x, y, w, h) of the detected face (the whole image's square when not detected).
+        crop_box: (x0, y0, x1, y1) of the square that was resized to 48x48 (may reach outside
+            the image: edge pixels were repeated there).
+        probabilities: (C,) class probabilities (sum 1).
+        label_id, label: the predicted class.
+        crop: (48, 48) uint8, what the model saw.
+        saliency: (48, 48) float32 in [0, 1], or None.
+    """
+
+    box: tuple[int, int, int, int]
+    crop_box: tuple[int, int, int, int]
+    probabilities: np.ndarray
+    label_id: int
+    label: str
+    crop: np.ndarray = field(repr=False)
+    saliency: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def to_json(self, class_names: Sequence[str]) -> dict[str, Any]:
+        return {
+            "box": list(self.box),
+            "crop_box": list(self.crop_box),
+            "label": self.label,
+            "label_id": self.label_id,
+            "probability": float(self.probabilities[self.label_id]),
+            "probabilities": {name: round(float(p), 6) for name, p in zip(class_names, self.probabilities)},
+        }
+
+
+@dataclass
+class ImageResult:
+    path: Path
+    size: tuple[int, int]
+    mode: str  # "detected" or "whole image"
+    faces: list[FaceResult]
+    annotated: Optional[Path] = None
+
+    def to_json(self, class_names: Sequence[str]) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "width": self.size[0],
+            "height": self.size[1],
+            "mode": self.mode,
+            "annotated": None if self.annotated is None else str(self.annotated),
+            "faces": [f.to_json(class_names) for f in self.faces],
+        }
+
+
+@dataclass
+class BatchResult:
+    """Results of a batch: the images that gave predictions and those that did not (with why)."""
+
+    images: list[ImageResult]
+    errors: list[tuple[Path, str]]
+    class_names: tuple[str, ...]
+    run: str = ""
+    kind: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_faces(self) -> int:
+        return sum(len(r.faces) for r in self.images)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "kind": self.kind,
+            "class_names": list(self.class_names),
+            "settings": self.settings,
+            "images": [r.to_json(self.class_names) for r in self.images],
+            "errors": [{"path": str(p), "error": msg} for p, msg in self.errors],
+            "notes": self.notes,
+        }
+
+
+class FacePredictor:
+    """Class probabilities of 48x48 face crops from a trained run.
+
+    Args:
+        run: a fermetric.training.runs.Run (classifier or embedding).
+        batch_size: crops per forward pass.
+    """
+
+    def __init__(self, run, batch_size: int = 256):
+        if run.kind not in ("classifier", "embedding"):
+            raise FermetricError(f"{run.path}: cannot predict with a run of kind {run.kind!r}")
+        self.run = run
+        self.kind: str = run.kind
+        self.class_names: tuple[str, ...] = tuple(run.class_names)
+        self.batch_size = batch_size
+        self._knn = None
+        self._scorer = None
+
+    @classmethod
+    def from_run_dir(cls, path: str | Path, device: Optional[str] = "auto", **kw) -> "FacePredictor":
+        from fermetric.training.runs import load_run
+
+        return cls(load_run(path, device=device or "auto"), **kw)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.run.model
+
+    def _float_batch(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.tensor(np.asarray(crops))  # a copy: callers' arrays may be read-only views
+        if x.dim() == 3:
+            x = x[:, None]
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE) or x.dtype != torch.uint8:
+            raise DataError(f"crops must be uint8 (N, 48, 48) or (N, 1, 48, 48); got {tuple(x.shape)} {x.dtype}")
+        return x.float().div_(255.0)
+
+    def knn(self):
+        if self._knn is None:
+            self._knn = self.run.knn()  # RUN/index when built, else fitted on the train embeddings
+        return self._knn
+
+    @torch.no_grad()
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities."""
+        x = self._float_batch(crops)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        out = []
+        try:
+            for i in range(0, x.shape[0], self.batch_size):
+                xb = x[i:i + self.batch_size].to(self.run.device)
+                if self.kind == "classifier":
+                    out.append(torch.softmax(model(xb).float(), dim=1).cpu().numpy())
+                else:
+                    emb = np.ascontiguousarray(model(xb).float().cpu().numpy(), dtype=np.float32)
+                    out.append(np.asarray(self.knn().predict_proba(emb)))
+        finally:
+            model.train(was_training)
+        if not out:
+            return np.zeros((0, len(self.class_names)))
+        p = np.concatenate(out).astype(np.float64)
+        if p.shape[1] != len(self.class_names):
+            raise FermetricError(f"{self.run.path}: the model scores {p.shape[1]} classes but the run has {len(self.class_names)}")
+        return p
+
+    def saliency(self, crops: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+        """Grad-CAM maps (N, 48, 48) in [0, 1] (each map scaled by its maximum) for `targets`.
+
+        Raises:
+            ImportError: fermetric.analysis is not available.
+        """
+        from fermetric.analysis.gradcam import gradcam
+
+        if self._scorer is None:
+            # Grad-CAM of the logits (classifiers) or of the cosine to the class centroids of the
+            # train gallery (embedding runs): differentiable scores of the same decision
+            self._scorer = self.run.scorer("auto", output="logits")
+        maps = np.asarray(gradcam(self._scorer, self._float_batch(crops), list(map(int, targets))), dtype=np.float32)
+        peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
+        return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def _faces_of(photo: Photo, detect: str, min_face: int, margin: float) -> tuple[str, list[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, int, int, int]]]]:
+    w, h = photo.size
+    if detect == "never" or (detect == "auto" and is_face_crop(w, h)):
+        crop, cb = whole_image_crop(photo.gray)
+        return "whole image", [((cb[0], cb[1], cb[2] - cb[0], cb[3] - cb[1]), crop, cb)]
+    boxes = detect_faces(photo.gray, min_face=min_face)
+    out = []
+    for b in boxes:
+        crop, cb = crop_face(photo.gray, b, margin=margin)
+        out.append((b, crop, cb))
+    return "detected", out
+
+
+def _no_face_message(photo: Photo, detect: str, min_face: int) -> str:
+    w, h = photo.size
+    hints = []
+    if min_face > 24:
+        hints.append(f"a smaller --min-face (now {min_face})")
+    hints.append("--no-detect to use the whole image as the face")
+    msg = f"no face found in the {w}x{h} image; try " + " or ".join(hints)
+    if detect == "always" and is_face_crop(w, h):
+        msg += f" (images up to {CROP_MAX_SIDE} px are normally taken as crops)"
+    return msg
+
+
+def predict_images(
+    predictor: FacePredictor,
+    inputs: Iterable[str | Path],
+    out_dir: Optional[str | Path] = None,
+    *,
+    detect: str = "auto",
+    min_face: int = 40,
+    margin: float = 0.2,
+    saliency: bool = False,
+    progress: Optional[Callable[[Iterable], Iterable]] = None,
+) -> BatchResult:
+    """Predict every face in every image; directories are expanded to their images.
+
+    Args:
+        predictor: the run's FacePredictor.
+        inputs: image files and/or directories.
+        out_dir: where predictions.json and the annotated images go (None: write nothing).
+        detect: "auto" (images <= 64 px on both sides are crops, others are searched),
+            "always" or "never" (every image is a crop).
+        min_face: smallest face side searched, in pixels.
+        margin: the crop is (1 + margin) x the face box's longer side.
+        saliency: overlay Grad-CAM of the predicted class (skipped with a note when
+            fermetric.analysis is unavailable or fails).
+        progress: wraps the list of files (e.g. a tqdm factory).
+
+    Returns:
+        A BatchResult; an unreadable file, an image without a face, a missing path or an empty
+        directory is an entry of `errors`, never an exception.
+    """
+    if detect not in DETECT_MODES:
+        raise DataError(f"detect must be one of {DETECT_MODES}; got {detect!r}")
+    files, errors = expand_inputs(inputs)
+    batch = BatchResult(
+        images=[], errors=list(errors), class_names=predictor.class_names, run=str(predictor.run.path),
+        kind=predictor.kind,
+        settings={"detect": detect, "min_face": min_face, "margin": margin, "crop_max_side": CROP_MAX_SIDE,
+                  "saliency": saliency, "detector": "opencv haarcascade_frontalface_default"},
+    )
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    used_names: set[str] = set()
+    want_saliency = saliency
+    for path in (progress(files) if progress else files):
+        try:
+            photo = read_photo(path)
+        except DataError as exc:
+            errors_msg = str(exc).removeprefix(f"{path}: ")
+            batch.errors.append((path, errors_msg))
+            continue
+        mode, faces = _faces_of(photo, detect, min_face, margin)
+        if not faces:
+            batch.errors.append((path, _no_face_message(photo, detect, min_face)))
+            continue
+        crops = np.stack([c for _, c, _ in faces])
+        probs = predictor.predict_proba(crops)
+        labels = probs.argmax(axis=1)
+        maps: Optional[np.ndarray] = None
+        if want_saliency:
+            try:
+                maps = predictor.saliency(crops, labels)
+            except ImportError as exc:
+                batch.notes.append(f"saliency overlay skipped: fermetric.analysis is not available ({exc})")
+                want_saliency = False
+            except FermetricError as exc:
+                batch.notes.append(f"saliency overlay skipped: {exc}")
+                want_saliency = False
+        result = ImageResult(path=path, size=photo.size, mode=mode, faces=[])
+        for i, (box, crop, cb) in enumerate(faces):
+            lid = int(labels[i])
+            result.faces.append(FaceResult(
+                box=tuple(int(v) for v in box), crop_box=tuple(int(v) for v in cb), probabilities=probs[i],
+                label_id=lid, label=predictor.class_names[lid], crop=crop,
+                saliency=None if maps is None else maps[i],
+            ))
+        if out is not None:
+            result.annotated = _unique(out, f"{path.stem}_pred.png", used_names)
+            annotate(photo, result.faces).save(result.annotated)
+        batch.images.append(result)
+    if out is not None:
+        from fermetric.utils.io import write_json
+
+        write_json(out / "predictions.json", batch.to_json())
+    return batch
+
+
+def _unique(folder: Path, name: str, used: set[str]) -> Path:
+    stem, suffix = name.rsplit(".", 1)
+    candidate, i = name, 2
+    while candidate in used:
+        candidate = f"{stem}_{i}.{suffix}"
+        i += 1
+    used.add(candidate)
+    return folder / candidate
+
+
+# -- drawing ---------------------------------------------------------------------------------------
+
+BOX_COLOUR = (255, 215, 0)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def annotate(photo: Photo, faces: Sequence[FaceResult], min_side: int = 256):
+    """The photo (RGB) with each face's box, label and probability; the saliency map, when a
+    face has one, is blended (jet colours) over its crop square. Small images are enlarged to
+    `min_side` (nearest neighbour) so the text stays readable.
+
+    Returns:
+        A PIL.Image (RGB).
+    """
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(photo.rgb)
+    w, h = img.size
+    scale = max(1.0, min_side / min(w, h))
+    if scale > 1.0:
+        img = img.resize((round(w * scale), round(h * scale)), Image.NEAREST)
+    canvas = np.asarray(img, dtype=np.float32).copy()
+    cmap = colormaps["jet"]
+    for f in faces:
+        if f.saliency is None:
+            continue
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in f.crop_box)
+        side = max(1, x1 - x0)
+        heat = np.asarray(Image.fromarray((f.saliency * 255).astype(np.uint8)).resize((side, side), Image.BILINEAR),
+                          dtype=np.float32) / 255.0
+        colour = cmap(heat)[..., :3] * 255.0
+        alpha = 0.55 * heat[..., None]
+        # only the part of the crop square inside the image is drawn
+        ix0, iy0 = max(0, x0), max(0, y0)
+        ix1, iy1 = min(canvas.shape[1], x0 + side), min(canvas.shape[0], y0 + side)
+        if ix1 <= ix0 or iy1 <= iy0:
+            continue
+        sub = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+        region = canvas[iy0:iy1, ix0:ix1]
+        canvas[iy0:iy1, ix0:ix1] = region * (1 - alpha[sub]) + colour[sub] * alpha[sub]
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    W, H = img.size
+    line = max(2, round(min(W, H) / 200))
+    font = _font(max(12, round(min(W, H) / 28)))
+    for f in faces:
+        x, y, bw, bh = (v * scale for v in f.box)
+        draw.rectangle([x, y, x + bw - 1, y + bh - 1], outline=BOX_COLOUR, width=line)
+        text = f"{f.label} {f.probabilities[f.label_id] * 100:.0f}%"
+        l, t, r, b = draw.textbbox((0, 0), text, font=font)
+        tw, th = r - l, b - t
+        pad = max(2, line)
+        ty = y - th - 2 * pad if y - th - 2 * pad >= 0 else min(y + bh, H - th - 2 * pad)
+        tx = min(max(0, x), max(0, W - tw - 2 * pad))
+        draw.rectangle([tx, ty, tx + tw + 2 * pad, ty + th + 2 * pad], fill=(0, 0, 0))
+        draw.text((tx + pad - l, ty + pad - t), text, fill=BOX_COLOUR, font=font)
+    return img
