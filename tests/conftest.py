@@ -57,3 +57,38 @@ def folder_sample(shared_data: Path) -> Path:
     if not p.is_dir():
         pytest.skip(f"{p} is absent")
     return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny trained runs on SynthFER, shared by every test that reads runs back (trained once a session).
+
+TINY_TRAIN_ARGS = [
+    "--set", "data.synth_train=280", "--set", "data.synth_val=70", "--set", "data.synth_test=70",
+    "--set", "model.width=8", "--set", "train.batch_size=32", "--set", "train.eval_batch_size=128",
+]
+
+
+def run_cli(args, expect: int = 0):
+    """Invoke the fermetric CLI in-process (quiet) and check its exit code."""
+    from click.testing import CliRunner
+
+    from fermetric.cli import main
+
+    res = CliRunner().invoke(main, ["-q", *args], catch_exceptions=False)
+    assert res.exit_code == expect, res.output
+    return res
+
+
+@pytest.fixture(scope="session")
+def classifier_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "clf"
+    run_cli(["train-classifier", "--model", "baseline", "--epochs", "2", "--out", str(out), *TINY_TRAIN_ARGS])
+    return out
+
+
+@pytest.fixture(scope="session")
+def triplet_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tri"
+    run_cli(["train-triplet", "--model", "baseline", "--epochs", "1", "--out", str(out), *TINY_TRAIN_ARGS,
+             "--set", "metric.m_per_class=4"])
+    return out

@@ -7,35 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from fermetric.cli import main
-
-TINY = [
-    "--set", "data.synth_train=280", "--set", "data.synth_val=70", "--set", "data.synth_test=70",
-    "--set", "model.width=8", "--set", "train.batch_size=32", "--set", "train.eval_batch_size=128",
-]
-
-
-def run_cli(args, expect=0):
-    res = CliRunner().invoke(main, ["-q", *args], catch_exceptions=False)
-    assert res.exit_code == expect, res.output
-    return res
-
-
-@pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "clf"
-    run_cli(["train-classifier", "--model", "baseline", "--epochs", "2", "--out", str(out), *TINY])
-    return out
-
-
-@pytest.fixture(scope="module")
-def triplet_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tri"
-    run_cli(["train-triplet", "--model", "baseline", "--epochs", "1", "--out", str(out), *TINY,
-             "--set", "metric.m_per_class=4"])
-    return out
+from conftest import TINY_TRAIN_ARGS as TINY, run_cli
 
 
 def test_run_directory_complete(classifier_run: Path):

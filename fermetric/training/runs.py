@@ -97,6 +97,34 @@ class Run:
         self._cache[key] = probs
         return probs
 
+    def scorer(self, kind: str = "auto", output: str = "softmax", batch_size: int = 256):
+        """The run as a Scorer (images -> class scores), for every analysis method.
+
+        Args:
+            kind: "auto" (classifier runs: "classifier"; embedding runs: "prototype"),
+                "classifier", "prototype" (cosine to train-class centroids, differentiable) or
+                "knn" (kNN vote fractions through the FAISS index, black box).
+            output: classifier scores as "softmax" probabilities or raw "logits".
+        """
+        from fermetric.analysis import ClassifierScorer, KNNScorer, PrototypeScorer
+
+        kinds = ("auto", "classifier", "prototype", "knn")
+        if kind not in kinds:
+            raise FermetricError(f"unknown scorer {kind!r}; valid: {', '.join(kinds)}")
+        if kind == "auto":
+            kind = "classifier" if self.kind == "classifier" else "prototype"
+        if kind == "classifier":
+            if self.kind != "classifier":
+                raise FermetricError(f"{self.path} is an embedding run; use the 'prototype' or 'knn' scorer")
+            return ClassifierScorer(self.model, output=output, class_names=self.class_names, batch_size=batch_size)
+        embed_model = self.model if self.kind == "embedding" else _PreLogits(self.model)
+        labels = self.load_data()["train"].labels.numpy()
+        if kind == "prototype":
+            return PrototypeScorer(embed_model, self.embed("train"), labels, num_classes=len(self.class_names),
+                                   class_names=self.class_names, batch_size=batch_size)
+        return KNNScorer(embed_model, self.knn(), num_classes=len(self.class_names),
+                         class_names=self.class_names, batch_size=batch_size)
+
     def knn(self, k: Optional[int] = None):
         """The run's kNN classifier: loaded from RUN/index when built, else fitted on train."""
         from fermetric.retrieval import KNNClassifier
@@ -108,6 +136,18 @@ class Run:
         knn = KNNClassifier(k=k or self.cfg.metric.knn_k, weighting=self.cfg.metric.knn_weighting,
                             num_classes=data.num_classes, class_names=list(data.class_names))
         return knn.fit(self.embed("train"), data["train"].labels.numpy())
+
+
+class _PreLogits(nn.Module):
+    """A classifier seen as an embedding model (its pre-logit features), for prototype / kNN scorers."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.gradcam_layer = "model." + getattr(model, "gradcam_layer", "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x)
 
 
 def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "best") -> Run:
@@ -134,6 +174,8 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     ckpt = load_checkpoint(ckpt_path, map_location=dev)
     kind = ckpt.get("kind", "")
     class_names = tuple(ckpt.get("class_names", ()))
+    # the checkpoint holds the trained weights: do not re-apply the run's starting weights
+    cfg.model.weights, cfg.model.pretrained = None, False
     model = build_model_for(kind, cfg, len(class_names))
     check_compatible(ckpt, ckpt_path, name=cfg.model.name, num_classes=len(class_names))
     load_state_dict_checked(model, ckpt["state_dict"], ckpt_path)
