@@ -1,0 +1,372 @@
+"""Scorers: the one interface every explanation and faithfulness method takes.
+
+A scorer maps images (N, 1, 48, 48) float in [0, 1] to class scores (N, C). Because methods
+only ever see a scorer, each of them works on both model families:
+
+- ClassifierScorer: a classifier's logits (or softmax); differentiable.
+- PrototypeScorer: cosine similarity of an embedding model's (L2-normalised) output to each class
+  centroid of a training gallery; differentiable, so gradient methods work on metric models.
+- KNNScorer: vote probabilities of a FAISS k-nearest-neighbour classifier; a black box, for
+  occlusion and LIME only.
+
+Scorers run the model in eval mode, in batches, without gradients unless a method asks, and leave
+the model's train/eval flags, the caller's tensors and every .grad as they found them.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fermetric.analysis.layers import default_gradcam_layer, eval_mode
+from fermetric.data.classes import FER2013_CLASSES, IMAGE_SIZE
+from fermetric.errors import ConfigError, DataError, ModelError
+
+log = logging.getLogger(__name__)
+
+# Measured on CPU (1 thread): resnet18 with the 48x48 "small" stem is fastest at 32-64 images a
+# batch (activations outgrow the caches beyond), the "imagenet" stem at 64-128.
+DEFAULT_BATCH_SIZE = 64
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+class Scorer:
+    """Base class. Subclasses implement `forward` (device tensors in, (B, C) scores out).
+
+    Attributes:
+        model: the nn.Module whose layers Grad-CAM, filters and activations look into.
+        differentiable: whether gradient methods may use `forward`.
+        batch_size: images per forward pass in `scores` (methods accept their own override).
+        class_names: names of the C classes, or None.
+    """
+
+    differentiable: bool = True
+    kind: str = "scorer"
+
+    def __init__(self, model: nn.Module, batch_size: int = DEFAULT_BATCH_SIZE, class_names: Optional[Sequence[str]] = None):
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"{type(self).__name__} needs an nn.Module; got {type(model).__name__}")
+        self.model = model
+        self.batch_size = check_batch_size(batch_size)
+        self.class_names = None if class_names is None else tuple(class_names)
+        self._num_classes: Optional[int] = None
+
+    # -- to implement -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 48, 48) on `self.device` -> scores (B, C). Gradients follow the caller's
+        grad mode; the caller has put the model in eval mode (see `evaluating`)."""
+        raise NotImplementedError
+
+    def with_model(self, model: nn.Module) -> "Scorer":
+        """The same scorer around another model (e.g. a randomised copy): everything else shared."""
+        other = copy.copy(self)
+        other.model = model
+        return other
+
+    # -- shared -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return _model_device(self.model)
+
+    @property
+    def num_classes(self) -> int:
+        if self._num_classes is None:
+            probe = torch.full((1, 1, IMAGE_SIZE, IMAGE_SIZE), 0.5)
+            self._num_classes = int(self.scores(probe).shape[1])
+        return self._num_classes
+
+    def evaluating(self):
+        """Context manager: model in eval mode inside, every submodule's own flag restored after."""
+        return eval_mode(self.model)
+
+    def scores(self, images: Any, batch_size: Optional[int] = None) -> torch.Tensor:
+        """Class scores (N, C) float32 on the CPU, computed in batches without gradients.
+
+        Args:
+            images: (N, 1, 48, 48) float in [0, 1] or uint8 (tensor or NumPy array).
+            batch_size: images per forward pass (default: the scorer's).
+        """
+        x = as_image_batch(images)
+        bs = check_batch_size(batch_size or self.batch_size)
+        dev = self.device
+        out = []
+        with self.evaluating(), torch.no_grad():
+            for i in range(0, x.shape[0], bs):
+                out.append(check_scores(self.forward(x[i:i + bs].to(dev)), min(bs, x.shape[0] - i), self).float().cpu())
+        if not out:
+            return torch.zeros(0, self._num_classes or 0)
+        res = torch.cat(out)
+        self._num_classes = int(res.shape[1])
+        return res
+
+    __call__ = scores
+
+    def predict(self, images: Any, batch_size: Optional[int] = None) -> torch.Tensor:
+        """Predicted class ids (N,) int64: the arg-max score."""
+        return self.scores(images, batch_size).argmax(dim=1)
+
+    def class_name(self, c: int) -> str:
+        return self.class_names[c] if self.class_names is not None and 0 <= c < len(self.class_names) else str(c)
+
+    @property
+    def gradcam_layer(self) -> str:
+        """Dotted name (in `self.model`) of the layer Grad-CAM uses by default."""
+        return default_gradcam_layer(self.model)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"
+
+
+class ClassifierScorer(Scorer):
+    """A classifier's logits or softmax probabilities (differentiable).
+
+    Args:
+        model: maps (N, 1, 48, 48) [0, 1] images to logits (N, C) (a fermetric FERModel or any
+            module); for an EmbeddingModel built with num_classes, its cosine-classifier logits.
+        output: "logits" or "softmax".
+        class_names: names of the C classes; default: the model's `class_names`, or FER2013's
+            when the model has 7 classes.
+        batch_size: images per forward pass.
+    """
+
+    kind = "classifier"
+
+    def __init__(self, model: nn.Module, output: str = "logits", class_names: Optional[Sequence[str]] = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        if output not in ("logits", "softmax"):
+            raise ConfigError(f"ClassifierScorer output must be 'logits' or 'softmax'; got {output!r}")
+        # An embedding model's forward returns embeddings, not logits: use its cosine classifier.
+        self._use_logits_method = hasattr(model, "embedding_dim") and callable(getattr(model, "forward_logits", None))
+        if self._use_logits_method and getattr(model, "classifier", None) is None:
+            raise ModelError(
+                f"{type(model).__name__} returns embeddings and has no classifier head; "
+                "use PrototypeScorer (cosine to class centroids) or KNNScorer (kNN vote) for it"
+            )
+        n = getattr(model, "num_classes", None)
+        if class_names is None:
+            class_names = getattr(model, "class_names", None)
+        if class_names is None and n == len(FER2013_CLASSES):
+            class_names = FER2013_CLASSES
+        super().__init__(model, batch_size, class_names)
+        self.output = output
+        if isinstance(n, int):
+            self._num_classes = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model.forward_logits(x) if self._use_logits_method else self.model(x)
+        return out.softmax(dim=1) if self.output == "softmax" else out
+
+
+class PrototypeScorer(Scorer):
+    """Cosine similarity of the embedding to each class centroid of a gallery (differentiable).
+
+    score_c(x) = <e(x)/|e(x)|, m_c/|m_c|>, m_c the mean gallery embedding of class c. Classes
+    absent from the gallery score -1 (the lowest cosine) and a warning is logged.
+
+    Args:
+        embedding_model: maps images (N, 1, 48, 48) to embeddings (N, D).
+        gallery_embeddings: (G, D) embeddings of the training gallery (tensor or array).
+        gallery_labels: (G,) class ids.
+        num_classes: C (default: max label + 1).
+        class_names: names of the C classes (default FER2013's when C is 7).
+        batch_size: images per forward pass.
+    """
+
+    kind = "prototype"
+
+    def __init__(self, embedding_model: nn.Module, gallery_embeddings: Any, gallery_labels: Any,
+                 num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        emb = torch.as_tensor(np.asarray(gallery_embeddings) if not isinstance(gallery_embeddings, torch.Tensor) else gallery_embeddings)
+        lab = torch.as_tensor(np.asarray(gallery_labels) if not isinstance(gallery_labels, torch.Tensor) else gallery_labels)
+        emb = emb.detach().float().cpu()
+        lab = lab.detach().long().cpu()
+        if emb.dim() != 2 or lab.dim() != 1 or emb.shape[0] != lab.shape[0] or emb.shape[0] == 0:
+            raise DataError(
+                f"gallery embeddings must be (G, D) and labels (G,) with G > 0; got {tuple(emb.shape)} and {tuple(lab.shape)}"
+            )
+        if int(lab.min()) < 0:
+            raise DataError(f"gallery labels must be class ids >= 0; got min {int(lab.min())}")
+        c = int(lab.max()) + 1 if num_classes is None else int(num_classes)
+        if int(lab.max()) >= c:
+            raise DataError(f"gallery labels must lie in 0..{c - 1} for num_classes={c}; got max {int(lab.max())}")
+        if class_names is None and c == len(FER2013_CLASSES):
+            class_names = FER2013_CLASSES
+        super().__init__(embedding_model, batch_size, class_names)
+        sums = torch.zeros(c, emb.shape[1]).index_add_(0, lab, F.normalize(emb, dim=1))
+        counts = torch.bincount(lab, minlength=c)
+        self.present = counts > 0
+        if not bool(self.present.all()):
+            missing = [self.class_name(i) for i in torch.nonzero(~self.present).flatten().tolist()]
+            log.warning("PrototypeScorer: no gallery embedding for class(es) %s; they score -1", ", ".join(missing))
+        self.centroids = F.normalize(sums, dim=1)  # (C, D); zero rows for absent classes
+        self.embedding_dim = int(emb.shape[1])
+        self._num_classes = c
+
+    @classmethod
+    def from_dataset(cls, embedding_model: nn.Module, dataset, batch_size: int = DEFAULT_BATCH_SIZE, **kwargs) -> "PrototypeScorer":
+        """Embed a FERDataset (the training gallery) in batches and build the scorer from it."""
+        model_dev = _model_device(embedding_model)
+        x = dataset.images
+        chunks = []
+        with eval_mode(embedding_model), torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                chunks.append(embedding_model(x[i:i + batch_size].float().div(255.0).to(model_dev)).float().cpu())
+        kwargs.setdefault("num_classes", dataset.num_classes)
+        kwargs.setdefault("class_names", dataset.class_names)
+        return cls(embedding_model, torch.cat(chunks), dataset.labels, batch_size=batch_size, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = F.normalize(self.model(x), dim=1)
+        cent = self.centroids.to(device=e.device, dtype=e.dtype)
+        s = e @ cent.T
+        if not bool(self.present.all()):
+            s = torch.where(self.present.to(e.device)[None, :], s, torch.full_like(s, -1.0))
+        return s
+
+
+class KNNScorer(Scorer):
+    """Vote probabilities of a kNN classifier over embeddings (black box: no gradients).
+
+    Args:
+        embedding_model: maps images (N, 1, 48, 48) to embeddings (N, D).
+        knn_classifier: fitted, with `predict_proba(embeddings (M, D) float32) -> (M, C)`
+            (fermetric.retrieval.knn.KNNClassifier).
+        num_classes: C (default: the classifier's `num_classes`, else found on the first call).
+        class_names: names of the C classes.
+        batch_size: images per forward pass.
+    """
+
+    differentiable = False
+    kind = "knn"
+
+    def __init__(self, embedding_model: nn.Module, knn_classifier: Any, num_classes: Optional[int] = None,
+                 class_names: Optional[Sequence[str]] = None, batch_size: int = DEFAULT_BATCH_SIZE):
+        if not callable(getattr(knn_classifier, "predict_proba", None)):
+            raise ModelError(f"KNNScorer needs a classifier with predict_proba; got {type(knn_classifier).__name__}")
+        c = num_classes
+        for attr in ("num_classes_", "num_classes"):  # fitted count first, then the declared one
+            if c is None and isinstance(getattr(knn_classifier, attr, None), (int, np.integer)):
+                c = int(getattr(knn_classifier, attr))
+        if class_names is None:
+            class_names = getattr(knn_classifier, "class_names", None)
+        super().__init__(embedding_model, batch_size, class_names)
+        self.knn = knn_classifier
+        if c is not None:
+            self._num_classes = int(c)
+        if self.class_names is None and self.num_classes == len(FER2013_CLASSES):  # num_classes probes if unknown
+            self.class_names = FER2013_CLASSES
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            emb = self.model(x).float().cpu().numpy()
+        proba = self.knn.predict_proba(np.ascontiguousarray(emb, dtype=np.float32))
+        return torch.as_tensor(np.asarray(proba), dtype=torch.float32, device=x.device)
+
+
+# -- input checks shared by every method --------------------------------------------------------
+
+def check_scores(out: Any, n: int, scorer: Any = None) -> torch.Tensor:
+    """The scorer's output, checked to be (n, C) scores."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
+        what = type(out).__name__ if not isinstance(out, torch.Tensor) else tuple(out.shape)
+        who = type(getattr(scorer, "model", None)).__name__
+        raise ModelError(f"{who} must map a batch of {n} images to scores of shape ({n}, C); got {what}")
+    return out
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
+    return int(batch_size)
+
+
+def as_image_batch(images: Any) -> torch.Tensor:
+    """A float32 CPU copy (N, 1, 48, 48) in [0, 1] of `images`; the caller's tensor is never touched.
+
+    Accepts a torch tensor or NumPy array, uint8 (0..255) or float in [0, 1].
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise DataError(f"images must be a tensor or array of shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}); got {type(images).__name__}")
+    shape = tuple(images.shape)
+    if images.dim() != 4 or shape[1] != 1 or shape[2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        hint = " (add the channel axis: images[:, None])" if images.dim() == 3 and shape[1:] == (IMAGE_SIZE, IMAGE_SIZE) else ""
+        raise DataError(f"images must have shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) (grayscale batch); got {shape}{hint}")
+    x = images.detach()
+    if x.dtype == torch.uint8:
+        return x.cpu().float().div_(255.0)
+    if not x.is_floating_point():
+        raise DataError(f"images must be uint8 (0..255) or float in [0, 1]; got dtype {x.dtype}")
+    x = x.to(device="cpu", dtype=torch.float32, copy=True)
+    if x.numel():
+        if not bool(torch.isfinite(x).all()):
+            raise DataError("images contain NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise DataError(f"float images must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}] (divide uint8 values by 255)")
+    return x
+
+
+def resolve_targets(scorer: Scorer, images: torch.Tensor, target: Any = None, batch_size: Optional[int] = None) -> torch.Tensor:
+    """Class ids (N,) int64 to explain.
+
+    Args:
+        scorer: gives the number of classes and, for target=None, the predictions.
+        images: (N, 1, 48, 48) float batch (already checked).
+        target: None (the predicted class), an int or class name for every image, or a sequence /
+            array / tensor of N ints or names.
+    """
+    n = images.shape[0]
+    if target is None:
+        return scorer.predict(images, batch_size)
+    c = scorer.num_classes
+    valid = f"valid: 0..{c - 1}" + (f" ({', '.join(scorer.class_names)})" if scorer.class_names else "")
+
+    def one(t: Any) -> int:
+        if isinstance(t, str):
+            names = [s.lower() for s in (scorer.class_names or ())]
+            if t.lower() not in names:
+                raise ConfigError(f"unknown class name {t!r}; {valid}")
+            return names.index(t.lower())
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+            raise ConfigError(f"target class must be an int or class name; got {t!r}; {valid}")
+        if not 0 <= int(t) < c:
+            raise ConfigError(f"target class {int(t)} is out of range; {valid}")
+        return int(t)
+
+    if isinstance(target, torch.Tensor):
+        target = target.detach().cpu().numpy()
+    if isinstance(target, np.ndarray) and target.ndim == 0:
+        target = target.item()
+    if isinstance(target, (str, int, np.integer)) and not isinstance(target, bool):
+        return torch.full((n,), one(target), dtype=torch.long)
+    seq = list(np.asarray(target, dtype=object).ravel()) if not isinstance(target, (list, tuple)) else list(target)
+    if len(seq) != n:
+        raise ConfigError(f"target must be one class for all images or one per image ({n}); got {len(seq)} values")
+    return torch.tensor([one(t.item() if isinstance(t, np.generic) else t) for t in seq], dtype=torch.long)
+
+
+def require_differentiable(scorer: Scorer, method: str) -> None:
+    """ModelError for gradient methods on a black-box scorer, saying what to use instead."""
+    if not isinstance(scorer, Scorer):
+        raise ModelError(f"method {method!r} needs a fermetric scorer (ClassifierScorer, PrototypeScorer, KNNScorer); got {type(scorer).__name__}")
+    if not getattr(scorer, "differentiable", False):
+        raise ModelError(
+            f"method {method!r} needs gradients, but {type(scorer).__name__} is a black box (kNN vote through FAISS). "
+            "Use PrototypeScorer (cosine to class centroids, differentiable) for gradient methods, "
+            "or a black-box method: occlusion, lime"
+        )
