@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-# Two cores: keep torch from oversubscribing when pytest runs alongside other work.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tests use tiny models, for which one intra-op thread is faster than two (and far faster than
+# two competing with other processes on a 2-core machine).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FERMETRIC_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -29,13 +29,6 @@ from fermetric.models import create_embedding_model, create_model
 from fermetric.retrieval.knn import KNNClassifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two fighting other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class WeightedRegion(nn.Module):

@@ -27,13 +27,6 @@ from fermetric.plotting.explanations import plot_explanations, plot_method_grid,
 from fermetric.plotting.filters import plot_activation_grid, plot_filter_grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two fighting other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -33,13 +33,6 @@ from fermetric.retrieval.knn import KNNClassifier
 FAST = {"lime": {"num_samples": 60}, "smoothgrad": {"samples": 4}, "occlusion": {"patch_size": 12, "stride": 6}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two fighting other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class RegionModel(nn.Module):

@@ -128,7 +128,8 @@ class Trainer:
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
-    def _prepare_run_dir(self) -> None:
+    def _check_run_dir(self) -> None:
+        """Refuse to overwrite a run, or to resume one that is not there (before anything is written)."""
         if self.resume:
             if not (self.ckpt_dir / "last.pt").is_file():
                 raise CheckpointError(f"cannot resume: {self.ckpt_dir / 'last.pt'} does not exist")
@@ -136,6 +137,10 @@ class Trainer:
             raise FermetricError(
                 f"run directory {self.run_dir} already holds a run; pass --resume to continue it, or choose another --out"
             )
+
+    def _create_run_dir(self) -> None:
+        """Written only once the model, optimiser and data are known to be good, so a bad input
+        leaves no half-made run directory behind."""
         if self.is_main:
             (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +173,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg, obj = self.cfg, self.objective
-        self._prepare_run_dir()
+        self._check_run_dir()
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
@@ -193,6 +198,7 @@ class Trainer:
         optimizer = build_optimizer(cfg.optim, [model, *obj.extra_modules()])
         schedule = LRSchedule(cfg.schedule, cfg.optim.lr, steps_per_epoch, cfg.train.epochs)
         scaler = torch.amp.GradScaler("cuda") if (use_cuda and cfg.train.amp) else None
+        self._create_run_dir()
 
         start_epoch, best, history, notes = 0, {"metric": obj.main_metric, "value": -math.inf, "epoch": -1}, [], {}
         if self.resume:

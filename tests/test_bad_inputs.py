@@ -1,0 +1,213 @@
+"""One table of bad inputs across data files, images, configs, CLI arguments, checkpoints and
+index files. Each case asserts the error type, that the message names the offending thing, and
+that no partial output was left behind."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from fermetric.config import DataConfig, load_config
+from fermetric.data.sources import load_data
+from fermetric.errors import CheckpointError, ConfigError, DataError, FermetricError, ModelError
+
+GOOD_PIXELS = " ".join(["128"] * 2304)
+
+
+def csv_file(tmp: Path, rows: list[str], header: str = "emotion,pixels,Usage", name: str = "fer.csv") -> Path:
+    p = tmp / name
+    p.write_text("\n".join([header, *rows]) + "\n")
+    return p
+
+
+def fake_image_folder(tmp: Path) -> Path:
+    from PIL import Image
+
+    root = tmp / "faces"
+    for cls in ("happy", "sad"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((60, 60), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+# Each case: build(tmp) -> a zero-argument callable that must raise; expected type; fragments the
+# message must contain ("{tmp}" is replaced by the case's folder); the folder that must stay absent.
+@dataclass
+class Case:
+    id: str
+    build: Callable[[Path], Callable[[], object]]
+    error: type
+    fragments: tuple[str, ...]
+    no_output: str | None = None
+
+
+def _load(path, **cfg) -> Callable[[], object]:
+    return lambda: load_data(str(path), DataConfig(source=str(path), **cfg))
+
+
+def _train(tmp: Path, *args: str, command: str = "train-classifier") -> Callable[[], object]:
+    def go():
+        res = run_cli([command, "--out", str(tmp / "run"), "--epochs", "1",
+                       "--set", "data.synth_train=70", "--set", "data.synth_val=14", "--set", "data.synth_test=0",
+                       "--set", "model.width=4", "--set", "train.batch_size=16", *args], expect=2)
+        raise FermetricError(res.output)  # the CLI's one-line message, checked like the others
+    return go
+
+
+def _cli(args: list[str], expect: int = 2) -> Callable[[], object]:
+    def go():
+        res = run_cli(args, expect=expect)
+        assert "Traceback" not in res.output
+        raise FermetricError(res.output)
+    return go
+
+
+def _corrupt_image_folder(tmp: Path) -> Callable[[], object]:
+    root = fake_image_folder(tmp)
+    (root / "sad" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return _load(root)
+
+
+def _empty_class_folder(tmp: Path) -> Callable[[], object]:
+    root = fake_image_folder(tmp)
+    (root / "angry").mkdir()
+    return _load(root)
+
+
+def _malicious_run(tmp: Path, classifier_run: Path) -> Callable[[], object]:
+    run = tmp / "evilrun"
+    shutil.copytree(classifier_run, run)
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp / "pwned.txt"), "w"))
+
+    torch.save({"format": "fermetric-checkpoint", "kind": "classifier", "x": Evil()}, run / "checkpoints" / "best.pt")
+    return lambda: __import__("fermetric.training.runs", fromlist=["load_run"]).load_run(run)
+
+
+def _truncated_run(tmp: Path, classifier_run: Path) -> Callable[[], object]:
+    run = tmp / "cutrun"
+    shutil.copytree(classifier_run, run)
+    ck = run / "checkpoints" / "best.pt"
+    ck.write_bytes(ck.read_bytes()[:5000])
+    return _cli(["evaluate", str(run)])
+
+
+def _other_class_count_weights(tmp: Path) -> Callable[[], object]:
+    from fermetric.models import create_model
+
+    # same architecture, but other widths in the trunk: must be refused with the keys named
+    torch.save(create_model("baseline", num_classes=7, width=8).state_dict(), tmp / "w.pt")
+    return lambda: create_model("baseline", num_classes=7, width=4, weights=str(tmp / "w.pt"))
+
+
+def _index(tmp: Path, damage: str) -> Callable[[], object]:
+    from fermetric.retrieval import KNNClassifier
+
+    rng = np.random.default_rng(0)
+    d = tmp / "index"
+    KNNClassifier(k=3).fit(rng.normal(size=(50, 16)).astype("float32"), rng.integers(0, 7, 50)).save(d)
+    if damage == "labels":
+        np.save(d / "labels.npy", np.zeros(49, dtype=np.int64))
+    elif damage == "missing":
+        (d / "labels.npy").unlink()
+    elif damage == "dim":
+        meta = json.loads((d / "meta.json").read_text())
+        meta["dimension"] = 32
+        (d / "meta.json").write_text(json.dumps(meta))
+    elif damage == "truncated":
+        f = next(p for p in d.iterdir() if p.suffix in (".faiss", ".index"))
+        f.write_bytes(f.read_bytes()[:100])
+    return lambda: KNNClassifier.load(d)
+
+
+CASES = [
+    # --- FER2013 CSV ---
+    Case("csv-header", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Training"], header="label,image,split")),
+         DataError, ("fer.csv", "emotion")),
+    Case("csv-short-pixels", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Training", f"1,{' '.join(['5'] * 2303)},Training"])),
+         DataError, ("fer.csv", "line 3", "2304")),
+    Case("csv-pixel-256", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS[:-3]}256,Training"])),
+         DataError, ("fer.csv", "line 2", "256")),
+    Case("csv-pixel-text", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS[:-3]}abc,Training"])),
+         DataError, ("fer.csv", "line 2")),
+    Case("csv-label-7", lambda t: _load(csv_file(t, [f"7,{GOOD_PIXELS},Training"])),
+         DataError, ("fer.csv", "line 2", "7")),
+    Case("csv-usage", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Validation"])),
+         DataError, ("fer.csv", "line 2", "Validation", "PublicTest")),
+    Case("csv-empty", lambda t: _load(csv_file(t, [], header="")), DataError, ("fer.csv",)),
+    Case("csv-gz-corrupt", lambda t: (t.joinpath("f.csv.gz").write_bytes(gzip.compress(b"emotion,pixels,Usage\n")[:20]), _load(t / "f.csv.gz"))[1],
+         DataError, ("f.csv.gz",)),
+    Case("data-not-csv", lambda t: (t.joinpath("x.txt").write_text("hi"), _load(t / "x.txt"))[1], DataError, ("x.txt", "csv")),
+    Case("data-missing", lambda t: _load(t / "nope"), DataError, ("nope", "does not exist")),
+    # --- folders and images ---
+    Case("folder-corrupt-image", _corrupt_image_folder, DataError, ("broken.jpg",)),
+    Case("folder-empty-class", _empty_class_folder, DataError, ("angry",)),
+    Case("folder-no-classes", lambda t: (t.joinpath("flat").mkdir(), _load(t / "flat"))[1], DataError, ("flat",)),
+    Case("ferplus-on-folder", lambda t: _load(fake_image_folder(t), ferplus=str(t / "f.csv")), DataError, ("fer2013.csv",)),
+    Case("ferplus-bad-columns", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Training"]),
+                                               ferplus=str(csv_file(t, ["a,b"], header="x,y", name="plus.csv"))),
+         DataError, ("plus.csv",)),
+    # --- configs ---
+    Case("config-unknown-key", lambda t: (t.joinpath("c.yaml").write_text("train:\n  epoch: 3\n"), lambda: load_config(t / "c.yaml"))[1],
+         ConfigError, ("c.yaml", "train.epoch", "epochs")),
+    Case("config-bad-yaml", lambda t: (t.joinpath("c.yaml").write_text("train: [1,\n"), lambda: load_config(t / "c.yaml"))[1],
+         ConfigError, ("c.yaml", "YAML")),
+    Case("config-bad-type", lambda t: lambda: load_config(None, ["train.batch_size=big"]), ConfigError, ("train.batch_size", "integer")),
+    Case("config-missing-file", lambda t: lambda: load_config(t / "none.yaml"), ConfigError, ("none.yaml", "does not exist")),
+    # --- CLI arguments (training leaves no run directory behind) ---
+    Case("cli-unknown-model", lambda t: _train(t, "--model", "resnet7"), FermetricError, ("resnet7", "resnet18"), no_output="run"),
+    Case("cli-unknown-optimizer", lambda t: _train(t, "--set", "optim.name=adam"), FermetricError, ("optim.name", "adamw"), no_output="run"),
+    Case("cli-bad-schedule", lambda t: _train(t, "--set", "schedule.name=step"), FermetricError, ("schedule.name", "cosine"), no_output="run"),
+    Case("cli-unknown-loss", lambda t: _train(t, "--set", "metric.loss=Magic", command="train-triplet"),
+         FermetricError, ("Magic", "TripletMarginLoss"), no_output="run"),
+    Case("cli-resume-without-out", lambda t: _cli(["train-classifier", "--resume"]), FermetricError, ("--resume", "--out")),
+    Case("cli-not-a-run", lambda t: (t.joinpath("plain").mkdir(), _cli(["evaluate", str(t / "plain")]))[1], FermetricError, ("plain", "config.yaml")),
+    Case("cli-bad-method", lambda t: _cli(["explain-eval", str(t), "--methods", "magic"]), FermetricError, ("magic",)),
+    Case("cli-bad-override", lambda t: _train(t, "--set", "train.epochs"), FermetricError, ("train.epochs", "section.key=value"), no_output="run"),
+    # --- models and checkpoints ---
+    Case("weights-mismatch", _other_class_count_weights, ModelError, ("w.pt",)),
+    # --- index files ---
+    Case("index-labels", lambda t: _index(t, "labels"), CheckpointError, ("labels.npy",)),
+    Case("index-missing-file", lambda t: _index(t, "missing"), CheckpointError, ("labels.npy",)),
+    Case("index-dimension", lambda t: _index(t, "dim"), CheckpointError, ("meta.json",)),
+    Case("index-truncated", lambda t: _index(t, "truncated"), CheckpointError, ("index",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path):
+    action = case.build(tmp_path)
+    with pytest.raises(case.error) as err:
+        action()
+    msg = str(err.value)
+    for fragment in case.fragments:
+        assert fragment in msg, f"{case.id}: {fragment!r} not in message: {msg}"
+    assert "Traceback" not in msg
+    if case.no_output:
+        assert not (tmp_path / case.no_output).exists(), f"{case.id}: partial output left in {case.no_output}"
+
+
+@pytest.mark.parametrize("kind", ["malicious", "truncated"])
+def test_bad_checkpoints_in_runs(kind: str, tmp_path: Path, classifier_run: Path):
+    if kind == "malicious":
+        with pytest.raises(CheckpointError, match="arbitrary Python objects"):
+            _malicious_run(tmp_path, classifier_run)()
+        assert not (tmp_path / "pwned.txt").exists()
+    else:
+        with pytest.raises(FermetricError, match="truncated"):
+            _truncated_run(tmp_path, classifier_run)()
+
+
+def test_suite_is_large_enough():
+    assert len(CASES) + 2 >= 25
