@@ -56,3 +56,15 @@ def test_compatibility_and_shapes(tmp_path):
     lin = torch.nn.Linear(4, 3)
     with pytest.raises(CheckpointError, match="differ in shape"):
         load_state_dict_checked(lin, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, "x.pt")
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import stat
+
+    from fermetric.utils.io import write_json
+
+    from fermetric.utils import io as fio
+
+    p = write_json(tmp_path / "m.json", {"a": 1})
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~fio._UMASK  # as a plain open() would make it
+    assert stat.S_IMODE(p.stat().st_mode) & 0o044  # readable by others under the usual umask

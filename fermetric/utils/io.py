@@ -14,11 +14,28 @@ import numpy as np
 import torch
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do it once, at import, not on every write
+    # (it is process-wide, so toggling it per write could race with other threads)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
+def _default_mode() -> int:
+    """The permission bits a plain open() would give a new file (0o666 less the umask)."""
+    return 0o666 & ~_UMASK
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
