@@ -60,7 +60,7 @@ class TrainResult:
     final_state: Optional[dict[str, torch.Tensor]] = None  # weights after the last epoch (every rank)
 
 
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds")
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds", "train_img_per_s")
 
 
 def write_history(rows: list[dict[str, Any]], path: Path) -> None:
@@ -279,6 +279,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if n_correct is not None else "-")
                 bar.close()
+                loop_seconds = time.time() - t0
                 if self.world_size > 1:
                     average_buffers(model.module)
 
@@ -287,6 +288,7 @@ class Trainer:
                     "lr": optimizer.param_groups[0]["lr"],
                     "train_loss": loss_sum / max(seen, 1),
                     "train_acc": (correct / seen) if seen and n_correct is not None else "",
+                    "train_img_per_s": seen / max(loop_seconds, 1e-9),  # the loop alone, without validation
                 }
                 val = obj.validate(model.module if hasattr(model, "module") else model, self.data, self.device)
                 row.update(val)
