@@ -147,7 +147,7 @@ def test_ivf_defaults_and_missing_neighbours():
     g, y = clustered(800)
     clf = KNNClassifier(k=5, index="ivf").fit(g, y)
     assert clf.nlist_ == default_nlist(800) == 20 and clf.nlist is None
-    assert clf.search_params == {"nprobe": default_nprobe(20)}
+    assert clf.search_params == {"nprobe": default_nprobe(20)} and default_nprobe(20) == 13
     assert clf.fit(g[:400], y[:400]).nlist_ == default_nlist(400) == 10  # refit derives it anew
     assert default_pq_m(128) == 32 and default_pq_m(30) == 6
     # one cell searched, k larger than some cells: missing neighbours (-1) get no vote
