@@ -200,3 +200,27 @@ def test_batch_augment_disabled_is_identity_and_inputs_are_left_unchanged():
     assert y.shape == x.shape and 0.0 <= float(y.min()) and float(y.max()) <= 1.0
     assert torch.equal(y, BatchAugment()(x, _gen()))
     assert not torch.equal(y, BatchAugment()(x, _gen(1)))
+
+
+def test_augment_never_changes_the_callers_tensor():
+    import torch
+
+    from fermetric.config import AugmentConfig
+    from fermetric.data.transforms import BatchAugment
+
+    x = torch.full((2, 1, 48, 48), 1.5)
+    noop = AugmentConfig(crop_padding=0, hflip=0, rotation=0, scale=0, shift=0, erasing=0)
+    out = BatchAugment(noop)(x, torch.Generator().manual_seed(0))
+    assert float(x.max()) == 1.5 and float(out.max()) == 1.0
+
+
+def test_loader_rejects_bad_rank():
+    import pytest
+    import torch
+
+    from fermetric.data import BatchLoader, FERDataset
+
+    ds = FERDataset(torch.zeros(4, 1, 48, 48, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("a",))
+    for rank, world in ((2, 2), (0, 0), (-1, 2)):
+        with pytest.raises(ValueError, match="rank"):
+            BatchLoader(ds, 2, rank=rank, world_size=world)

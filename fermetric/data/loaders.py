@@ -49,6 +49,8 @@ class BatchLoader:
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive; got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size; got rank {rank}, world_size {world_size}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = shuffle

@@ -658,10 +658,6 @@ def write_synthfer_folder(
             shutil.rmtree(out / d)
     data = load_synthfer(n_train, n_val, n_test, seed=seed, difficulty=difficulty)
     folders = [c.lower() for c in FER2013_CLASSES]
-    for top in ("train", "test"):
-        for cls in folders:
-            (out / top / cls).mkdir(parents=True, exist_ok=True)
-            (out / "masks" / top / cls).mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[np.ndarray, np.ndarray, Path, Path]] = []
     counts: dict[str, dict[str, int]] = {}
     width = max(5, len(str(n)))
@@ -684,6 +680,9 @@ def write_synthfer_folder(
         Image.fromarray(img).save(p_img, compress_level=1)
         Image.fromarray(mask).save(p_mask, compress_level=1)
 
+    # only the class folders that receive images: an empty class folder reads as a broken data set
+    for p in sorted({p.parent for job in jobs for p in job[2:]}):
+        p.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(save, jobs, chunksize=64))
     (out / "README.txt").write_text(

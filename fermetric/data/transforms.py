@@ -99,4 +99,4 @@ class BatchAugment:
         x = random_hflip(x, cfg.hflip, g)
         x = random_affine(x, cfg.rotation, cfg.scale, cfg.shift, g)
         x = random_erasing(x, cfg.erasing, tuple(cfg.erasing_area), g)
-        return x.clamp_(0.0, 1.0)
+        return x.clamp(0.0, 1.0)  # not in place: with every step a no-op, x is the caller's tensor
