@@ -99,7 +99,7 @@ class MetricConfig:
 
     loss: str = "triplet"  # pytorch-metric-learning loss name, e.g. TripletMarginLoss, ContrastiveLoss, MultiSimilarityLoss
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
-    miner: Optional[str] = "semihard"  # "semihard", "hard", "all", a pml miner name, or null
+    miner: Optional[str] = "all"  # "all", "semihard", "hard", "pairs", a pml miner name, or null
     miner_kwargs: dict[str, Any] = field(default_factory=dict)
     margin: float = 0.2
     m_per_class: int = 16  # MPerClassSampler: images per class in each batch (batch = m x classes)

@@ -22,7 +22,7 @@ DEMO_SETTINGS = [
 CLASSIFIER_SETTINGS = ["train.batch_size=64"]
 # Joint triplet + cross-entropy: on a CPU budget of a few epochs a pure triplet loss has barely
 # started to separate SynthFER's classes (see the README's benchmarks); joint training has.
-TRIPLET_SETTINGS = ["metric.m_per_class=8", "metric.miner=semihard", "metric.ce_weight=1.0"]
+TRIPLET_SETTINGS = ["metric.m_per_class=8", "metric.miner=all", "metric.ce_weight=1.0"]
 
 
 def register(main: click.Group) -> None:
