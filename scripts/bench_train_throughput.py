@@ -49,7 +49,7 @@ def loop_rate(name: str, batch: int, steps: int, stem: str, threads: int) -> flo
                "--set", f"train.batch_size={batch}", "--set", f"train.max_steps_per_epoch={steps}",
                "--set", f"data.synth_train={batch * steps}", "--set", "data.synth_val=64", "--set", "data.synth_test=0",
                "--set", f"train.threads={threads}", "--set", f"model.stem={stem}", "--set", "schedule.warmup_epochs=0"]
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         rows = list(csv.DictReader(open(out / "history.csv")))
         return float(rows[-1]["train_img_per_s"])  # the second epoch: caches and allocator warm
 
