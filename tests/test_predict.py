@@ -107,7 +107,9 @@ def test_read_photo_handles_modes_and_rejects_bad_files(tmp_path):
     g16 = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)
     Image.fromarray(g16).save(tmp_path / "b.png")
     p = read_photo(tmp_path / "b.png")
-    assert p.gray.min() == 0 and p.gray.max() == 255  # scaled by its range, not clipped
+    # scaled by the 16-bit range, not clipped: the same conversion as data-set images
+    expected = np.round(g16.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+    assert np.array_equal(p.gray, expected) and p.gray.max() == 222
     (tmp_path / "c.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"c\.jpg: not an image"):
         read_photo(tmp_path / "c.jpg")

@@ -26,7 +26,7 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
-def _to_gray(img: Image.Image) -> np.ndarray:
+def to_gray(img: Image.Image) -> np.ndarray:
     """Any PIL mode -> (H, W) uint8 luminance.
 
     Transparent pixels are composited onto white (what a viewer shows), so hidden colour
@@ -88,7 +88,7 @@ def read_face_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarr
                     img.draft("L", (2 * size, 2 * size))
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                gray = _to_gray(img)
+                gray = to_gray(img)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such image file") from exc
     except UnidentifiedImageError as exc:

@@ -21,6 +21,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fermetric.data.classes import IMAGE_SIZE
+from fermetric.data.images import IMAGE_EXTENSIONS as _DATA_IMAGE_EXTENSIONS
+from fermetric.data.images import is_image_file, to_gray
 from fermetric.errors import DataError, FermetricError
 
 __all__ = [
@@ -39,7 +41,8 @@ __all__ = [
 # Images no larger than this on both sides are taken as face crops, not searched for faces.
 CROP_MAX_SIDE = 64
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+# one list of image extensions for data folders and photos alike
+IMAGE_EXTENSIONS = tuple(sorted(_DATA_IMAGE_EXTENSIONS))
 
 # Photos are searched at most this large (longest side): detection time grows with the pixel
 # count, and faces the cascade can find survive the downscale.
@@ -84,15 +87,16 @@ def read_photo(path: str | Path) -> Photo:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file fails here, not later
             im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
+            rgb = _to_rgb(im)  # for the annotated picture
+            # the model's input: the same grayscale conversion as every data set image
+            gray = to_gray(im)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file PIL can read (expected e.g. {', '.join(IMAGE_EXTENSIONS[:5])})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot decode the image ({exc})") from None
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise DataError(f"{path}: the image is empty ({rgb.shape[1]}x{rgb.shape[0]})")
-    gray = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
-    return Photo(path=path, rgb=rgb, gray=gray)
+    return Photo(path=path, rgb=rgb, gray=np.ascontiguousarray(gray, dtype=np.uint8))
 
 
 def _to_rgb(im) -> np.ndarray:
@@ -237,7 +241,7 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[P
     problems: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
             if not found:
                 problems.append((p, f"directory has no images (looked for {', '.join(IMAGE_EXTENSIONS)})"))
             files += found
