@@ -196,7 +196,8 @@ class MetricObjective(Objective):
             notes["collapse"] = 1
             log.warning(
                 "embedding collapse: val embeddings have mean pairwise cosine %.3f (> %.2f): they sit near one "
-                "point. Lower optim.lr, change metric.miner (e.g. semihard -> all) or metric.margin.",
+                "point. If it persists, lower optim.lr, try another metric.miner or metric.margin, or add "
+                "joint cross-entropy (metric.ce_weight).",
                 cos, COLLAPSE_COSINE,
             )
         return notes
