@@ -39,10 +39,14 @@ def register(main: click.Group) -> None:
         from fermetric.training.runs import load_run
 
         r = load_run(run, device=device or "auto")
-        probs = r.predict_proba(split, tta=tta)
         ds = r.load_data()[split]
-        m = classification_metrics(ds.labels.numpy(), probs.argmax(1), r.class_names)
-        m.update({"run": str(r.path), "split": split, "tta": tta, "kind": r.kind})
+        m = classification_metrics(ds.labels.numpy(), r.predict(split, tta=tta), r.class_names)
+        m.update({"run": str(r.path), "split": split, "tta": tta, "kind": r.kind, "checkpoint": r.fingerprint})
+        if r.kind == "embedding":
+            knn = r.knn()
+            m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,
+                        "index_source": str(r.index_dir) if r.index_dir.exists() else "exact index fitted on train",
+                        "self_matches_excluded": split == "train"}
         name = f"{split}{'_tta' if tta else ''}"
         paths = _write_eval(Path(out) if out else r.path / "eval", name, m,
                             f"{r.cfg.model.name} on {split}{' + TTA' if tta else ''}")
@@ -58,40 +62,26 @@ def register(main: click.Group) -> None:
     @click.option("--out", type=click.Path(file_okay=False), default="ensemble", show_default=True)
     @device_option
     def ensemble(runs: tuple[str, ...], split: str, tta: bool, out: str, device: Optional[str]) -> None:
-        """Soft-vote and val-accuracy-weighted ensembles of classifier and embedding (kNN) runs."""
-        from fermetric.evaluation.ensemble import soft_vote
-        from fermetric.evaluation.metrics import classification_metrics
+        """Soft-vote and val-accuracy-weighted ensembles of classifier and embedding (kNN) runs.
+
+        With --split test the weights are the members' val accuracies; with --split val they are
+        cross-fitted (each half of val voted with accuracies on the other half), never fitted on
+        the images they score. The output says which."""
+        from fermetric.evaluation.ensemble import ensemble_report
         from fermetric.training.runs import load_run
         from fermetric.utils.io import atomic_write_text, write_json
 
         members = [load_run(r, device=device or "auto") for r in runs]
-        names = {m.class_names for m in members}
-        if len(names) != 1:
-            raise click.UsageError(f"runs disagree on class names: {sorted(names)}")
-        y = members[0].load_data()[split].labels.numpy()
-        class_names = members[0].class_names
-        probs, val_acc, rows = [], [], []
-        for m in members:
-            p = m.predict_proba(split, tta=tta and m.kind == "classifier")
-            if p.shape[0] != len(y):
-                raise click.UsageError(f"{m.path}: {p.shape[0]} predictions for {len(y)} images; were the runs trained on the same data?")
-            probs.append(p)
-            pv = p if split == "val" else m.predict_proba("val", tta=tta and m.kind == "classifier")
-            val_acc.append(float((pv.argmax(1) == m.load_data()["val"].labels.numpy()).mean()))
-            acc = float((p.argmax(1) == y).mean())
-            rows.append({"member": str(m.path), "kind": m.kind, "model": m.cfg.model.name, "val_acc": val_acc[-1], f"{split}_acc": acc})
-        results = {"members": rows, "split": split, "tta": tta}
-        for vote, w in (("soft_vote", None), ("val_weighted_vote", val_acc)):
-            ens = soft_vote(probs, w)
-            results[vote] = classification_metrics(y, ens.argmax(1), class_names)
+        results = ensemble_report(members, split, tta)
+        rows = results["members"]
         outp = Path(out)
-        outp.mkdir(parents=True, exist_ok=True)
         lines = [f"| member | kind | {split} accuracy |", "|---|---|---:|"]
         for r in rows:
             lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % |")
         for vote in ("soft_vote", "val_weighted_vote"):
             lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** |")
-        table = "\n".join(lines) + "\n"
+        table = "\n".join(lines) + f"\n\nval-weighted vote: weights fitted on {results['weights_fitted_on']}.\n"
+        outp.mkdir(parents=True, exist_ok=True)
         write_json(outp / f"ensemble_{split}.json", results)
         atomic_write_text(outp / f"ensemble_{split}.md", table)
         click.echo(table)

@@ -1,8 +1,8 @@
 """`fermetric build-index RUN`, `fermetric knn-eval RUN`, `fermetric embed-plot RUN`.
 
 All three work on embedding runs and on classifier runs (their pre-logit features), so both
-families can be compared on one table. Embeddings are saved as RUN/embeddings/<split>.npy
-(with labels) so plots and reports reuse them.
+families can be compared on one table. Embeddings are cached by the run reader
+(`Run.embeddings`: RUN/embeddings/<split>.npy, keyed to the checkpoint) so every command reuses them.
 """
 from __future__ import annotations
 
@@ -17,30 +17,6 @@ from fermetric.cli.options import device_option
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 
 
-def cached_embeddings(run, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) embeddings and (N,) labels of a split, from RUN/embeddings when present and fresh."""
-    from fermetric.utils.io import atomic_write_bytes
-
-    folder = run.path / "embeddings"
-    emb_path, lab_path = folder / f"{split}.npy", folder / f"{split}_labels.npy"
-    ckpt = run.path / "checkpoints" / "best.pt"
-    fresh = emb_path.is_file() and lab_path.is_file() and (
-        not ckpt.is_file() or emb_path.stat().st_mtime >= ckpt.stat().st_mtime
-    )
-    if fresh:
-        return np.load(emb_path), np.load(lab_path)
-    emb = run.embed(split)
-    labels = run.load_data()[split].labels.numpy()
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, arr in ((emb_path, emb), (lab_path, labels)):
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, arr)
-        atomic_write_bytes(path, buf.getvalue())
-    return emb, labels
-
-
 def register(main: click.Group) -> None:
     @main.command("build-index")
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
@@ -51,41 +27,37 @@ def register(main: click.Group) -> None:
     @device_option
     def build_index(run: str, index_type: str, k: Optional[int], weighting: Optional[str], device: Optional[str]) -> None:
         """Build the run's FAISS kNN index over its train split (the gallery): RUN/index/."""
-        from fermetric.retrieval import KNNClassifier
         from fermetric.training.runs import load_run
 
         r = load_run(run, device=device or "auto")
-        emb, labels = cached_embeddings(r, "train")
-        knn = KNNClassifier(k=k or r.cfg.metric.knn_k, weighting=weighting or r.cfg.metric.knn_weighting,
-                            index=index_type, num_classes=len(r.class_names), class_names=list(r.class_names),
-                            seed=r.cfg.seed)
-        knn.fit(emb, labels)
-        out = knn.save(r.path / "index")
-        click.echo(f"{index_type} index over {len(labels)} train embeddings of dimension {emb.shape[1]} (k={knn.k})")
-        click.echo(f"  {out}")
+        knn = r.build_index(index_type, k=k, weighting=weighting)
+        click.echo(f"{index_type} index over {len(knn)} train embeddings of dimension {knn.dimension} (k={knn.k}, "
+                   f"{knn.weighting}), from {r.checkpoint_path.name} sha256 {r.checkpoint_sha256[:12]}")
+        click.echo(f"  {r.index_dir}")
 
     @main.command("knn-eval")
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
-    @click.option("-k", "--k", type=int, default=None, help="Neighbours for the headline metrics.")
-    @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None)
+    @click.option("-k", "--k", type=int, default=None, help="Neighbours for the headline metrics (default: the index's).")
+    @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None,
+                  help="Default: the index's.")
     @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/knn_<split>.")
     @device_option
     def knn_eval(run: str, split: str, k: Optional[int], weighting: Optional[str], out: Optional[str], device: Optional[str]) -> None:
         """kNN report of a split against the train gallery: accuracy, macro-F1, per-class scores,
-        confusion, precision@1, R-precision, MAP@R, accuracy against k."""
-        from fermetric.retrieval import knn_report, write_knn_report
+        confusion, precision@1, R-precision, MAP@R, accuracy against k.
+
+        Searches through RUN/index when build-index built one (refused when stale), else an
+        exact index over the train embeddings: the index predict, evaluate and ensemble use."""
+        from fermetric.retrieval import write_knn_report
         from fermetric.training.runs import load_run
 
         r = load_run(run, device=device or "auto")
-        gallery, g_labels = cached_embeddings(r, "train")
-        query, q_labels = cached_embeddings(r, split)
-        rep = knn_report(query, q_labels, gallery, g_labels, list(r.class_names),
-                         k=k or r.cfg.metric.knn_k, weighting=weighting or r.cfg.metric.knn_weighting)
-        rep["run"], rep["split"], rep["kind"] = str(r.path), split, r.kind
+        rep = r.knn_report(split, k=k, weighting=weighting)
         paths = write_knn_report(rep, Path(out) if out else r.path / f"knn_{split}")
         click.echo(f"{r.name} kNN on {split}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
-                   f"MAP@R {rep.get('mean_average_precision_at_r', float('nan')):.4f}")
+                   f"MAP@R {rep.get('mean_average_precision_at_r', float('nan')):.4f} "
+                   f"(k={rep['k']}, {rep['weighting']}, {rep['index']} index: {rep['index_source']})")
         for p in paths:
             click.echo(f"  {p}")
 
@@ -101,12 +73,10 @@ def register(main: click.Group) -> None:
 
         from fermetric.analysis.projection import project_2d
         from fermetric.plotting.embeddings import plot_embedding_2d
-        from fermetric.utils.io import atomic_write_bytes
-
         from fermetric.training.runs import load_run
 
         r = load_run(run, device=device or "auto")
-        emb, labels = cached_embeddings(r, split)
+        emb, labels = r.embeddings(split)
         coords = project_2d(emb, method=method, seed=r.cfg.seed)
         np.save(r.path / "embeddings" / f"{split}_{method}_2d.npy", coords)
         fig = plot_embedding_2d(coords, labels, r.class_names,

@@ -1,8 +1,13 @@
 """Ensembles of anything that yields class probabilities: soft vote (mean of the members'
-probabilities) and a vote weighted by each member's validation accuracy."""
+probabilities) and a vote weighted by each member's validation accuracy.
+
+Weights fitted on the split being reported would flatter the ensemble. `ensemble_report` fits
+them on val and reports test; when the report is on val itself, the weights are cross-fitted:
+val is cut in two halves (a seeded shuffle) and each half is voted with the accuracies the
+members reach on the other half. The report says which split the weights were fitted on."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,3 +31,85 @@ def soft_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = Non
         raise FermetricError(f"ensemble weights must be {len(probs)} non-negative numbers, not all 0; got {list(w)}")
     w = w / w.sum()
     return np.tensordot(w, np.stack(probs).astype(np.float64), axes=1)
+
+
+CROSS_FIT_FOLDS = 2
+
+
+def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = CROSS_FIT_FOLDS,
+                      seed: int = 0) -> tuple[np.ndarray, list[list[float]]]:
+    """Accuracy-weighted soft vote where no image is voted with weights its own label fitted.
+
+    Args:
+        probs: the members' (N, C) probabilities on one split.
+        y: (N,) labels of that split.
+        folds: parts the split is cut into (a shuffle seeded by `seed`); each part is voted with
+            the members' accuracies on the other parts.
+
+    Returns:
+        (N, C) ensemble probabilities and the weights used for each part.
+    """
+    n = len(y)
+    if n < folds:
+        raise FermetricError(f"cross-fitting ensemble weights needs at least {folds} images, got {n}")
+    parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    out = np.zeros(np.stack(probs).shape[1:], dtype=np.float64)
+    used = []
+    for part in parts:
+        rest = np.setdiff1d(np.arange(n), part)
+        w = [float((p[rest].argmax(1) == y[rest]).mean()) for p in probs]
+        if sum(w) <= 0:
+            w = [1.0] * len(probs)  # every member wrong on the other half: no basis to weight them
+        out[part] = soft_vote([p[part] for p in probs], w)
+        used.append(w)
+    return out, used
+
+
+def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool = False) -> dict[str, Any]:
+    """Soft vote and val-accuracy-weighted vote of runs (fermetric.training.runs.Run) on a split.
+
+    Returns:
+        {"members": [{member, kind, model, val_acc, <split>_acc}], "split", "tta",
+         "soft_vote": metrics, "val_weighted_vote": metrics + "weights", "weights_fitted_on"}.
+
+    Raises:
+        FermetricError: the runs disagree on classes or on the number of images.
+    """
+    from fermetric.evaluation.metrics import classification_metrics
+
+    if split not in ("val", "test"):
+        raise FermetricError(f"ensembles are reported on val or test, not {split!r} (the members were fitted on train)")
+    names = {tuple(m.class_names) for m in members}
+    if len(names) != 1:
+        raise FermetricError(f"runs disagree on class names: {sorted(names)}")
+    class_names = members[0].class_names
+    y = members[0].load_data()[split].labels.numpy()
+    y_val = members[0].load_data()["val"].labels.numpy()
+    probs, val_probs, rows = [], [], []
+    for m in members:
+        m_tta = tta and m.kind == "classifier"
+        p = m.predict_proba(split, tta=m_tta)
+        pv = p if split == "val" else m.predict_proba("val", tta=m_tta)
+        for arr, labels, name in ((p, y, split), (pv, y_val, "val")):
+            if arr.shape[0] != len(labels):
+                raise FermetricError(f"{m.path}: {arr.shape[0]} {name} predictions for {len(labels)} images; "
+                                     "were the runs trained on the same data?")
+        probs.append(p)
+        val_probs.append(pv)
+        val_acc = float((m.predict("val", tta=m_tta) == y_val).mean())
+        acc = val_acc if split == "val" else float((m.predict(split, tta=m_tta) == y).mean())
+        rows.append({"member": str(m.path), "kind": m.kind, "model": m.cfg.model.name, "val_acc": val_acc,
+                     f"{split}_acc": acc})
+    results: dict[str, Any] = {"members": rows, "split": split, "tta": tta}
+    results["soft_vote"] = classification_metrics(y, soft_vote(probs).argmax(1), class_names)
+    if split == "val":
+        ens, weights = cross_fitted_vote(probs, y, seed=members[0].cfg.seed)
+        fitted_on = (f"val, {CROSS_FIT_FOLDS}-fold cross-fitted (each half of val voted with the members' "
+                     "accuracies on the other half)")
+    else:
+        weights = [[float((pv.argmax(1) == y_val).mean()) for pv in val_probs]]
+        ens = soft_vote(probs, weights[0])
+        fitted_on = "val"
+    results["val_weighted_vote"] = {**classification_metrics(y, ens.argmax(1), class_names), "weights": weights}
+    results["weights_fitted_on"] = fitted_on
+    return results

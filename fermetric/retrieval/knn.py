@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import fermetric
 from fermetric.errors import CheckpointError, ConfigError, DataError, FermetricError
-from fermetric.utils.io import atomic_write_bytes, write_json
+from fermetric.utils.io import atomic_write_bytes, sha256_file, write_json
 
 __all__ = ["KNNClassifier", "NotFittedError", "faiss_threads", "default_nlist", "default_nprobe",
            "default_ef_search", "vote"]
@@ -234,14 +234,6 @@ def _break_ties(proba: np.ndarray, neighbor_labels: np.ndarray) -> np.ndarray:
     return np.where(tied, first_rank, k + 1).argmin(axis=1)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class KNNClassifier:
     """k-nearest-neighbour classification over a FAISS gallery of embeddings.
 
@@ -332,6 +324,8 @@ class KNNClassifier:
         self.num_classes_: int | None = None
         self.nlist_: int | None = None
         self.pq_m_: int | None = None
+        # where the gallery came from (e.g. the run checkpoint's SHA-256), recorded by save(source=...)
+        self.source: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- state
     @property
@@ -457,12 +451,16 @@ class KNNClassifier:
             raise DataError(f"query has {q.shape[1]} dims; the index was built on {self.index_.d}")
         return _l2_normalize(q) if self.normalize else q
 
-    def kneighbors(self, queries: Any, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def kneighbors(self, queries: Any, k: int | None = None, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar gallery vectors of each query.
 
         Args:
             queries: (M, D) numpy array or torch tensor.
             k: neighbours; default self.k.
+            exclude: optional (M,) gallery index of each query's own entry (queries that are
+                gallery vectors, e.g. the train split against a train gallery): it is never
+                returned as a neighbour. Matched by index, so an exact duplicate image elsewhere
+                in the gallery still counts. -1 excludes nothing for that query.
 
         Returns:
             sims: (M, k) float32 similarities, best first (cosine when normalize=True);
@@ -472,31 +470,47 @@ class KNNClassifier:
         k = self.k if k is None else int(k)
         if k < 1:
             raise DataError(f"k must be >= 1, got {k}")
-        if k > len(self):
-            raise DataError(f"k={k} is more than the {len(self)} gallery vectors")
-        if self.index_type == "hnsw" and self.index_.hnsw.efSearch < k:
-            raise ConfigError(f"ef_search={self.index_.hnsw.efSearch} must be >= k={k}")
+        ex = None
+        if exclude is not None:
+            ex = np.asarray(exclude, dtype=np.int64).reshape(-1)
+            if ex.shape[0] != q.shape[0]:
+                raise DataError(f"exclude has {ex.shape[0]} entries for {q.shape[0]} queries; one gallery index per query")
+        # with exclusion, search one more and drop each query's own entry
+        search_k = k + (ex is not None)
+        if search_k > len(self):
+            raise DataError(f"k={k} is more than the {len(self) - (ex is not None)} gallery vectors"
+                            + (" left once each query's own entry is excluded" if ex is not None else ""))
+        if self.index_type == "hnsw" and self.index_.hnsw.efSearch < search_k:
+            raise ConfigError(f"ef_search={self.index_.hnsw.efSearch} must be >= k={search_k}")
         if q.shape[0] == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         with faiss_threads(self.num_threads), _flat_blas_block():
-            sims, idx = self.index_.search(q, k)
+            sims, idx = self.index_.search(q, search_k)
         # equal similarities are ranked by gallery index so results do not depend on FAISS internals
         order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), -sims), axis=1)
-        return np.take_along_axis(sims, order, 1), np.take_along_axis(idx, order, 1)
+        sims, idx = np.take_along_axis(sims, order, 1), np.take_along_axis(idx, order, 1)
+        if ex is not None:
+            drop = (idx == ex[:, None]) & (ex[:, None] >= 0)
+            # a query whose own entry is not among the results (approximate search, or no entry) loses its last
+            drop[~drop.any(axis=1), -1] = True
+            keep = ~drop
+            sims, idx = sims[keep].reshape(-1, k), idx[keep].reshape(-1, k)
+        return sims, idx
 
-    def _vote(self, queries: Any) -> tuple[np.ndarray, np.ndarray]:
-        sims, idx = self.kneighbors(queries)
+    def _vote(self, queries: Any, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        sims, idx = self.kneighbors(queries, exclude=exclude)
         neighbor_labels = np.where(idx >= 0, self.labels_[np.maximum(idx, 0)], -1)
         proba = vote(neighbor_labels, sims, self.num_classes_, self.weighting, self.temperature)
         return proba, neighbor_labels
 
-    def predict_proba(self, queries: Any) -> np.ndarray:
-        """(M, C) vote fractions (see `vote`); rows sum to 1."""
-        return self._vote(queries)[0]
+    def predict_proba(self, queries: Any, exclude: Any = None) -> np.ndarray:
+        """(M, C) vote fractions (see `vote`); rows sum to 1. `exclude`: see `kneighbors`."""
+        return self._vote(queries, exclude)[0]
 
-    def predict(self, queries: Any) -> np.ndarray:
-        """(M,) int64 class ids: the largest vote, ties to the class of the nearest neighbour."""
-        proba, neighbor_labels = self._vote(queries)
+    def predict(self, queries: Any, exclude: Any = None) -> np.ndarray:
+        """(M,) int64 class ids: the largest vote, ties to the class of the nearest neighbour.
+        `exclude`: see `kneighbors`."""
+        proba, neighbor_labels = self._vote(queries, exclude)
         return _break_ties(proba, neighbor_labels)
 
     def score(self, queries: Any, labels: Any) -> float:
@@ -531,8 +545,12 @@ class KNNClassifier:
             "seed": self.seed,
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, source: dict[str, Any] | None = None) -> Path:
         """Write `index.faiss`, `labels.npy` and `meta.json` into `directory` (created if needed).
+
+        `source` (JSON-ready) says where the gallery embeddings came from, e.g. the checkpoint
+        fingerprint of a run; it is stored in meta.json and restored as `self.source` by `load`,
+        so a reader can refuse an index whose embeddings are stale.
 
         Each file is written atomically; meta.json goes last and records the SHA-256 of the
         other two, so a save interrupted half-way is detected by `load`.
@@ -548,7 +566,10 @@ class KNNClassifier:
         np.save(buf, self.labels_, allow_pickle=False)
         atomic_write_bytes(directory / INDEX_FILE, index_bytes)
         atomic_write_bytes(directory / LABELS_FILE, buf.getvalue())
+        if source is not None:
+            self.source = dict(source)
         meta = self.meta()
+        meta["source"] = self.source
         meta["sha256"] = {
             INDEX_FILE: hashlib.sha256(index_bytes).hexdigest(),
             LABELS_FILE: hashlib.sha256(buf.getvalue()).hexdigest(),
@@ -614,7 +635,7 @@ class KNNClassifier:
             )
         for name, path in ((INDEX_FILE, index_path), (LABELS_FILE, labels_path)):
             expected = (meta.get("sha256") or {}).get(name)
-            if expected is not None and _sha256(path) != expected:
+            if expected is not None and sha256_file(path) != expected:
                 raise CheckpointError(
                     f"{path} does not match the SHA-256 recorded in {meta_path}: it was changed or comes from another save"
                 )
@@ -642,5 +663,6 @@ class KNNClassifier:
         clf.num_classes_ = clf.num_classes
         clf.nlist_ = int(faiss.extract_index_ivf(index).nlist) if clf.index_type in ("ivf", "ivfpq") else None
         clf.pq_m_ = meta.get("pq_m")
+        clf.source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
         clf._apply_search_params()
         return clf

@@ -110,6 +110,7 @@ def knn_report(
     weighting: str = "distance",
     index: str = "flat",
     temperature: float = 0.1,
+    classifier: KNNClassifier | None = None,
 ) -> dict[str, Any]:
     """Evaluate kNN classification of queries against a gallery.
 
@@ -124,6 +125,10 @@ def knn_report(
         weighting: "distance" or "majority" (see fermetric.retrieval.knn.vote).
         index: FAISS index type of the classifier ("flat" = exact).
         temperature: softmax temperature of distance weighting.
+        classifier: a fitted KNNClassifier over this same gallery (e.g. a run's saved index):
+            its index does the neighbour search, so the report scores exactly what predictions
+            through it give; `index` and `temperature` are then taken from it. Default: an
+            index of type `index` is fitted on the gallery.
 
     Returns:
         A JSON-ready dict: "k", "weighting", "index", "n_query", "n_gallery", "dimension",
@@ -148,18 +153,45 @@ def knn_report(
         raise DataError(f"k={k} is more than the {n} gallery vectors")
     k_max = max([k, *ks_used])
 
-    clf = KNNClassifier(
-        k=k_max, weighting=weighting, index=index, class_names=class_names, temperature=temperature
-    ).fit(g, yg)
+    if classifier is None:
+        clf = KNNClassifier(
+            k=k_max, weighting=weighting, index=index, class_names=class_names, temperature=temperature
+        ).fit(g, yg)
+    else:
+        clf = classifier
+        if len(clf) != n or clf.dimension != g.shape[1] or not np.array_equal(clf.labels_, yg):
+            raise DataError(f"the classifier's gallery ({len(clf)} x {clf.dimension}) is not the gallery given "
+                            f"({n} x {g.shape[1]}, same labels); rebuild the index")
+        index, temperature = clf.index_type, clf.temperature
+
+    def search(kk: int) -> tuple[np.ndarray, np.ndarray]:
+        # an HNSW graph searches at least ef_search candidates; widen it (only) for the k curve
+        ef = clf.index_.hnsw.efSearch if clf.index_type == "hnsw" else None
+        if ef is not None and ef < kk:
+            clf.index_.hnsw.efSearch = kk
+        try:
+            return clf.kneighbors(q, k=kk)
+        finally:
+            if ef is not None:
+                clf.index_.hnsw.efSearch = ef
+
     # one search for the largest k; every smaller k votes on a prefix of the same neighbours
-    sims, idx = clf.kneighbors(q, k=k_max)
+    sims, idx = search(k_max)
     neighbor_labels = np.where(idx >= 0, yg[np.maximum(idx, 0)], -1)
 
     def predict_at(kk: int) -> np.ndarray:
         proba = vote(neighbor_labels[:, :kk], sims[:, :kk], num_classes, weighting, temperature)
         return _break_ties(proba, neighbor_labels[:, :kk])
 
-    metrics = classification_metrics(yq, predict_at(k), class_names)
+    if classifier is not None and clf.index_type != "flat":
+        # an approximate index's k best are not a prefix of its k_max best: search k itself, as predictions do
+        sims_k, idx_k = search(k)
+        labels_k = np.where(idx_k >= 0, yg[np.maximum(idx_k, 0)], -1)
+        headline = _break_ties(vote(labels_k, sims_k, num_classes, weighting, temperature), labels_k)
+    else:
+        headline = predict_at(k)
+
+    metrics = classification_metrics(yq, headline, class_names)
     curve = {"k": [], "accuracy": [], "macro_f1": []}
     for kk in ks_used:
         m = metrics if kk == k else classification_metrics(yq, predict_at(kk), class_names)
@@ -172,6 +204,7 @@ def knn_report(
         "k": int(k),
         "weighting": weighting,
         "index": index,
+        **({"search_params": clf.search_params} if clf.search_params else {}),
         "temperature": float(temperature) if weighting == "distance" else None,
         "n_query": int(q.shape[0]),
         "n_gallery": int(n),
@@ -200,7 +233,9 @@ def knn_report_markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['n_query']} queries against a gallery of {report['n_gallery']} "
         f"({report['dimension']}-d embeddings); k = {report['k']}, {report['weighting']} weighting, "
-        f"{report['index']} index.",
+        f"{report['index']} index"
+        + (f" {report['search_params']}" if report.get("search_params") else "")
+        + (f" ({report['index_source']})" if report.get("index_source") else "") + ".",
         "",
         "| metric | value |",
         "|---|---:|",

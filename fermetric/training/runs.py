@@ -1,8 +1,15 @@
 """Reading a run directory back: its config, its model (from best.pt), its data, and the
 class probabilities or embeddings of any split. Every command that takes RUN goes through here,
-for classifier and embedding runs alike."""
+for classifier and embedding runs alike.
+
+What a run derives from its weights is keyed to the checkpoint it came from (the SHA-256 of the
+checkpoint file, `Run.checkpoint_sha256`): the embedding cache RUN/embeddings/ is recomputed when
+it was made by other weights, and the kNN index RUN/index/ (built by `fermetric build-index`) is
+refused, naming the command that rebuilds it, so that no command votes with a stale gallery after
+--resume or retraining into the same directory."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -17,7 +24,12 @@ from fermetric.data.sources import load_data
 from fermetric.errors import CheckpointError, FermetricError
 from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked
 from fermetric.utils.device import resolve_device
-from fermetric.utils.io import read_json
+from fermetric.utils.io import read_json, save_npy, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_DIR = "embeddings"
+INDEX_DIR = "index"
 
 
 def build_model_for(kind: str, cfg: RunConfig, num_classes: int) -> nn.Module:
@@ -42,8 +54,10 @@ class Run:
     model: nn.Module
     checkpoint: dict[str, Any]
     device: torch.device
+    checkpoint_path: Optional[Path] = None
+    checkpoint_sha256: str = ""  # fingerprint of the weights: keys the embedding cache and the index
     _data: Optional[DataSplits] = field(default=None, repr=False)
-    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -67,20 +81,70 @@ class Run:
                 )
         return self._data
 
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Which weights this run's derived files (embeddings, index) must come from."""
+        return {"run": str(self.path), "checkpoint": self.checkpoint_path.name if self.checkpoint_path else None,
+                "epoch": self.checkpoint.get("epoch"), "checkpoint_sha256": self.checkpoint_sha256}
+
     def embed(self, split: str, batch_size: int = 512) -> np.ndarray:
         """(N, D) float32: embeddings (embedding runs) or pre-logit features (classifiers)."""
+        return self.embeddings(split, batch_size)[0]
+
+    def embeddings(self, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) float32 embeddings (pre-logit features for classifiers) and (N,) labels of a split.
+
+        Cached in memory and on disk as RUN/embeddings/<split>.npy, <split>_labels.npy and
+        <split>.json; the JSON records the checkpoint's SHA-256, and a cache made by other
+        weights (or without a record) is recomputed and overwritten.
+        """
         key = f"embed:{split}"
         if key not in self._cache:
-            from fermetric.evaluation.predict import embed_dataset
+            folder = self.path / EMBEDDINGS_DIR
+            emb_path, lab_path, meta_path = folder / f"{split}.npy", folder / f"{split}_labels.npy", folder / f"{split}.json"
+            cached = self._read_embedding_cache(emb_path, lab_path, meta_path)
+            if cached is None:
+                from fermetric.evaluation.predict import embed_dataset
 
-            self.model.eval()
-            fn = self.model.embed if hasattr(self.model, "embed") else self.model
-            self._cache[key] = embed_dataset(fn, self.load_data()[split], batch_size, self.device)
+                self.model.eval()
+                fn = self.model.embed if hasattr(self.model, "embed") else self.model
+                ds = self.load_data()[split]
+                cached = embed_dataset(fn, ds, batch_size, self.device), ds.labels.numpy()
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    save_npy(emb_path, cached[0])
+                    save_npy(lab_path, cached[1])
+                    # written last: arrays without a matching record are never trusted
+                    write_json(meta_path, {**self.fingerprint, "split": split, "shape": list(cached[0].shape)})
+                except OSError as e:  # a read-only run still evaluates, just without the disk cache
+                    log.warning("could not cache embeddings in %s (%s); they are recomputed next time", folder, e)
+            self._cache[key] = cached
         return self._cache[key]
+
+    def _read_embedding_cache(self, emb_path: Path, lab_path: Path, meta_path: Path):
+        if not (emb_path.is_file() and lab_path.is_file() and meta_path.is_file()):
+            return None
+        try:
+            meta = read_json(meta_path)
+            if not isinstance(meta, dict) or meta.get("checkpoint_sha256") != self.checkpoint_sha256:
+                log.info("embedding cache %s was made by other weights; recomputing it", emb_path)
+                return None
+            emb, labels = np.load(emb_path, allow_pickle=False), np.load(lab_path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            log.warning("embedding cache %s is unreadable (%s); recomputing it", emb_path, e)
+            return None
+        if emb.ndim != 2 or labels.shape != (emb.shape[0],) or list(emb.shape) != meta.get("shape"):
+            log.warning("embedding cache %s does not match its record %s; recomputing it", emb_path, meta_path)
+            return None
+        return emb.astype(np.float32, copy=False), labels
+
+    def _gallery_exclude(self, split: str) -> Optional[np.ndarray]:
+        """Queries from the gallery split (train) must not find themselves: their own indices."""
+        return np.arange(len(self.embed(split))) if split == "train" else None
 
     def predict_proba(self, split: str, tta: bool = False, batch_size: int = 512) -> np.ndarray:
         """(N, C) class probabilities: softmax for classifiers, kNN vote fractions (gallery = the
-        train split) for embedding runs."""
+        train split) for embedding runs; train images never vote for themselves."""
         key = f"proba:{split}:{tta}"
         if key in self._cache:
             return self._cache[key]
@@ -92,10 +156,16 @@ class Run:
         else:
             if tta:
                 raise FermetricError("TTA is for classifier runs; embedding runs vote through the kNN index")
-            knn = self.knn()
-            probs = knn.predict_proba(self.embed(split, batch_size))
+            probs = self.knn().predict_proba(self.embed(split, batch_size), exclude=self._gallery_exclude(split))
         self._cache[key] = probs
         return probs
+
+    def predict(self, split: str, tta: bool = False) -> np.ndarray:
+        """(N,) predicted class ids of a split: the softmax arg-max for classifiers; for embedding
+        runs the kNN prediction (ties to the nearest neighbour's class, as knn-eval counts them)."""
+        if self.kind == "classifier" or tta:
+            return self.predict_proba(split, tta=tta).argmax(1)
+        return self.knn().predict(self.embed(split), exclude=self._gallery_exclude(split))
 
     def scorer(self, kind: str = "auto", output: str = "softmax", batch_size: int = 256):
         """The run as a Scorer (images -> class scores), for every analysis method.
@@ -125,17 +195,87 @@ class Run:
         return KNNScorer(embed_model, self.knn(), num_classes=len(self.class_names),
                          class_names=self.class_names, batch_size=batch_size)
 
-    def knn(self, k: Optional[int] = None):
-        """The run's kNN classifier: loaded from RUN/index when built, else fitted on train."""
+    @property
+    def index_dir(self) -> Path:
+        return self.path / INDEX_DIR
+
+    def knn(self):
+        """The run's kNN classifier over the train gallery: RUN/index when `build-index` built
+        one (checked to come from this run's current checkpoint), else an exact index fitted
+        on the train embeddings with the config's metric.knn_k and metric.knn_weighting.
+
+        Raises:
+            CheckpointError: RUN/index is damaged, or was built from other weights (after
+                --resume or retraining, or copied from another run); the message gives the
+                build-index command that rebuilds it.
+        """
         from fermetric.retrieval import KNNClassifier
 
-        index_dir = self.path / "index"
-        if index_dir.is_dir() and k is None:
-            return KNNClassifier.load(index_dir)
-        data = self.load_data()
-        knn = KNNClassifier(k=k or self.cfg.metric.knn_k, weighting=self.cfg.metric.knn_weighting,
-                            num_classes=data.num_classes, class_names=list(data.class_names))
-        return knn.fit(self.embed("train"), data["train"].labels.numpy())
+        if "knn" in self._cache:
+            return self._cache["knn"]
+        if self.index_dir.exists():
+            rebuild = f"fermetric build-index {self.path}"
+            try:
+                knn = KNNClassifier.load(self.index_dir)
+            except CheckpointError as e:
+                raise CheckpointError(f"{e}. Rebuild the index: {rebuild}") from None
+            rebuild += f" --index {knn.index_type} -k {knn.k} --weighting {knn.weighting}"
+            src = knn.source
+            if src.get("checkpoint_sha256") != self.checkpoint_sha256:
+                came = (f"{src.get('checkpoint')} (epoch {src.get('epoch')}, sha256 {str(src.get('checkpoint_sha256'))[:12]}) "
+                        f"of run {src.get('run')}") if src.get("checkpoint_sha256") else "weights it did not record"
+                raise CheckpointError(
+                    f"the kNN index {self.index_dir} is stale: its gallery was embedded by {came}, not by this run's "
+                    f"{self.checkpoint_path.name} (epoch {self.checkpoint.get('epoch')}, sha256 {self.checkpoint_sha256[:12]}). "
+                    f"Rebuild it: {rebuild}"
+                )
+            if tuple(knn.class_names or ()) != tuple(self.class_names):
+                raise CheckpointError(f"the kNN index {self.index_dir} has classes {knn.class_names}, the run "
+                                      f"{list(self.class_names)}. Rebuild it: {rebuild}")
+        else:
+            data = self.load_data()
+            knn = KNNClassifier(k=self.cfg.metric.knn_k, weighting=self.cfg.metric.knn_weighting,
+                                num_classes=data.num_classes, class_names=list(data.class_names))
+            knn.fit(self.embed("train"), data["train"].labels.numpy())
+        self._cache["knn"] = knn
+        return knn
+
+    def build_index(self, index_type: str = "flat", k: Optional[int] = None, weighting: Optional[str] = None):
+        """Build the kNN index over the train embeddings, save it as RUN/index (stamped with the
+        checkpoint's fingerprint) and return it."""
+        from fermetric.retrieval import KNNClassifier
+
+        emb, labels = self.embeddings("train")
+        knn = KNNClassifier(k=k or self.cfg.metric.knn_k, weighting=weighting or self.cfg.metric.knn_weighting,
+                            index=index_type, num_classes=len(self.class_names), class_names=list(self.class_names),
+                            seed=self.cfg.seed)
+        knn.fit(emb, labels)
+        knn.save(self.index_dir, source=self.fingerprint)
+        self._cache["knn"] = knn
+        for key in [key for key in self._cache if key.startswith("proba:")]:
+            del self._cache[key]
+        return knn
+
+    def knn_report(self, split: str, k: Optional[int] = None, weighting: Optional[str] = None) -> dict[str, Any]:
+        """The kNN report (fermetric.retrieval.knn_report) of a split against the train gallery,
+        searched through the same index `predict`, `evaluate` and the knn scorer use, so the
+        numbers agree. k and weighting default to the index's."""
+        from fermetric.retrieval import knn_report
+
+        if split == "train":
+            raise FermetricError("knn-eval scores val or test against the train gallery; train would match itself")
+        knn = self.knn()
+        gallery, g_labels = self.embeddings("train")
+        query, q_labels = self.embeddings(split)
+        rep = knn_report(query, q_labels, gallery, g_labels, list(self.class_names),
+                         k=k or knn.k, weighting=weighting or knn.weighting, classifier=knn)
+        rep.update({
+            "run": str(self.path), "split": split, "kind": self.kind,
+            "index_source": str(self.index_dir) if self.index_dir.exists() else
+            "exact (flat) index fitted on the train embeddings (no RUN/index)",
+            "checkpoint": self.fingerprint,
+        })
+        return rep
 
 
 class _PreLogits(nn.Module):
@@ -172,6 +312,8 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     cfg = load_config(cfg_path)
     dev = resolve_device(device)
     ckpt = load_checkpoint(ckpt_path, map_location=dev)
+    check_belongs(ckpt, ckpt_path, cfg, path)
+    check_finite(ckpt.get("state_dict", {}), ckpt_path, cfg)
     kind = ckpt.get("kind", "")
     class_names = tuple(ckpt.get("class_names", ()))
     # the checkpoint holds the trained weights: do not re-apply the run's starting weights
@@ -180,4 +322,66 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     check_compatible(ckpt, ckpt_path, name=cfg.model.name, num_classes=len(class_names))
     load_state_dict_checked(model, ckpt["state_dict"], ckpt_path)
     model.to(dev).eval()
-    return Run(path=path, cfg=cfg, kind=kind, class_names=class_names, model=model, checkpoint=ckpt, device=dev)
+    return Run(path=path, cfg=cfg, kind=kind, class_names=class_names, model=model, checkpoint=ckpt, device=dev,
+               checkpoint_path=ckpt_path, checkpoint_sha256=sha256_file(ckpt_path))
+
+
+def check_finite(state_dict: dict[str, Any], ckpt_path: Path, cfg: Optional[RunConfig] = None) -> None:
+    """Refuse weights with NaN or inf: they score like a random guess, never like a model.
+
+    Raises:
+        CheckpointError naming the file and the first non-finite tensor.
+    """
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            lr = f" (e.g. --set optim.lr={cfg.optim.lr / 10:g})" if cfg is not None else ""
+            raise CheckpointError(
+                f"{ckpt_path}: tensor {name!r} has {bad} NaN/inf value(s) of {t.numel()}: training diverged. "
+                f"Retrain, or --resume from an earlier checkpoint, with a lower learning rate{lr}"
+            )
+
+
+# config.yaml keys that fix the weights' shapes (or the data they were trained on)
+_ARCH_KEYS = ("name", "stem", "width", "embedding_dim")
+_DATA_KEYS = ("source", "ferplus", "class_map")
+
+
+def check_belongs(ckpt: dict[str, Any], ckpt_path: Path, cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a checkpoint that is not this run's: of another kind than metrics.json records,
+    or with another architecture or data than config.yaml.
+
+    Raises:
+        CheckpointError naming the checkpoint, the run's file and both values.
+    """
+    kind = ckpt.get("kind")
+    metrics_path = run_dir / "metrics.json"
+    run_kind = None
+    if metrics_path.is_file():
+        try:
+            run_kind = read_json(metrics_path).get("kind")
+        except (OSError, ValueError, AttributeError):
+            run_kind = None
+    if run_kind is not None and kind != run_kind:
+        raise CheckpointError(
+            f"{ckpt_path} is a {kind} checkpoint but {metrics_path} says the run is a {run_kind} run: "
+            "the checkpoint comes from another run; put back this run's own checkpoint"
+        )
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        return  # checkpoints that predate the stored config: the shape check still applies
+    problems = []
+    for section, keys, own in (("model", _ARCH_KEYS, cfg.model), ("data", _DATA_KEYS, cfg.data)):
+        have = saved.get(section) or {}
+        for key in keys:
+            if key == "embedding_dim" and kind != "embedding":
+                continue
+            if key in have and have[key] != getattr(own, key):
+                problems.append(f"{section}.{key} is {have[key]!r} in the checkpoint but {getattr(own, key)!r} in config.yaml")
+    n = (ckpt.get("model") or {}).get("num_classes")
+    names = ckpt.get("class_names")
+    if n is not None and names is not None and n != len(names):
+        problems.append(f"model.num_classes is {n} but the checkpoint names {len(names)} classes")
+    if problems:
+        raise CheckpointError(f"{ckpt_path} does not belong to the run {run_dir / 'config.yaml'}: " + "; ".join(problems)
+                              + ". Put back this run's own checkpoint or retrain")

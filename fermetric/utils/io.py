@@ -4,6 +4,7 @@ A crash mid-write leaves the old file (or none), never half a file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -85,3 +86,21 @@ def read_json(path: str | os.PathLike) -> Any:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save through a temporary file and a rename."""
     return _atomic_write(path, lambda fh: torch.save(obj, fh), "wb")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
+    """np.save atomically (no pickles)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
