@@ -48,6 +48,7 @@ class Case:
     error: type
     fragments: tuple[str, ...]
     no_output: str | None = None
+    runs: tuple[str, ...] = ()  # tiny-run fixtures (tests/conftest.py) passed to build after tmp
 
 
 def _load(path, **cfg) -> Callable[[], object]:
@@ -131,6 +132,118 @@ def _index(tmp: Path, damage: str) -> Callable[[], object]:
     return lambda: KNNClassifier.load(d)
 
 
+
+# --- runs whose checkpoint, index or cache was damaged (a copy of a tiny run in the case's folder).
+# Each goes through the CLI (exit 2, one line, no traceback) and leaves the run's files as they were.
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run_cli_intact(run: Path, args: list[str]) -> Callable[[], object]:
+    go = _cli(args)
+
+    def intact():
+        before = _tree(run)
+        try:
+            go()
+        finally:
+            assert _tree(run) == before, f"{run} was changed by a refused command"
+    return intact
+
+
+def _damaged_run(tmp: Path, src: Path, damage: str, command: str = "evaluate", other: Path | None = None) -> Callable[[], object]:
+    from fermetric.training.runs import load_run
+
+    run = tmp / "run"
+    shutil.copytree(src, run)
+    for derived in ("index", "embeddings", "eval"):
+        shutil.rmtree(run / derived, ignore_errors=True)
+    ckpt = run / "checkpoints" / "best.pt"
+    if damage in ("stale-index", "index-truncated", "index-meta", "index-classes"):
+        load_run(run).build_index()
+    if damage == "stale-index":  # best.pt rewritten after build-index (--resume, retraining)
+        ck = torch.load(ckpt, weights_only=True)
+        ck["state_dict"] = {k: v * 1.1 if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+        torch.save(ck, ckpt)
+    elif damage == "index-truncated":
+        f = run / "index" / "index.faiss"
+        f.write_bytes(f.read_bytes()[:200])
+    elif damage == "index-meta":
+        (run / "index" / "meta.json").write_text("{not json")
+    elif damage == "index-classes":  # an index stamped for this checkpoint but with other class names
+        meta = json.loads((run / "index" / "meta.json").read_text())
+        meta["class_names"] = [c.upper() for c in meta["class_names"]]
+        (run / "index" / "meta.json").write_text(json.dumps(meta))
+    elif damage == "other-run-index":
+        donor = tmp / "donor"
+        shutil.copytree(other, donor)
+        shutil.rmtree(donor / "index", ignore_errors=True)
+        load_run(donor).build_index()
+        shutil.copytree(donor / "index", run / "index")
+    elif damage == "unstamped-index":  # written by an older fermetric: no checkpoint fingerprint
+        from fermetric.retrieval import KNNClassifier
+
+        r = load_run(run)
+        emb, labels = r.embeddings("train")
+        KNNClassifier(k=3, class_names=list(r.class_names)).fit(emb, labels).save(run / "index")
+        shutil.rmtree(run / "embeddings")
+    elif damage in ("nan", "inf"):
+        ck = torch.load(ckpt, weights_only=True)
+        name = next(k for k, v in ck["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+        ck["state_dict"][name].view(-1)[-1] = float("nan") if damage == "nan" else float("inf")
+        torch.save(ck, ckpt)
+    elif damage == "foreign":
+        shutil.copy(other / "checkpoints" / "best.pt", ckpt)
+    elif damage == "arch":
+        ck = torch.load(ckpt, weights_only=True)
+        ck["config"]["model"]["width"] = 16
+        torch.save(ck, ckpt)
+    elif damage == "data":
+        ck = torch.load(ckpt, weights_only=True)
+        ck["config"]["data"]["source"] = "fer2013.csv"
+        torch.save(ck, ckpt)
+    args = {"evaluate": ["evaluate", str(run)], "knn-eval": ["knn-eval", str(run)],
+            "train": ["evaluate", str(run), "--split", "train"],
+            "ensemble": ["ensemble", str(run), str(run), "--out", str(tmp / "ens")],
+            "explain": ["explain", str(run), "--method", "occlusion", "--scorer", "knn", "--out", str(tmp / "x")],
+            "build-index": ["build-index", str(run)]}[command]
+    return _run_cli_intact(run, args)
+
+
+RUN_CASES = [
+    Case("run-stale-index-evaluate", lambda t, tri: _damaged_run(t, tri, "stale-index"), FermetricError,
+         ("stale", "index", "fermetric build-index", "-k 10 --weighting distance"), no_output="run/eval", runs=("triplet_run",)),
+    Case("run-stale-index-knn-eval", lambda t, tri: _damaged_run(t, tri, "stale-index", "knn-eval"), FermetricError,
+         ("stale", "fermetric build-index"), no_output="run/knn_val", runs=("triplet_run",)),
+    Case("run-stale-index-ensemble", lambda t, tri: _damaged_run(t, tri, "stale-index", "ensemble"), FermetricError,
+         ("stale", "fermetric build-index"), no_output="ens", runs=("triplet_run",)),
+    Case("run-stale-index-explain-knn", lambda t, tri: _damaged_run(t, tri, "stale-index", "explain"), FermetricError,
+         ("stale", "fermetric build-index"), no_output="x", runs=("triplet_run",)),
+    Case("run-index-of-another-run", lambda t, clf, tri: _damaged_run(t, clf, "other-run-index", "knn-eval", other=tri),
+         FermetricError, ("stale", "donor", "fermetric build-index"), no_output="run/knn_val",
+         runs=("classifier_run", "triplet_run")),
+    Case("run-index-without-fingerprint", lambda t, tri: _damaged_run(t, tri, "unstamped-index", "train"), FermetricError,
+         ("stale", "did not record", "fermetric build-index"), no_output="run/eval", runs=("triplet_run",)),
+    Case("run-index-truncated", lambda t, tri: _damaged_run(t, tri, "index-truncated"), FermetricError,
+         ("index.faiss", "fermetric build-index"), no_output="run/eval", runs=("triplet_run",)),
+    Case("run-index-meta-not-json", lambda t, tri: _damaged_run(t, tri, "index-meta", "knn-eval"), FermetricError,
+         ("meta.json", "fermetric build-index"), no_output="run/knn_val", runs=("triplet_run",)),
+    Case("run-index-other-classes", lambda t, tri: _damaged_run(t, tri, "index-classes"), FermetricError,
+         ("ANGRY", "fermetric build-index"), no_output="run/eval", runs=("triplet_run",)),
+    Case("run-nan-checkpoint", lambda t, clf: _damaged_run(t, clf, "nan"), FermetricError,
+         ("best.pt", "NaN/inf", "lower learning rate"), no_output="run/eval", runs=("classifier_run",)),
+    Case("run-inf-checkpoint-build-index", lambda t, tri: _damaged_run(t, tri, "inf", "build-index"), FermetricError,
+         ("best.pt", "NaN/inf"), no_output="run/index", runs=("triplet_run",)),
+    Case("run-foreign-checkpoint", lambda t, clf, tri: _damaged_run(t, clf, "foreign", other=tri), FermetricError,
+         ("best.pt", "embedding checkpoint", "classifier run", "metrics.json"), no_output="run/eval",
+         runs=("classifier_run", "triplet_run")),
+    Case("run-checkpoint-other-width", lambda t, clf: _damaged_run(t, clf, "arch"), FermetricError,
+         ("best.pt", "config.yaml", "model.width is 16"), no_output="run/eval", runs=("classifier_run",)),
+    Case("run-checkpoint-other-data", lambda t, clf: _damaged_run(t, clf, "data"), FermetricError,
+         ("best.pt", "config.yaml", "data.source is 'fer2013.csv'"), no_output="run/eval", runs=("classifier_run",)),
+]
+
 CASES = [
     # --- FER2013 CSV ---
     Case("csv-header", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Training"], header="label,image,split")),
@@ -182,12 +295,12 @@ CASES = [
     Case("index-missing-file", lambda t: _index(t, "missing"), CheckpointError, ("labels.npy",)),
     Case("index-dimension", lambda t: _index(t, "dim"), CheckpointError, ("meta.json",)),
     Case("index-truncated", lambda t: _index(t, "truncated"), CheckpointError, ("index",)),
-]
+] + RUN_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path):
-    action = case.build(tmp_path)
+def test_bad_input(case: Case, tmp_path: Path, request):
+    action = case.build(tmp_path, *[request.getfixturevalue(name) for name in case.runs])
     with pytest.raises(case.error) as err:
         action()
     msg = str(err.value)
