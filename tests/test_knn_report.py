@@ -129,3 +129,16 @@ def test_plot_accuracy_vs_k_on_given_axes():
     with pytest.raises(ValueError, match="shape"):
         plot_accuracy_vs_k([1, 5], [0.5])
     plt.close("all")
+
+
+@pytest.mark.parametrize("index, kw", [("hnsw", {"hnsw_m": 4, "ef_search": 8}), ("ivf", {"nlist": 4, "nprobe": 1})])
+def test_report_through_a_given_classifier_scores_what_it_predicts(index, kw):
+    g, yg = blobs(40, 6.0, seed=0)
+    q, yq = blobs(30, 6.0, seed=1)
+    clf = KNNClassifier(k=5, weighting="majority", index=index, class_names=NAMES, **kw).fit(g, yg)
+    rep = knn_report(q, yq, g, yg, NAMES, k=5, weighting="majority", ks=(1, 5, 50), classifier=clf)
+    assert rep["index"] == index and rep["search_params"] == clf.search_params
+    assert rep["accuracy"] == pytest.approx(clf.score(q, yq))
+    assert clf.search_params == KNNClassifier(k=5, index=index, **kw).fit(g, yg).search_params  # left as found
+    with pytest.raises(DataError, match="rebuild the index"):
+        knn_report(q, yq, g[:-1], yg[:-1], NAMES, classifier=clf)
