@@ -140,7 +140,13 @@ class Run:
 
     def _gallery_exclude(self, split: str) -> Optional[np.ndarray]:
         """Queries from the gallery split (train) must not find themselves: their own indices."""
-        return np.arange(len(self.embed(split))) if split == "train" else None
+        if split != "train":
+            return None
+        n, gallery = len(self.embed(split)), len(self.knn())
+        if n != gallery:
+            raise CheckpointError(f"the kNN gallery has {gallery} vectors but the train split {n} images; "
+                                  f"rebuild the index: fermetric build-index {self.path}")
+        return np.arange(n)
 
     def predict_proba(self, split: str, tta: bool = False, batch_size: int = 512) -> np.ndarray:
         """(N, C) class probabilities: softmax for classifiers, kNN vote fractions (gallery = the
