@@ -207,6 +207,8 @@ def _damaged_run(tmp: Path, src: Path, damage: str, command: str = "evaluate", o
             "train": ["evaluate", str(run), "--split", "train"],
             "ensemble": ["ensemble", str(run), str(run), "--out", str(tmp / "ens")],
             "explain": ["explain", str(run), "--method", "occlusion", "--scorer", "knn", "--out", str(tmp / "x")],
+            "explain-train": ["explain", str(run), "--method", "occlusion", "--scorer", "knn", "--split", "train",
+                              "--out", str(tmp / "x")],
             "build-index": ["build-index", str(run)]}[command]
     return _run_cli_intact(run, args)
 
@@ -231,6 +233,8 @@ RUN_CASES = [
          ("meta.json", "fermetric build-index"), no_output="run/knn_val", runs=("triplet_run",)),
     Case("run-index-other-classes", lambda t, tri: _damaged_run(t, tri, "index-classes"), FermetricError,
          ("ANGRY", "fermetric build-index"), no_output="run/eval", runs=("triplet_run",)),
+    Case("run-explain-knn-on-gallery", lambda t, tri: _damaged_run(t, tri, "none", "explain-train"), FermetricError,
+         ("--split", "match themselves"), no_output="x", runs=("triplet_run",)),
     Case("run-nan-checkpoint", lambda t, clf: _damaged_run(t, clf, "nan"), FermetricError,
          ("best.pt", "NaN/inf", "lower learning rate"), no_output="run/eval", runs=("classifier_run",)),
     Case("run-inf-checkpoint-build-index", lambda t, tri: _damaged_run(t, tri, "inf", "build-index"), FermetricError,

@@ -59,6 +59,11 @@ def register(main: click.Group) -> None:
         from fermetric.utils.io import write_json
 
         r = load_run(run, device=device or "auto")
+        if scorer == "knn" and split == "train":
+            # the kNN gallery is the train split: each image would vote for itself
+            raise click.BadParameter("the knn scorer votes with the train split as its gallery, so train images would "
+                                     "match themselves; explain --split val or test, or use --scorer prototype",
+                                     param_hint="--split")
         sc = r.scorer(scorer)
         ds = r.load_data()[split]
         labels = ds.labels.numpy()
