@@ -50,14 +50,40 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.version_option(__version__, "--version", prog_name="fermetric")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (no progress bars).")
+@click.option("--threads", type=int, default=None, metavar="N",
+              help="CPU threads for torch (and FAISS) in any command; training records it as train.threads. "
+                   "0 or unset: the config's train.threads when training, else torch's default (all cores). "
+                   "Set it on a shared machine: an oversubscribed CPU runs many times slower.")
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def main(ctx: click.Context, verbose: int, quiet: bool, threads: int | None) -> None:
     """fermetric: facial expression recognition with classifiers and metric-learning models,
     explained by one toolkit. Without --data, every command uses the built-in SynthFER data."""
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     ctx.obj["verbose"] = verbose
+    ctx.obj["threads"] = threads
     _setup_logging(verbose, quiet)
+    if threads is not None:
+        if threads < 0:
+            raise click.BadParameter(f"must be >= 0 (0 = the default), got {threads}", param_hint="'--threads'")
+        if threads > 0:
+            set_threads(threads)
+        else:
+            ctx.obj["threads"] = None
+
+
+def set_threads(n: int) -> None:
+    """Use `n` CPU threads from now on (before any work of the command)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(n)
+    # FAISS runs its own OpenMP pool: the variable reaches it when it loads later in the command
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None:
+        faiss.omp_set_num_threads(n)
 
 
 def _register_commands() -> None:

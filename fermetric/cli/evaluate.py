@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import device_option
+from fermetric.cli.options import device_option, lock_run
 
 
 def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
@@ -38,6 +38,8 @@ def register(main: click.Group) -> None:
         from fermetric.evaluation.metrics import classification_metrics
         from fermetric.training.runs import load_run
 
+        if out is None:
+            lock_run(run)
         r = load_run(run, device=device or "auto")
         ds = r.load_data()[split]
         m = classification_metrics(ds.labels.numpy(), r.predict(split, tta=tta), r.class_names)

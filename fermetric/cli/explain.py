@@ -10,7 +10,7 @@ import click
 import numpy as np
 import torch
 
-from fermetric.cli.options import device_option
+from fermetric.cli.options import device_option, lock_run
 
 METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
@@ -58,6 +58,8 @@ def register(main: click.Group) -> None:
         from fermetric.training.runs import load_run
         from fermetric.utils.io import write_json
 
+        if out is None:
+            lock_run(run)
         r = load_run(run, device=device or "auto")
         if scorer == "knn" and split == "train":
             # the kNN gallery is the train split: each image would vote for itself
@@ -115,6 +117,8 @@ def register(main: click.Group) -> None:
         from fermetric.plotting.filters import plot_activation_grid, plot_filter_grid
         from fermetric.training.runs import load_run
 
+        if out is None:
+            lock_run(run)
         r = load_run(run, device=device or "auto")
         chans = [int(c) for c in channels.split(",")] if channels else None
         layer = layer or getattr(r.model, "gradcam_layer", None)

@@ -68,3 +68,11 @@ def resolve_config(
     if device is not None:
         cfg.device = str(device)
     return cfg
+
+
+def lock_run(run_dir: str | Path) -> None:
+    """Hold RUN's lock until the current command ends: a command that writes into a run waits
+    for no one and is refused while a training (or another command) writes it."""
+    from fermetric.utils.runlock import run_lock
+
+    click.get_current_context().with_resource(run_lock(run_dir))

@@ -12,7 +12,7 @@ from typing import Optional
 import click
 import numpy as np
 
-from fermetric.cli.options import device_option
+from fermetric.cli.options import device_option, lock_run
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 
@@ -29,6 +29,7 @@ def register(main: click.Group) -> None:
         """Build the run's FAISS kNN index over its train split (the gallery): RUN/index/."""
         from fermetric.training.runs import load_run
 
+        lock_run(run)
         r = load_run(run, device=device or "auto")
         knn = r.build_index(index_type, k=k, weighting=weighting)
         click.echo(f"{index_type} index over {len(knn)} train embeddings of dimension {knn.dimension} (k={knn.k}, "
@@ -52,6 +53,7 @@ def register(main: click.Group) -> None:
         from fermetric.retrieval import write_knn_report
         from fermetric.training.runs import load_run
 
+        lock_run(run)  # the embedding cache is written into RUN
         r = load_run(run, device=device or "auto")
         rep = r.knn_report(split, k=k, weighting=weighting)
         paths = write_knn_report(rep, Path(out) if out else r.path / f"knn_{split}")
@@ -75,6 +77,7 @@ def register(main: click.Group) -> None:
         from fermetric.plotting.embeddings import plot_embedding_2d
         from fermetric.training.runs import load_run
 
+        lock_run(run)
         r = load_run(run, device=device or "auto")
         emb, labels = r.embeddings(split)
         coords = project_2d(emb, method=method, seed=r.cfg.seed)
