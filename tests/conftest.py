@@ -93,3 +93,24 @@ def triplet_run(tmp_path_factory) -> Path:
     run_cli(["train-triplet", "--model", "baseline", "--epochs", "1", "--out", str(out), *TINY_TRAIN_ARGS,
              "--set", "metric.m_per_class=4"])
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for tests that check runs are left intact, and that a run held by another process is refused.
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes), to check that nothing was changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def hold_run_lock(run_dir: Path):
+    """A child process holding `run_dir`'s lock (fermetric.utils.runlock) until killed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom fermetric.utils.runlock import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

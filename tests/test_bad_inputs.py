@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import hold_run_lock, run_cli, snapshot
 from fermetric.config import DataConfig, load_config
 from fermetric.data.sources import load_data
 from fermetric.errors import CheckpointError, ConfigError, DataError, FermetricError, ModelError
@@ -136,19 +136,15 @@ def _index(tmp: Path, damage: str) -> Callable[[], object]:
 # --- runs whose checkpoint, index or cache was damaged (a copy of a tiny run in the case's folder).
 # Each goes through the CLI (exit 2, one line, no traceback) and leaves the run's files as they were.
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _run_cli_intact(run: Path, args: list[str]) -> Callable[[], object]:
     go = _cli(args)
 
     def intact():
-        before = _tree(run)
+        before = snapshot(run)
         try:
             go()
         finally:
-            assert _tree(run) == before, f"{run} was changed by a refused command"
+            assert snapshot(run) == before, f"{run} was changed by a refused command"
     return intact
 
 
@@ -248,6 +244,87 @@ RUN_CASES = [
          ("best.pt", "config.yaml", "data.source is 'fer2013.csv'"), no_output="run/eval", runs=("classifier_run",)),
 ]
 
+
+# --- training: resume refusals, a run directory another process holds, divergence. A copy of the
+# tiny classifier run (2 epochs, width 8, batch 32) in the case's folder; the run's files must stay as they were.
+
+def _copy_run(tmp: Path, src: Path, prepare=None) -> Path:
+    run = Path(shutil.copytree(src, tmp / "run"))
+    if prepare is not None:
+        prepare(run)
+    return run
+
+
+def _resume(tmp: Path, clf: Path, *args: str, command: str = "train-classifier", prepare=None) -> Callable[[], object]:
+    run = _copy_run(tmp, clf, prepare)
+    return _run_cli_intact(run, [command, "--resume", "--out", str(run), "--epochs", "3", *args])
+
+
+def _nan_last(run: Path) -> None:
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    next(v for v in ck["state_dict"].values() if v.is_floating_point()).fill_(float("nan"))
+    torch.save(ck, run / "checkpoints" / "last.pt")
+
+
+def _locked(tmp: Path, clf: Path, *args: str) -> Callable[[], object]:
+    """Training into tmp/run while another process (a child holding its lock) writes it."""
+    run = _copy_run(tmp, clf)
+    holder = hold_run_lock(run)
+    go = _run_cli_intact(run, ["train-classifier", "--out", str(run), *args])
+
+    def locked():
+        try:
+            go()
+        finally:
+            holder.kill()
+            holder.wait(timeout=30)
+    return locked
+
+
+CLF = ("classifier_run",)
+TRAINING_CASES = [
+    Case("resume-other-width", lambda t, c: _resume(t, c, "--set", "model.width=16"), FermetricError,
+         ("model.width is 8 in the run but 16 was given", "--out"), runs=CLF),
+    Case("resume-other-model", lambda t, c: _resume(t, c, "--model", "resnet18"), FermetricError,
+         ("model.name is 'baseline' in the run but 'resnet18' was given",), runs=CLF),
+    Case("resume-other-data", lambda t, c: _resume(t, c, "--data", str(t / "other.csv")), FermetricError,
+         ("data.source is 'synth' in the run", "other.csv"), runs=CLF),
+    Case("resume-other-seed", lambda t, c: _resume(t, c, "--seed", "4"), FermetricError, ("seed is 0 in the run but 4",), runs=CLF),
+    Case("resume-other-batch", lambda t, c: _resume(t, c, "--set", "train.batch_size=8"), FermetricError,
+         ("train.batch_size is 32 in the run but 8",), runs=CLF),
+    Case("resume-other-optimizer", lambda t, c: _resume(t, c, "--set", "optim.name=adamw"), FermetricError,
+         ("optim.name is 'sgd' in the run but 'adamw'",), runs=CLF),
+    Case("resume-other-augment", lambda t, c: _resume(t, c, "--set", "data.augment.hflip=0.0"), FermetricError,
+         ("data.augment.hflip",), runs=CLF),
+    Case("resume-other-weights", lambda t, c: _resume(t, c, "--weights", str(t / "w.pt")), FermetricError,
+         ("model.weights", "w.pt"), runs=CLF),
+    Case("resume-config-file", lambda t, c: (t.joinpath("c.yaml").write_text("metric:\n  knn_k: 3\n"),
+                                             _resume(t, c, "--config", str(t / "c.yaml")))[1],
+         FermetricError, ("metric.knn_k is 10 in the run but 3",), runs=CLF),
+    Case("resume-no-more-epochs", lambda t, c: _resume(t, c, "--epochs", "2"), FermetricError,
+         ("already trained 2 epochs;", "larger than 2"), runs=CLF),
+    Case("resume-other-key-of-family", lambda t, c: _resume(t, c, "--set", "metric.m_per_class=2", command="train-triplet"),
+         FermetricError, ("metric.m_per_class",), runs=CLF),
+    Case("resume-other-family", lambda t, c: _resume(t, c, command="train-triplet"), FermetricError,
+         ("last.pt", "it is a classifier checkpoint"), runs=CLF),
+    Case("resume-not-a-run", lambda t: (t.joinpath("plain").mkdir(), _cli(["train-classifier", "--resume", "--out", str(t / "plain")]))[1],
+         FermetricError, ("plain", "config.yaml"), no_output="plain/checkpoints"),
+    Case("resume-without-last", lambda t, c: _resume(t, c, prepare=lambda r: (r / "checkpoints" / "last.pt").unlink()),
+         FermetricError, ("last.pt", "does not exist"), runs=CLF),
+    Case("resume-non-finite-last", lambda t, c: _resume(t, c, prepare=_nan_last), FermetricError,
+         ("last.pt", "non-finite"), runs=CLF),
+    Case("run-locked-train", lambda t, c: _locked(t, c, "--epochs", "1"), FermetricError,
+         ("in use by another fermetric process (PID ", "choose another --out"), runs=CLF),
+    Case("run-locked-resume", lambda t, c: _locked(t, c, "--resume", "--epochs", "3"), FermetricError,
+         ("in use by another fermetric process (PID ",), runs=CLF),
+    Case("threads-negative", lambda t: _cli(["--threads", "-1", "models"]), FermetricError, ("--threads", ">= 0")),
+    Case("train-threads-negative", lambda t: _train(t, "--set", "train.threads=-2"), FermetricError,
+         ("train.threads", ">= 0"), no_output="run"),
+    Case("train-diverges", lambda t: _train(t, "--set", "optim.lr=1000000.0", "--set", "schedule.warmup_epochs=0"),
+         FermetricError, ("training diverged", "optim.lr", "No epoch ended with finite weights"),
+         no_output="run/checkpoints/last.pt"),
+]
+
 CASES = [
     # --- FER2013 CSV ---
     Case("csv-header", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Training"], header="label,image,split")),
@@ -299,7 +376,7 @@ CASES = [
     Case("index-missing-file", lambda t: _index(t, "missing"), CheckpointError, ("labels.npy",)),
     Case("index-dimension", lambda t: _index(t, "dim"), CheckpointError, ("meta.json",)),
     Case("index-truncated", lambda t: _index(t, "truncated"), CheckpointError, ("index",)),
-] + RUN_CASES
+] + RUN_CASES + TRAINING_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
