@@ -63,7 +63,7 @@ def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors (weights and buffers, BatchNorm statistics included)
     holding a NaN or an infinity; empty when all are finite."""
     return [k for k, v in state_dict.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
 
 
 def check_compatible(ckpt: dict[str, Any], path: str | Path, *, kind: Optional[str] = None, **expected: Any) -> None:

@@ -22,7 +22,7 @@ from fermetric.config import RunConfig, load_config
 from fermetric.data.dataset import DataSplits
 from fermetric.data.sources import load_data
 from fermetric.errors import CheckpointError, FermetricError
-from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked
+from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
 from fermetric.utils.device import resolve_device
 from fermetric.utils.io import read_json, save_npy, sha256_file, write_json
 
@@ -338,14 +338,14 @@ def check_finite(state_dict: dict[str, Any], ckpt_path: Path, cfg: Optional[RunC
     Raises:
         CheckpointError naming the file and the first non-finite tensor.
     """
-    for name, t in state_dict.items():
-        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            lr = f" (e.g. --set optim.lr={cfg.optim.lr / 10:g})" if cfg is not None else ""
-            raise CheckpointError(
-                f"{ckpt_path}: tensor {name!r} has {bad} NaN/inf value(s) of {t.numel()}: training diverged. "
-                f"Retrain, or --resume from an earlier checkpoint, with a lower learning rate{lr}"
-            )
+    for name in non_finite_tensors(state_dict)[:1]:
+        t = state_dict[name]
+        bad = int((~torch.isfinite(t)).sum())
+        lr = f" (e.g. --set optim.lr={cfg.optim.lr / 10:g})" if cfg is not None else ""
+        raise CheckpointError(
+            f"{ckpt_path}: tensor {name!r} has {bad} NaN/inf value(s) of {t.numel()}: training diverged. "
+            f"Retrain, or --resume from an earlier checkpoint, with a lower learning rate{lr}"
+        )
 
 
 # config.yaml keys that fix the weights' shapes (or the data they were trained on)
