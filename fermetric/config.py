@@ -86,8 +86,12 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # 0 disables mixup
     early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 disables
     grad_clip: float = 0.0  # 0 disables
-    amp: bool = True  # mixed precision, CUDA only
-    channels_last: bool = True  # CUDA only
+    # auto | fp32 | bf16 | fp16. auto: bf16 autocast on CPUs with native bf16 (avx512_bf16 / amx_bf16),
+    # fp16 AMP on CUDA (when amp is true), fp32 elsewhere; resolved again on each machine (resume too)
+    precision: str = "auto"
+    compile: Union[bool, str] = "auto"  # torch.compile the training step: auto (long runs only), true, false
+    amp: bool = True  # CUDA: false keeps precision "auto" at fp32 (older configs)
+    channels_last: bool = True  # NHWC weights and activations (CUDA and CPU: measured faster on both)
     max_steps_per_epoch: int = 0  # 0 = full epoch; a cap for smoke tests and budgets
     time_budget_minutes: float = 0.0  # stop after the epoch that crosses this; 0 = none
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default

@@ -1,6 +1,11 @@
 #!/usr/bin/env python
 """Benchmark fermetric's explanation methods (CPU by default).
 
+Each fermetric timing runs twice in one process, side by side: "fp32-eager" (fp32, contiguous
+weights: fermetric before issue 11) and "auto" (what fermetric picks on this machine: precision
+auto, channels_last weights; see fermetric.utils.runtime); the table at the end gives seconds
+per image of each and the speed-up. captum and plain lime run in fp32 only.
+
 1. Occlusion: fermetric vs captum.attr.Occlusion on the same model, images, patch and stride:
    the largest absolute difference of the maps and the speed ratio.
 2. LIME with 1,000 samples: seconds per image, split into model time and everything else, for
@@ -11,7 +16,7 @@
 captum is only needed here (pip install captum); it is not a fermetric dependency.
 
     python scripts/bench_explain.py                        # defaults below, prints a table
-    python scripts/bench_explain.py --stem small --lime-images 1 --json bench.json
+    python scripts/bench_explain.py --threads 2 --lime-images 2 --json bench.json
 
 Models are untrained (timings and map agreement do not depend on the weights).
 """
@@ -30,6 +35,7 @@ from fermetric.analysis import ClassifierScorer, gradcam, gradient_saliency, lim
 from fermetric.analysis.lime_explainer import segment_image
 from fermetric.data.synthetic import generate_synthfer
 from fermetric.models import create_model
+from fermetric.utils import runtime
 
 
 CPU_TIMES: dict[str, float] = {}
@@ -60,11 +66,20 @@ def make_model(name: str, stem: str) -> torch.nn.Module:
     return create_model(name, num_classes=7, **kw).eval()
 
 
-def bench_occlusion(model, x, t, patch, stride, batch_size, repeats) -> dict:
-    scorer = ClassifierScorer(model, batch_size=batch_size)
+def make_scorer(model, batch_size, precision):
+    scorer = ClassifierScorer(model, batch_size=batch_size, precision=precision)
+    if precision == "fp32":  # "fp32-eager": fermetric before issue 11
+        scorer.compile = False
+    return scorer
+
+
+def bench_occlusion(model, x, t, patch, stride, batch_size, repeats, precision="fp32", captum=True) -> dict:
+    scorer = make_scorer(model, batch_size, precision)
     secs, ours = best_of(lambda: occlusion_saliency(scorer, x, t, patch_size=patch, stride=stride, baseline=0.0), repeats, "occ")
     row = {"images": len(x), "patch": patch, "stride": stride, "batch_size": batch_size,
            "fermetric_s_per_image": secs / len(x), "fermetric_cpu_s_per_image": CPU_TIMES["occ"] / len(x)}
+    if not captum:
+        return row
     try:
         from captum.attr import Occlusion
     except ImportError:
@@ -86,8 +101,8 @@ def bench_occlusion(model, x, t, patch, stride, batch_size, repeats) -> dict:
     return row
 
 
-def bench_lime(model, x, t, samples, batch_size, repeats) -> dict:
-    scorer = ClassifierScorer(model, batch_size=batch_size)
+def bench_lime(model, x, t, samples, batch_size, repeats, precision="fp32", plain=True) -> dict:
+    scorer = make_scorer(model, batch_size, precision)
     model_time = [0.0]
     forward = scorer.forward
 
@@ -97,20 +112,29 @@ def bench_lime(model, x, t, samples, batch_size, repeats) -> dict:
         model_time[0] += time.perf_counter() - start
         return out
 
-    scorer.forward = timed_forward  # instance attribute: times only the model's share
-    lime_explanation(scorer, x[:1], t[:1], num_samples=min(samples, 200), batch_size=batch_size)  # warm-up
+    if scorer.compile is False:  # (a timer inside a compiled forward would break its graph)
+        scorer.forward = timed_forward  # instance attribute: times only the model's share
+    # warm-up: one whole image (under compile=auto the scorer compiles after 1,000 eager images,
+    # so the timed images below run compiled; the warm-up's seconds, compile included, are reported)
+    w0 = time.perf_counter()
+    lime_explanation(scorer, x[:1], t[:1], num_samples=samples, batch_size=batch_size)
+    warmup = time.perf_counter() - w0
     model_time[0] = 0.0
     secs, res = best_of(lambda: lime_explanation(scorer, x, t, num_samples=samples, batch_size=batch_size), 1, "lime")
     n_regions = [int(s.max()) + 1 for s in res.segments]
     row = {"images": len(x), "num_samples": samples, "batch_size": batch_size, "regions": n_regions,
            "fermetric_s_per_image": secs / len(x), "fermetric_cpu_s_per_image": CPU_TIMES["lime"] / len(x),
-           "fermetric_model_s_per_image": model_time[0] / len(x),
-           "fermetric_other_s_per_image": (secs - model_time[0]) / len(x)}
+           "fermetric_model_s_per_image": model_time[0] / len(x) if scorer.compile is False else None,
+           "warmup_image_s": warmup,
+           "compiled": "_compiled" in scorer.__dict__,
+           "fermetric_other_s_per_image": (secs - model_time[0]) / len(x) if scorer.compile is False else None}
     # LIME's own cost (sampling, segmentation, ridge fit), measured with a near-free model
     cheap = ClassifierScorer(torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten(), torch.nn.Linear(36, 7)).eval(),
                              batch_size=batch_size)
     o_secs, _ = best_of(lambda: lime_explanation(cheap, x, t, num_samples=samples, batch_size=batch_size), repeats)
     row["fermetric_overhead_trivial_model_s_per_image"] = o_secs / len(x)
+    if not plain:
+        return row
     # plain lime: same segmentation and classifier, lime's own sampling loop (tqdm bar silenced)
     from lime import lime_image
 
@@ -137,8 +161,8 @@ def bench_lime(model, x, t, samples, batch_size, repeats) -> dict:
     return row
 
 
-def bench_gradients(model, x, t, batch_size, repeats) -> dict:
-    scorer = ClassifierScorer(model, batch_size=batch_size)
+def bench_gradients(model, x, t, batch_size, repeats, precision="fp32", captum=True) -> dict:
+    scorer = make_scorer(model, batch_size, precision)
     row = {"images": len(x), "batch_size": batch_size}
     secs, _ = best_of(lambda: gradient_saliency(scorer, x, t), repeats, "sal")
     row["saliency_img_per_s"] = len(x) / secs
@@ -146,6 +170,11 @@ def bench_gradients(model, x, t, batch_size, repeats) -> dict:
     secs, _ = best_of(lambda: gradcam(scorer, x, t), repeats, "cam")
     row["gradcam_img_per_s"] = len(x) / secs
     row["gradcam_img_per_cpu_s"] = len(x) / CPU_TIMES["cam"]
+    secs, _ = best_of(lambda: gradient_saliency(scorer, x[: max(1, len(x) // 8)], t[: max(1, len(x) // 8)], smooth_samples=25),
+                      repeats, "sg")
+    row["smoothgrad25_img_per_s"] = max(1, len(x) // 8) / secs
+    if not captum:
+        return row
     try:
         from captum.attr import LayerGradCam, Saliency
     except ImportError:
@@ -165,7 +194,7 @@ def bench_gradients(model, x, t, batch_size, repeats) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet18", help="registered model name")
-    ap.add_argument("--stem", default="imagenet", help="resnet stem: small (default of the zoo), pool, imagenet")
+    ap.add_argument("--stem", default="small", help="resnet stem: small (default of the zoo), pool, imagenet")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared: 1)")
     ap.add_argument("--occlusion-images", type=int, default=4)
     ap.add_argument("--patch", type=int, default=8)
@@ -177,26 +206,51 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip", nargs="*", default=[], choices=["occlusion", "lime", "gradients"])
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--no-reference", action="store_true", help="skip captum and plain lime (fermetric variants only)")
+    ap.add_argument("--variants", nargs="+", default=["fp32-eager", "auto"], choices=["fp32-eager", "auto", "bf16"],
+                    help="fermetric runtimes to time side by side (bf16: forced, channels_last)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    model = make_model(args.model, args.stem)
     data = generate_synthfer(max(args.occlusion_images, args.lime_images, args.grad_images), seed=0)
     x, t = data.float_images(), data.labels
     result = {"model": args.model, "stem": args.stem if args.model.startswith("resnet") else None,
-              "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
-    if "occlusion" not in args.skip:
-        n = args.occlusion_images
-        result["occlusion"] = bench_occlusion(model, x[:n], t[:n], args.patch, args.stride, args.batch_size, args.repeats)
-        print("occlusion", json.dumps(result["occlusion"], indent=1))
-    if "lime" not in args.skip:
-        n = args.lime_images
-        result["lime"] = bench_lime(model, x[:n], t[:n], args.lime_samples, args.batch_size, args.repeats)
-        print("lime", json.dumps(result["lime"], indent=1))
-    if "gradients" not in args.skip:
-        n = args.grad_images
-        result["gradients"] = bench_gradients(model, x[:n], t[:n], min(args.batch_size, 64), args.repeats)
-        print("gradients", json.dumps(result["gradients"], indent=1))
+              "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+              "native_bf16": runtime.cpu_has_native_bf16(), "variants": {}}
+    table = []
+    for variant in args.variants:
+        precision = {"fp32-eager": "fp32", "auto": "auto", "bf16": "bf16"}[variant]
+        model = make_model(args.model, args.stem)
+        if variant != "fp32-eager":
+            runtime.prepare_for_inference(model, "cpu", runtime.resolve_precision(precision, "cpu"))
+        first = variant == args.variants[0] and not args.no_reference  # captum / plain lime once, in the first variant
+        res = result["variants"][variant] = {"precision": runtime.resolve_precision(precision, "cpu")}
+        if "occlusion" not in args.skip:
+            n = args.occlusion_images
+            res["occlusion"] = bench_occlusion(model, x[:n], t[:n], args.patch, args.stride, args.batch_size, args.repeats,
+                                               precision, captum=first)
+            print(variant, "occlusion", json.dumps(res["occlusion"], indent=1), flush=True)
+            table.append(("occlusion", variant, res["occlusion"]["fermetric_s_per_image"]))
+        if "lime" not in args.skip:
+            n = args.lime_images
+            res["lime"] = bench_lime(model, x[:n], t[:n], args.lime_samples, args.batch_size, args.repeats, precision, plain=first)
+            print(variant, "lime", json.dumps(res["lime"], indent=1), flush=True)
+            table.append((f"lime {args.lime_samples}", variant, res["lime"]["fermetric_s_per_image"]))
+        if "gradients" not in args.skip:
+            n = args.grad_images
+            res["gradients"] = g = bench_gradients(model, x[:n], t[:n], min(args.batch_size, 64), args.repeats, precision,
+                                                   captum=first)
+            print(variant, "gradients", json.dumps(g, indent=1), flush=True)
+            table += [("saliency", variant, 1 / g["saliency_img_per_s"]), ("gradcam", variant, 1 / g["gradcam_img_per_s"]),
+                      ("smoothgrad 25", variant, 1 / g["smoothgrad25_img_per_s"])]
+    methods = list(dict.fromkeys(m for m, _, _ in table))
+    secs = {(m, v): s for m, v, s in table}
+    print(f"\n{args.model} (stem {args.stem}), {args.threads} threads, native bf16: {result['native_bf16']}; seconds per image")
+    print(f"{'method':14s}" + "".join(f"{v + ' (' + result['variants'][v]['precision'] + ')':>22s}" for v in args.variants)
+          + (f"{'speed-up':>10s}" if len(args.variants) > 1 else ""))
+    for m in methods:
+        vals = [secs.get((m, v), float("nan")) for v in args.variants]
+        print(f"{m:14s}" + "".join(f"{v:22.4f}" for v in vals) + (f"{vals[0] / vals[-1]:9.2f}x" if len(vals) > 1 else ""))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

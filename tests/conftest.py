@@ -10,6 +10,11 @@ import torch
 # Tests use tiny models, for which one intra-op thread is faster than two (and far faster than
 # two competing with other processes on a 2-core machine).
 torch.set_num_threads(1)
+# precision "auto" resolves to fp32 in tests on every machine, so results (batched vs unbatched,
+# resume equality) do not depend on whether the CI CPU has native bf16; tests of bf16 ask for it.
+os.environ.setdefault("FERMETRIC_CPU_BF16", "0")
+# compile "auto" never compiles in tests (a compile takes a minute); tests of compile ask for it
+os.environ.setdefault("FERMETRIC_COMPILE", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FERMETRIC_SHARED_DATA", REPO.parent / "shared" / "data"))

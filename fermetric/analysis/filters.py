@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fermetric.utils import runtime
 from fermetric.analysis.layers import LayerCapture, as_module, default_gradcam_layer, eval_mode, get_layer
 from fermetric.data.classes import IMAGE_SIZE
 from fermetric.errors import ConfigError, ModelError
@@ -89,6 +90,7 @@ def visualize_filters(
     octaves: int = 1,
     octave_scale: float = 1.5,
     seed: int = 0,
+    precision: Optional[str] = None,
 ) -> FilterImages:
     """Images maximising the mean activation of channels of a conv-like layer.
 
@@ -104,6 +106,8 @@ def visualize_filters(
         l2_decay: weight of the mean squared distance to grey (0.5).
         octaves: coarse-to-fine stages; stage o optimises an image of side 48 / octave_scale^(octaves-1-o).
         seed: seeds the start image and the jitter.
+        precision: autocast of the forward/backward passes (auto, fp32, bf16, fp16); default: the
+            scorer's, "auto" for a bare module. The image and its updates stay fp32.
 
     Returns:
         FilterImages with (K, 48, 48) images.
@@ -118,6 +122,7 @@ def visualize_filters(
     if octaves > 1 and not octave_scale > 1:
         raise ConfigError(f"octave_scale must be > 1; got {octave_scale}")
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    prec = runtime.resolve_precision(precision or getattr(model_or_scorer, "precision", "auto"), dev)
     g = torch.Generator().manual_seed(int(seed))
     k = len(chans)
     idx = torch.arange(k, device=dev)
@@ -140,8 +145,9 @@ def visualize_filters(
                     dy, dx = (int(v) for v in torch.randint(-int(jitter), int(jitter) + 1, (2,), generator=g))
                     img = torch.roll(img, shifts=(dy, dx), dims=(2, 3))
                 with torch.enable_grad():
-                    model(img)
-                    act = cap.output[idx, ch].mean(dim=(1, 2))  # (K,)
+                    with runtime.autocast(dev, prec):
+                        model(img)
+                    act = cap.output[idx, ch].float().mean(dim=(1, 2))  # (K,)
                     loss = -act.sum() + l2_decay * ((img - 0.5) ** 2).mean(dim=(1, 2, 3)).sum()
                     # Gradient to the image only: the model's parameters keep their .grad.
                     (grad,) = torch.autograd.grad(loss, param)
@@ -152,8 +158,8 @@ def visualize_filters(
                     if blur_every and blur_sigma > 0 and (step + 1) % int(blur_every) == 0:
                         param.copy_(gaussian_blur(param, float(blur_sigma)))
                     param.clamp_(0.0, 1.0)
-        with torch.no_grad():
+        with runtime.inference(dev, prec):
             final = full_size(param.detach())
             model(final)
-            reached = cap.output[idx, ch].mean(dim=(1, 2))
+            reached = cap.output[idx, ch].float().mean(dim=(1, 2))
     return FilterImages(final[:, 0].float().cpu().numpy(), np.array(chans), name, reached.float().cpu().numpy())

@@ -54,15 +54,17 @@ def gradcam(
         for start in range(0, n, bs):
             # The input needs a graph even when the model's weights are frozen, or A has none.
             xb = x[start:start + bs].to(dev).clone().requires_grad_(True)
-            scores = check_scores(scorer.forward(xb), xb.shape[0], scorer)
+            with scorer.autocast():
+                scores = check_scores(scorer.forward(xb), xb.shape[0], scorer).float()
             a = cap.output
             if a is None or a.dim() != 4:
                 shape = None if a is None else tuple(a.shape)
                 raise ModelError(f"layer {name!r} must output a feature map (N, K, h, w) for Grad-CAM; got {shape}")
             sel = scores.gather(1, t[start:start + bs].to(dev).view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(sel, a)
-            weights = grad.mean(dim=(2, 3), keepdim=True)
-            cam = (weights * a).sum(dim=1, keepdim=True)
+            # the map in fp32 even when the layer ran in bf16/fp16
+            weights = grad.float().mean(dim=(2, 3), keepdim=True)
+            cam = (weights * a.detach().float()).sum(dim=1, keepdim=True)
             if relu:
                 cam = F.relu(cam)
             cam = F.interpolate(cam.detach(), size=(h, w), mode="bilinear", align_corners=False)

@@ -26,6 +26,7 @@ from torch import nn
 from fermetric.analysis.layers import default_gradcam_layer, eval_mode
 from fermetric.data.classes import FER2013_CLASSES, IMAGE_SIZE
 from fermetric.errors import ConfigError, DataError, ModelError
+from fermetric.utils import runtime
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,26 @@ class Scorer:
         differentiable: whether gradient methods may use `forward`.
         batch_size: images per forward pass in `scores` (methods accept their own override).
         class_names: names of the C classes, or None.
+        precision: "auto", "fp32", "bf16" or "fp16": the autocast of the model's forward passes
+            (see fermetric.utils.runtime; auto: bf16 on CPUs with native bf16, fp16 on CUDA, else
+            fp32). Scores, gradients and maps are returned in fp32 whatever it is.
     """
 
     differentiable: bool = True
     kind: str = "scorer"
+    # torch.compile of `scores` (no-grad batches): "auto" (after COMPILE_INFERENCE_AFTER_IMAGES
+    # eager images with unchanged weights), True or False; set on an instance to change it
+    compile: Any = "auto"
+    _compilable: bool = True
 
-    def __init__(self, model: nn.Module, batch_size: int = DEFAULT_BATCH_SIZE, class_names: Optional[Sequence[str]] = None):
+    def __init__(self, model: nn.Module, batch_size: int = DEFAULT_BATCH_SIZE, class_names: Optional[Sequence[str]] = None,
+                 precision: str = "auto"):
         if not isinstance(model, nn.Module):
             raise ModelError(f"{type(self).__name__} needs an nn.Module; got {type(model).__name__}")
         self.model = model
         self.batch_size = check_batch_size(batch_size)
         self.class_names = None if class_names is None else tuple(class_names)
+        self.precision = runtime.check_precision(precision, "precision")
         self._num_classes: Optional[int] = None
 
     # -- to implement -------------------------------------------------------------------------
@@ -73,6 +83,7 @@ class Scorer:
         """The same scorer around another model (e.g. a randomised copy): everything else shared."""
         other = copy.copy(self)
         other.model = model
+        other.__dict__.pop("_compiled", None)
         return other
 
     # -- shared -------------------------------------------------------------------------------
@@ -91,6 +102,16 @@ class Scorer:
         """Context manager: model in eval mode inside, every submodule's own flag restored after."""
         return eval_mode(self.model)
 
+    @property
+    def resolved_precision(self) -> str:
+        """"fp32", "bf16" or "fp16": `precision` resolved for the model's device."""
+        return runtime.resolve_precision(self.precision, self.device)
+
+    def autocast(self):
+        """The autocast context of `precision` for `forward` calls (gradient methods use it too;
+        they cast the scores to fp32 before taking gradients)."""
+        return runtime.autocast(self.device, self.resolved_precision)
+
     def scores(self, images: Any, batch_size: Optional[int] = None) -> torch.Tensor:
         """Class scores (N, C) float32 on the CPU, computed in batches without gradients.
 
@@ -101,10 +122,20 @@ class Scorer:
         x = as_image_batch(images)
         bs = check_batch_size(batch_size or self.batch_size)
         dev = self.device
+        prec = self.resolved_precision
         out = []
-        with self.evaluating(), torch.no_grad():
+        with self.evaluating(), runtime.inference(dev, prec):
+            fwd = self._scores_forward(bs, prec, dev)
+            eager = fwd == self.forward  # (a new bound-method object on every attribute access: not `is`)
             for i in range(0, x.shape[0], bs):
-                out.append(check_scores(self.forward(x[i:i + bs].to(dev)), min(bs, x.shape[0] - i), self).float().cpu())
+                xb = x[i:i + bs]
+                n = xb.shape[0]
+                if not eager and n < bs:  # one batch shape: no recompile for the last batch
+                    xb = torch.cat([xb, xb[-1:].expand(bs - n, *xb.shape[1:])])
+                out.append(check_scores(fwd(xb.to(dev)), xb.shape[0], self)[:n].float().cpu())
+            if eager:
+                self._eager_seen = getattr(self, "_eager_seen", 0) + x.shape[0]
+        # concatenated outside inference mode: callers get an ordinary tensor
         if not out:
             return torch.zeros(0, self._num_classes or 0)
         res = torch.cat(out)
@@ -112,6 +143,28 @@ class Scorer:
         return res
 
     __call__ = scores
+
+    def _scores_forward(self, bs: int, prec: str, dev: torch.device):
+        """`forward`, or its compiled version (see `compile`). The compiled graph holds the weights
+        as constants, so it is keyed to the model, its parameters' version counters (any in-place
+        update, optimiser step or load_state_dict, moves them), the batch size and precision."""
+        decision = runtime.resolve_compile(self.compile, dev) if self._compilable else False
+        if decision is False:
+            return self.forward
+        key = (id(self.model), bs, prec, tuple((p.data_ptr(), p._version) for p in self.model.parameters()))
+        cached = self.__dict__.get("_compiled")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if self.__dict__.get("_eager_key") != key:
+            self._eager_key, self._eager_seen = key, 0
+        if decision is None and self._eager_seen < runtime.COMPILE_INFERENCE_AFTER_IMAGES:
+            return self.forward
+        # a function with its own code object: torch.compile caches graphs per code object and does
+        # not guard on weight values, so a frozen graph must never be shared between keys
+        compiled = runtime.CompiledWithFallback(runtime.fresh_method(self.forward), f"{type(self).__name__}",
+                                                freeze=True, dynamic=False)
+        self._compiled = (key, compiled)
+        return compiled
 
     def predict(self, images: Any, batch_size: Optional[int] = None) -> torch.Tensor:
         """Predicted class ids (N,) int64: the arg-max score."""
@@ -144,7 +197,7 @@ class ClassifierScorer(Scorer):
     kind = "classifier"
 
     def __init__(self, model: nn.Module, output: str = "logits", class_names: Optional[Sequence[str]] = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto"):
         if output not in ("logits", "softmax"):
             raise ConfigError(f"ClassifierScorer output must be 'logits' or 'softmax'; got {output!r}")
         # An embedding model's forward returns embeddings, not logits: use its cosine classifier.
@@ -159,14 +212,14 @@ class ClassifierScorer(Scorer):
             class_names = getattr(model, "class_names", None)
         if class_names is None and n == len(FER2013_CLASSES):
             class_names = FER2013_CLASSES
-        super().__init__(model, batch_size, class_names)
+        super().__init__(model, batch_size, class_names, precision)
         self.output = output
         if isinstance(n, int):
             self._num_classes = n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_logits(x) if self._use_logits_method else self.model(x)
-        return out.softmax(dim=1) if self.output == "softmax" else out
+        return out.float().softmax(dim=1) if self.output == "softmax" else out
 
 
 class PrototypeScorer(Scorer):
@@ -188,7 +241,7 @@ class PrototypeScorer(Scorer):
 
     def __init__(self, embedding_model: nn.Module, gallery_embeddings: Any, gallery_labels: Any,
                  num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto"):
         emb = torch.as_tensor(np.asarray(gallery_embeddings) if not isinstance(gallery_embeddings, torch.Tensor) else gallery_embeddings)
         lab = torch.as_tensor(np.asarray(gallery_labels) if not isinstance(gallery_labels, torch.Tensor) else gallery_labels)
         emb = emb.detach().float().cpu()
@@ -204,7 +257,7 @@ class PrototypeScorer(Scorer):
             raise DataError(f"gallery labels must lie in 0..{c - 1} for num_classes={c}; got max {int(lab.max())}")
         if class_names is None and c == len(FER2013_CLASSES):
             class_names = FER2013_CLASSES
-        super().__init__(embedding_model, batch_size, class_names)
+        super().__init__(embedding_model, batch_size, class_names, precision)
         sums = torch.zeros(c, emb.shape[1]).index_add_(0, lab, F.normalize(emb, dim=1))
         counts = torch.bincount(lab, minlength=c)
         self.present = counts > 0
@@ -219,9 +272,10 @@ class PrototypeScorer(Scorer):
     def from_dataset(cls, embedding_model: nn.Module, dataset, batch_size: int = DEFAULT_BATCH_SIZE, **kwargs) -> "PrototypeScorer":
         """Embed a FERDataset (the training gallery) in batches and build the scorer from it."""
         model_dev = _model_device(embedding_model)
+        prec = runtime.resolve_precision(kwargs.get("precision", "auto"), model_dev)
         x = dataset.images
         chunks = []
-        with eval_mode(embedding_model), torch.no_grad():
+        with eval_mode(embedding_model), runtime.inference(model_dev, prec):
             for i in range(0, x.shape[0], batch_size):
                 chunks.append(embedding_model(x[i:i + batch_size].float().div(255.0).to(model_dev)).float().cpu())
         kwargs.setdefault("num_classes", dataset.num_classes)
@@ -229,7 +283,7 @@ class PrototypeScorer(Scorer):
         return cls(embedding_model, torch.cat(chunks), dataset.labels, batch_size=batch_size, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = F.normalize(self.model(x), dim=1)
+        e = F.normalize(self.model(x).float(), dim=1)  # cosines in fp32 under any autocast
         cent = self.centroids.to(device=e.device, dtype=e.dtype)
         s = e @ cent.T
         if not bool(self.present.all()):
@@ -251,9 +305,11 @@ class KNNScorer(Scorer):
 
     differentiable = False
     kind = "knn"
+    _compilable = False  # the FAISS search is outside torch
 
     def __init__(self, embedding_model: nn.Module, knn_classifier: Any, num_classes: Optional[int] = None,
-                 class_names: Optional[Sequence[str]] = None, batch_size: int = DEFAULT_BATCH_SIZE):
+                 class_names: Optional[Sequence[str]] = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 precision: str = "auto"):
         if not callable(getattr(knn_classifier, "predict_proba", None)):
             raise ModelError(f"KNNScorer needs a classifier with predict_proba; got {type(knn_classifier).__name__}")
         c = num_classes
@@ -262,7 +318,7 @@ class KNNScorer(Scorer):
                 c = int(getattr(knn_classifier, attr))
         if class_names is None:
             class_names = getattr(knn_classifier, "class_names", None)
-        super().__init__(embedding_model, batch_size, class_names)
+        super().__init__(embedding_model, batch_size, class_names, precision)
         self.knn = knn_classifier
         if c is not None:
             self._num_classes = int(c)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import device_option, lock_run
+from fermetric.cli.options import device_option, lock_run, precision_option
 
 
 def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
@@ -33,14 +33,15 @@ def register(main: click.Group) -> None:
     @click.option("--tta", is_flag=True, help="Test-time augmentation: mean softmax over 5 crops x flip.")
     @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/eval.")
     @device_option
-    def evaluate(run: str, split: str, tta: bool, out: Optional[str], device: Optional[str]) -> None:
+    @precision_option
+    def evaluate(run: str, split: str, tta: bool, out: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
         """Evaluate a trained run on a split: accuracy, macro-F1, per-class scores, confusion matrix."""
         from fermetric.evaluation.metrics import classification_metrics
         from fermetric.training.runs import load_run
 
         if out is None:
             lock_run(run)
-        r = load_run(run, device=device or "auto")
+        r = load_run(run, device=device or "auto", precision=precision or "auto")
         ds = r.load_data()[split]
         m = classification_metrics(ds.labels.numpy(), r.predict(split, tta=tta), r.class_names)
         m.update({"run": str(r.path), "split": split, "tta": tta, "kind": r.kind, "checkpoint": r.fingerprint})
@@ -63,7 +64,8 @@ def register(main: click.Group) -> None:
     @click.option("--tta", is_flag=True, help="TTA for the classifier members.")
     @click.option("--out", type=click.Path(file_okay=False), default="ensemble", show_default=True)
     @device_option
-    def ensemble(runs: tuple[str, ...], split: str, tta: bool, out: str, device: Optional[str]) -> None:
+    @precision_option
+    def ensemble(runs: tuple[str, ...], split: str, tta: bool, out: str, device: Optional[str], precision: Optional[str] = None) -> None:
         """Soft-vote and val-accuracy-weighted ensembles of classifier and embedding (kNN) runs.
 
         With --split test the weights are the members' val accuracies; with --split val they are
@@ -73,7 +75,7 @@ def register(main: click.Group) -> None:
         from fermetric.training.runs import load_run
         from fermetric.utils.io import atomic_write_text, write_json
 
-        members = [load_run(r, device=device or "auto") for r in runs]
+        members = [load_run(r, device=device or "auto", precision=precision or "auto") for r in runs]
         results = ensemble_report(members, split, tta)
         rows = results["members"]
         outp = Path(out)

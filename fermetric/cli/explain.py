@@ -10,7 +10,7 @@ import click
 import numpy as np
 import torch
 
-from fermetric.cli.options import device_option, lock_run
+from fermetric.cli.options import device_option, lock_run, precision_option
 
 METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
@@ -48,8 +48,9 @@ def register(main: click.Group) -> None:
     @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/explain.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @device_option
+    @precision_option
     @click.pass_context
-    def explain_cmd(ctx, run, method, split, per_class, scorer, target, out, seed, device):
+    def explain_cmd(ctx, run, method, split, per_class, scorer, target, out, seed, device, precision=None):
         """Explain a run's predictions: a row per image of image / map / overlay, per method."""
         from tqdm.auto import tqdm
 
@@ -60,7 +61,7 @@ def register(main: click.Group) -> None:
 
         if out is None:
             lock_run(run)
-        r = load_run(run, device=device or "auto")
+        r = load_run(run, device=device or "auto", precision=precision or "auto")
         if scorer == "knn" and split == "train":
             # the kNN gallery is the train split: each image would vote for itself
             raise click.BadParameter("the knn scorer votes with the train split as its gallery, so train images would "
@@ -111,7 +112,8 @@ def register(main: click.Group) -> None:
     @click.option("--image-index", type=int, default=0, show_default=True, help="val image whose layer outputs are shown.")
     @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/figures.")
     @device_option
-    def filters_cmd(run, layer, channels, num, steps, image_index, out, device):
+    @precision_option
+    def filters_cmd(run, layer, channels, num, steps, image_index, out, device, precision=None):
         """Filter visualisation by regularised gradient ascent, and the layer's outputs for one image."""
         from fermetric.analysis import layer_activations, visualize_filters
         from fermetric.plotting.filters import plot_activation_grid, plot_filter_grid
@@ -119,10 +121,10 @@ def register(main: click.Group) -> None:
 
         if out is None:
             lock_run(run)
-        r = load_run(run, device=device or "auto")
+        r = load_run(run, device=device or "auto", precision=precision or "auto")
         chans = [int(c) for c in channels.split(",")] if channels else None
         layer = layer or getattr(r.model, "gradcam_layer", None)
-        fi = visualize_filters(r.model, layer, chans, num_channels=num, steps=steps, seed=r.cfg.seed)
+        fi = visualize_filters(r.model, layer, chans, num_channels=num, steps=steps, seed=r.cfg.seed, precision=r.precision)
         safe = str(layer).replace(".", "_")
         out_dir = Path(out) if out else r.path / "figures"
         p1 = _save_png(plot_filter_grid(fi, layer=layer, title=f"{r.cfg.model.name}: images that excite {layer}"),
@@ -148,8 +150,9 @@ def register(main: click.Group) -> None:
     @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: FIRST_RUN/explain_eval.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @device_option
+    @precision_option
     @click.pass_context
-    def explain_eval_cmd(ctx, runs, split, per_class, methods, lime_samples, no_knn, out, seed, device):
+    def explain_eval_cmd(ctx, runs, split, per_class, methods, lime_samples, no_knn, out, seed, device, precision=None):
         """How faithful is each explanation? One table of methods x models: deletion / insertion AUC,
         evidence-mask mass and pointing game (SynthFER), model-randomisation rank correlation."""
         from fermetric.analysis import METHODS, evaluate_explanations, table_to_markdown
@@ -160,7 +163,7 @@ def register(main: click.Group) -> None:
         bad = [m for m in chosen if m not in METHODS]
         if bad:
             raise click.BadParameter(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(METHODS)}", param_hint="--methods")
-        loaded = [load_run(r, device=device or "auto") for r in runs]
+        loaded = [load_run(r, device=device or "auto", precision=precision or "auto") for r in runs]
         if len({r.class_names for r in loaded}) != 1:
             raise click.UsageError("the runs disagree on class names; compare runs trained on the same data")
         scorers = {}

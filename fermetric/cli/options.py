@@ -43,6 +43,22 @@ def device_option(f: Callable) -> Callable:
     return click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N.")(f)
 
 
+def precision_option(f: Callable) -> Callable:
+    return click.option(
+        "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+        help="Autocast of the forward passes. auto (default): bf16 on CPUs with native bf16 "
+             "(avx512_bf16/amx_bf16), fp16 on CUDA, else fp32.",
+    )(f)
+
+
+def compile_option(f: Callable) -> Callable:
+    return click.option(
+        "--compile", "compile_", type=click.Choice(["auto", "true", "false"]), default=None,
+        help="torch.compile the training step. auto (default): only for runs long enough to repay "
+             "the compile time; a compile failure falls back to eager with a warning.",
+    )(f)
+
+
 def resolve_config(
     config_path: Optional[str],
     overrides: tuple[str, ...],

@@ -10,7 +10,9 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import config_options, data_option, device_option, ferplus_option, resolve_config, seed_option
+from fermetric.cli.options import (
+    compile_option, config_options, data_option, device_option, ferplus_option, precision_option, resolve_config, seed_option,
+)
 from fermetric.config import RunConfig, config_to_dict, load_config
 
 log = logging.getLogger("fermetric")
@@ -52,6 +54,8 @@ def run_training(
     weights: Optional[str],
     quiet: bool,
     threads: Optional[int] = None,
+    precision: Optional[str] = None,
+    compile_: Optional[str] = None,
 ):
     """Resolve the config, load the data, train, print where everything went.
 
@@ -69,6 +73,11 @@ def run_training(
         extra.append(f"train.epochs={epochs}")
     if threads is not None:  # the global --threads wins over the config's train.threads
         extra.append(f"train.threads={threads}")
+    # how the run computes, not what it learns: may change on resume (checkpoints are fp32)
+    if precision:
+        extra.append(f"train.precision={precision}")
+    if compile_:
+        extra.append(f"train.compile={compile_}")
     lock = contextlib.ExitStack()
     changes: dict = {}
     if resume:
@@ -148,6 +157,8 @@ def _train_options(f):
     f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                      help="Start from this state-dict file (3-channel first convs are folded to 1).")(f)
     f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")(f)
+    f = compile_option(f)
+    f = precision_option(f)
     f = seed_option(f)
     f = click.option("--epochs", type=int, default=None, help="Number of epochs (overrides train.epochs).")(f)
     f = device_option(f)
@@ -164,11 +175,13 @@ def _make_command(family: str, name: str, help_text: str):
     @click.command(name=name, help=help_text)
     @_train_options
     @click.pass_context
-    def command(ctx, model, data, ferplus, config_path, overrides, out, device, epochs, seed, resume, weights, quiet_bars):
+    def command(ctx, model, data, ferplus, config_path, overrides, out, device, epochs, seed, resume, weights, quiet_bars,
+                precision, compile_):
         run_training(
             family, model=model, data=data, ferplus=ferplus, config_path=config_path, overrides=overrides,
             out=out, device=device, epochs=epochs, seed=seed, resume=resume, weights=weights,
             quiet=bool(ctx.obj.get("quiet")) or quiet_bars, threads=ctx.obj.get("threads"),
+            precision=precision, compile_=compile_,
         )
 
     return command

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fermetric.data.dataset import FERDataset
+from fermetric.utils import runtime
 
 # TTA views: identity and shifted crops (the "crops" of a padded image), each also flipped.
 TTA_SHIFTS = ((0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2))
@@ -33,43 +34,53 @@ def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
     return views
 
 
-@torch.no_grad()
 def predict_proba(
     model: nn.Module,
     dataset: FERDataset,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
     tta: bool = False,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Softmax probabilities (N, C) of a classifier on a whole split, in eval mode.
 
     With `tta`, the mean of the softmax over the 10 views of `tta_views`. The model's train/eval
-    mode is restored afterwards.
+    mode is restored afterwards. `precision` (auto, fp32, bf16, fp16; see utils.runtime) sets the
+    autocast of the forward passes; softmax and the mean are fp32.
     """
+    prec = runtime.resolve_precision(precision, device)
+    cl = runtime.use_channels_last(device, prec)
     was_training = model.training
     model.eval()
     out = []
     try:
-        for start in range(0, len(dataset), batch_size):
-            x = dataset.float_images(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
-            views = tta_views(x) if tta else [x]
-            probs = torch.stack([F.softmax(model(v).float(), dim=1) for v in views]).mean(0)
-            out.append(probs.cpu())
+        with runtime.inference(device, prec):
+            for start in range(0, len(dataset), batch_size):
+                x = dataset.float_images(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
+                views = tta_views(x) if tta else [x]
+                probs = torch.stack([F.softmax(model(runtime.to_memory_format(v, cl)).float(), dim=1) for v in views]).mean(0)
+                out.append(probs.cpu())
     finally:
         model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
-@torch.no_grad()
 def embed_dataset(
     embed: Callable[[torch.Tensor], torch.Tensor],
     dataset: FERDataset,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
 ) -> np.ndarray:
-    """Apply `embed` (images -> (B, D)) to a whole split in batches; returns float32 (N, D)."""
+    """Apply `embed` (images -> (B, D)) to a whole split in batches; returns float32 (N, D).
+
+    `precision` as in `predict_proba`; the embeddings come back fp32.
+    """
+    prec = runtime.resolve_precision(precision, device)
+    cl = runtime.use_channels_last(device, prec)
     out = []
-    for start in range(0, len(dataset), batch_size):
-        x = dataset.float_images(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
-        out.append(embed(x).float().cpu())
+    with runtime.inference(device, prec):
+        for start in range(0, len(dataset), batch_size):
+            x = dataset.float_images(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
+            out.append(embed(runtime.to_memory_format(x, cl)).float().cpu())
     return torch.cat(out).numpy().astype(np.float32, copy=False)

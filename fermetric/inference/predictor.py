@@ -158,22 +158,25 @@ class FacePredictor:
             self._knn = self.run.knn()  # RUN/index when built, else fitted on the train embeddings
         return self._knn
 
-    @torch.no_grad()
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities."""
+        from fermetric.utils import runtime
+
         x = self._float_batch(crops)
         model = self.model
         was_training = model.training
         model.eval()
         out = []
+        dev = self.run.device
         try:
-            for i in range(0, x.shape[0], self.batch_size):
-                xb = x[i:i + self.batch_size].to(self.run.device)
-                if self.kind == "classifier":
-                    out.append(torch.softmax(model(xb).float(), dim=1).cpu().numpy())
-                else:
-                    emb = np.ascontiguousarray(model(xb).float().cpu().numpy(), dtype=np.float32)
-                    out.append(np.asarray(self.knn().predict_proba(emb)))
+            with runtime.inference(dev, runtime.resolve_precision(self.run.precision, dev)):
+                for i in range(0, x.shape[0], self.batch_size):
+                    xb = x[i:i + self.batch_size].to(dev)
+                    if self.kind == "classifier":
+                        out.append(torch.softmax(model(xb).float(), dim=1).cpu().numpy())
+                    else:
+                        emb = np.ascontiguousarray(model(xb).float().cpu().numpy(), dtype=np.float32)
+                        out.append(np.asarray(self.knn().predict_proba(emb)))
         finally:
             model.train(was_training)
         if not out:

@@ -65,8 +65,9 @@ class ClassifierObjective(Objective):
             self.class_weights = inverse_frequency_weights(data["train"].labels, data.num_classes).to(device)
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets, weight=self.class_weights,
-                               label_smoothing=self.cfg.train.label_smoothing)
+        with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32 whatever the step's autocast
+            return F.cross_entropy(logits.float(), targets, weight=self.class_weights,
+                                   label_smoothing=self.cfg.train.label_smoothing)
 
     def training_step(self, model, images, labels, generator):
         alpha = self.cfg.train.mixup_alpha
@@ -84,7 +85,7 @@ class ClassifierObjective(Objective):
 
     def validate(self, model, data, device):
         val = data["val"]
-        probs = predict_proba(model, val, self.cfg.train.eval_batch_size, device)
+        probs = predict_proba(model, val, self.cfg.train.eval_batch_size, device, precision=self.cfg.train.precision)
         y = val.labels.numpy()
         nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
         m = classification_metrics(y, probs.argmax(1), val.class_names)
@@ -92,7 +93,7 @@ class ClassifierObjective(Objective):
 
     def final_metrics(self, model, data, device, split):
         ds = data[split]
-        probs = predict_proba(model, ds, self.cfg.train.eval_batch_size, device)
+        probs = predict_proba(model, ds, self.cfg.train.eval_batch_size, device, precision=self.cfg.train.precision)
         return classification_metrics(ds.labels.numpy(), probs.argmax(1), ds.class_names)
 
 

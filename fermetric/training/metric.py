@@ -154,15 +154,18 @@ class MetricObjective(Objective):
 
     def training_step(self, model, images, labels, generator):
         emb = model(images).float()
-        if self.miner is not None:
-            loss = self.loss_fn(emb, labels, self.miner(emb, labels))
-        else:
-            loss = self.loss_fn(emb, labels)
-        n_correct = None
-        if self.cfg.metric.ce_weight > 0:
-            logits = getattr(model, "module", model).logits_from_embedding(emb)
-            loss = loss + self.cfg.metric.ce_weight * F.cross_entropy(logits.float(), labels)
-            n_correct = int((logits.argmax(1) == labels).sum())
+        # mining, distances and losses in fp32 whatever the step's autocast (bf16 distances
+        # between near-unit vectors lose the margins the losses work with)
+        with torch.autocast(emb.device.type, enabled=False):
+            if self.miner is not None:
+                loss = self.loss_fn(emb, labels, self.miner(emb, labels))
+            else:
+                loss = self.loss_fn(emb, labels)
+            n_correct = None
+            if self.cfg.metric.ce_weight > 0:
+                logits = getattr(model, "module", model).logits_from_embedding(emb)
+                loss = loss + self.cfg.metric.ce_weight * F.cross_entropy(logits.float(), labels)
+                n_correct = int((logits.argmax(1) == labels).sum())
         return loss, n_correct
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -173,8 +176,9 @@ class MetricObjective(Objective):
         was_training = model.training
         model.eval()
         try:
-            gallery = embed_dataset(model, data["train"], bs, device)
-            query = embed_dataset(model, data[split], bs, device)
+            prec = self.cfg.train.precision
+            gallery = embed_dataset(model, data["train"], bs, device, precision=prec)
+            query = embed_dataset(model, data[split], bs, device, precision=prec)
         finally:
             model.train(was_training)
         knn = KNNClassifier(k=self.cfg.metric.knn_k, weighting=self.cfg.metric.knn_weighting,

@@ -23,6 +23,7 @@ from fermetric.data.dataset import DataSplits
 from fermetric.data.sources import load_data
 from fermetric.errors import CheckpointError, FermetricError
 from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
+from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
 from fermetric.utils.io import read_json, save_npy, sha256_file, write_json
 
@@ -54,6 +55,7 @@ class Run:
     model: nn.Module
     checkpoint: dict[str, Any]
     device: torch.device
+    precision: str = "auto"  # forward passes: auto, fp32, bf16, fp16 (fermetric.utils.runtime)
     checkpoint_path: Optional[Path] = None
     checkpoint_sha256: str = ""  # fingerprint of the weights: keys the embedding cache and the index
     _data: Optional[DataSplits] = field(default=None, repr=False)
@@ -109,7 +111,7 @@ class Run:
                 self.model.eval()
                 fn = self.model.embed if hasattr(self.model, "embed") else self.model
                 ds = self.load_data()[split]
-                cached = embed_dataset(fn, ds, batch_size, self.device), ds.labels.numpy()
+                cached = embed_dataset(fn, ds, batch_size, self.device, precision=self.precision), ds.labels.numpy()
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
                     save_npy(emb_path, cached[0])
@@ -158,7 +160,7 @@ class Run:
         if self.kind == "classifier":
             from fermetric.evaluation.predict import predict_proba
 
-            probs = predict_proba(self.model, data[split], batch_size, self.device, tta=tta)
+            probs = predict_proba(self.model, data[split], batch_size, self.device, tta=tta, precision=self.precision)
         else:
             if tta:
                 raise FermetricError("TTA is for classifier runs; embedding runs vote through the kNN index")
@@ -192,14 +194,15 @@ class Run:
         if kind == "classifier":
             if self.kind != "classifier":
                 raise FermetricError(f"{self.path} is an embedding run; use the 'prototype' or 'knn' scorer")
-            return ClassifierScorer(self.model, output=output, class_names=self.class_names, batch_size=batch_size)
+            return ClassifierScorer(self.model, output=output, class_names=self.class_names, batch_size=batch_size,
+                                    precision=self.precision)
         embed_model = self.model if self.kind == "embedding" else _PreLogits(self.model)
         labels = self.load_data()["train"].labels.numpy()
         if kind == "prototype":
             return PrototypeScorer(embed_model, self.embed("train"), labels, num_classes=len(self.class_names),
-                                   class_names=self.class_names, batch_size=batch_size)
+                                   class_names=self.class_names, batch_size=batch_size, precision=self.precision)
         return KNNScorer(embed_model, self.knn(), num_classes=len(self.class_names),
-                         class_names=self.class_names, batch_size=batch_size)
+                         class_names=self.class_names, batch_size=batch_size, precision=self.precision)
 
     @property
     def index_dir(self) -> Path:
@@ -296,8 +299,12 @@ class _PreLogits(nn.Module):
         return self.model.embed(x)
 
 
-def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "best") -> Run:
+def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "best", precision: str = "auto") -> Run:
     """Open a run directory written by train-classifier / train-siamese / train-triplet.
+
+    `precision` (auto, fp32, bf16, fp16) sets the autocast of every forward pass through the run:
+    evaluation, TTA, embeddings, kNN and the scorers. Checkpoints hold fp32 weights whatever the
+    precision they were trained in.
 
     Raises:
         FermetricError / CheckpointError naming what is missing or wrong.
@@ -317,6 +324,7 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
             raise CheckpointError(f"{ckpt_path} does not exist; has the run finished an epoch?")
     cfg = load_config(cfg_path)
     dev = resolve_device(device)
+    prec = runtime.resolve_precision(precision, dev)  # a bad value or one this device cannot run fails here
     ckpt = load_checkpoint(ckpt_path, map_location=dev)
     check_belongs(ckpt, ckpt_path, cfg, path)
     check_finite(ckpt.get("state_dict", {}), ckpt_path, cfg)
@@ -328,8 +336,9 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     check_compatible(ckpt, ckpt_path, name=cfg.model.name, num_classes=len(class_names))
     load_state_dict_checked(model, ckpt["state_dict"], ckpt_path)
     model.to(dev).eval()
+    runtime.prepare_for_inference(model, dev, prec)
     return Run(path=path, cfg=cfg, kind=kind, class_names=class_names, model=model, checkpoint=ckpt, device=dev,
-               checkpoint_path=ckpt_path, checkpoint_sha256=sha256_file(ckpt_path))
+               checkpoint_path=ckpt_path, checkpoint_sha256=sha256_file(ckpt_path), precision=precision)
 
 
 def check_finite(state_dict: dict[str, Any], ckpt_path: Path, cfg: Optional[RunConfig] = None) -> None:

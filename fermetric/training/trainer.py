@@ -23,7 +23,6 @@ and every --resume) is recorded in the checkpoints and metrics.json.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -51,6 +50,7 @@ from fermetric.training.checkpoint import (
 from fermetric.training.objective import Objective
 from fermetric.training.optim import build_optimizer
 from fermetric.training.schedule import LRSchedule
+from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
 from fermetric.utils.io import atomic_write_text, write_json
 from fermetric.utils.runlock import run_lock
@@ -191,6 +191,7 @@ class Trainer:
             "config": config_to_dict(self.cfg),
             "data": {"name": self.data.name, "num_classes": self.data.num_classes},
             "rng": {"torch": torch.get_rng_state()},
+            "runtime": dict(getattr(self, "runtime", {})),  # what this machine resolved (informative)
             "fermetric_version": __version__,
         }
 
@@ -235,9 +236,11 @@ class Trainer:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
+        # resolved here, on this machine, every time (a resumed run may move to another machine)
+        precision = runtime.resolve_precision(cfg.train.precision, self.device, amp=cfg.train.amp)
+        channels_last = cfg.train.channels_last and runtime.use_channels_last(self.device, precision)
         model = obj.build_model(self.data.num_classes).to(self.device)
-        use_cuda = self.device.type == "cuda"
-        if use_cuda and cfg.train.channels_last:
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         obj.setup(model, self.data, self.device)
         for m in obj.extra_modules():
@@ -255,7 +258,9 @@ class Trainer:
             )
         optimizer = build_optimizer(cfg.optim, [model, *obj.extra_modules()])
         schedule = LRSchedule(cfg.schedule, cfg.optim.lr, steps_per_epoch, cfg.train.epochs)
-        scaler = torch.amp.GradScaler("cuda") if (use_cuda and cfg.train.amp) else None
+        scaler = torch.amp.GradScaler("cuda") if (self.device.type == "cuda" and precision == "fp16") else None
+        # a bad value fails here, before the run directory is made; None: auto, decided after timed steps
+        self.runtime = runtime.describe(precision, runtime.resolve_compile(cfg.train.compile, self.device), channels_last)
 
         start_epoch, best, history, notes = 0, {"metric": obj.main_metric, "value": -math.inf, "epoch": -1}, [], {}
         if self.resume:  # checked before anything is written: a refused resume leaves the run as it was
@@ -286,6 +291,8 @@ class Trainer:
                     sitting["end"] = "did not finish (crash, error or Ctrl-C); times up to its last checkpoint"
             self._saved_epoch = start_epoch
         self._create_run_dir()
+        if self.is_main:
+            runtime.note_in_config(self.run_dir / "config.yaml", self.runtime)
         if self.resume:
             log.info("resuming %s from epoch %d%s", self.run_dir, start_epoch,
                      "".join(f"; {k}: {a!r} -> {b!r}" for k, (a, b) in self.changes.items()))
@@ -300,6 +307,11 @@ class Trainer:
             obj.kind, cfg.model.name, self.data.name, len(self.data["train"]), len(self.data["val"]),
             cfg.train.epochs, self.device, torch.get_num_threads(),
         )
+        log.info("precision %s (asked: %s), torch.compile %s (asked: %s), channels_last %s",
+                 precision, cfg.train.precision, self.runtime["compile"], cfg.train.compile, channels_last)
+        # the step's model, compiled or not (parameters shared with `model`, which checkpoints and validation use)
+        stepper = runtime.StepCompiler(model, cfg.train.compile, self.device,
+                                       steps_per_epoch * (cfg.train.epochs - start_epoch), cfg.train.time_budget_minutes * 60)
         t_start = time.time()
         self._sitting_start(start_epoch)
         # a bar's carriage-return updates only make sense on a terminal; a log gets the epoch lines
@@ -325,11 +337,11 @@ class Trainer:
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                    if use_cuda and cfg.train.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else contextlib.nullcontext()
-                    with autocast:
-                        loss, n_correct = obj.training_step(model, x, y, g)
+                    x = runtime.to_memory_format(x, channels_last)
+                    # parameters, gradients and optimiser state stay fp32; objectives compute losses in fp32
+                    t_step = time.perf_counter()
+                    with runtime.autocast(self.device, precision):
+                        loss, n_correct = obj.training_step(stepper.current, x, y, g)
                     if not torch.isfinite(loss):
                         raise self._stop_diverged(f"the loss became {loss.item()}", f"{epoch + 1}, step {step + 1}")
                     optimizer.zero_grad(set_to_none=True)
@@ -345,6 +357,7 @@ class Trainer:
                         if cfg.train.grad_clip > 0:
                             nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
                         optimizer.step()
+                    stepper.step_done(time.perf_counter() - t_step)
                     n = int(y.shape[0])
                     loss_sum += float(loss.detach()) / obj.loss_scale * n
                     seen += n
@@ -386,6 +399,10 @@ class Trainer:
                 improved = value > best["value"] + 1e-9
                 if improved:
                     best = {"metric": obj.main_metric, "value": value, "epoch": epoch + 1}
+                if stepper.decision is not None and self.runtime["compile"] != stepper.decision:
+                    self.runtime["compile"] = stepper.decision  # compile=auto decided this epoch
+                    if self.is_main:
+                        runtime.note_in_config(self.run_dir / "config.yaml", self.runtime)
                 # decided before the checkpoint is written, so that its record of this sitting says how it ended
                 stop = ""
                 patience = cfg.train.early_stopping_patience
@@ -469,6 +486,7 @@ class Trainer:
             "train_seconds": round(seconds, 2),  # over all sittings (a resumed run's too)
             "sittings": self.sittings,
             "seed": self.cfg.seed,
+            "runtime": dict(getattr(self, "runtime", {})),  # precision / compile / channels_last this machine ran
         }
         if notes:
             metrics["notes"] = notes
