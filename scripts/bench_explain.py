@@ -114,7 +114,7 @@ def bench_lime(model, x, t, samples, batch_size, repeats, precision="fp32", plai
 
     if scorer.compile is False:  # (a timer inside a compiled forward would break its graph)
         scorer.forward = timed_forward  # instance attribute: times only the model's share
-    # warm-up: one whole image (under compile=auto the scorer compiles after 1,000 eager images,
+    # warm-up: one whole image (under compile=auto the scorer compiles after 30 s of eager forwards,
     # so the timed images below run compiled; the warm-up's seconds, compile included, are reported)
     w0 = time.perf_counter()
     lime_explanation(scorer, x[:1], t[:1], num_samples=samples, batch_size=batch_size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -58,8 +59,8 @@ class Scorer:
 
     differentiable: bool = True
     kind: str = "scorer"
-    # torch.compile of `scores` (no-grad batches): "auto" (after COMPILE_INFERENCE_AFTER_IMAGES
-    # eager images with unchanged weights), True or False; set on an instance to change it
+    # torch.compile of `scores` (no-grad batches): "auto" (after COMPILE_INFERENCE_AFTER_SECONDS
+    # of eager forward passes with unchanged weights), True or False; set on an instance to change it
     compile: Any = "auto"
     _compilable: bool = True
 
@@ -127,6 +128,7 @@ class Scorer:
         with self.evaluating(), runtime.inference(dev, prec):
             fwd = self._scores_forward(bs, prec, dev)
             eager = fwd == self.forward  # (a new bound-method object on every attribute access: not `is`)
+            t0 = time.perf_counter()
             for i in range(0, x.shape[0], bs):
                 xb = x[i:i + bs]
                 n = xb.shape[0]
@@ -134,7 +136,7 @@ class Scorer:
                     xb = torch.cat([xb, xb[-1:].expand(bs - n, *xb.shape[1:])])
                 out.append(check_scores(fwd(xb.to(dev)), xb.shape[0], self)[:n].float().cpu())
             if eager:
-                self._eager_seen = getattr(self, "_eager_seen", 0) + x.shape[0]
+                self._eager_seconds = getattr(self, "_eager_seconds", 0.0) + time.perf_counter() - t0
         # concatenated outside inference mode: callers get an ordinary tensor
         if not out:
             return torch.zeros(0, self._num_classes or 0)
@@ -156,8 +158,8 @@ class Scorer:
         if cached is not None and cached[0] == key:
             return cached[1]
         if self.__dict__.get("_eager_key") != key:
-            self._eager_key, self._eager_seen = key, 0
-        if decision is None and self._eager_seen < runtime.COMPILE_INFERENCE_AFTER_IMAGES:
+            self._eager_key, self._eager_seconds = key, 0.0
+        if decision is None and self._eager_seconds < runtime.COMPILE_INFERENCE_AFTER_SECONDS:
             return self.forward
         # a function with its own code object: torch.compile caches graphs per code object and does
         # not guard on weight values, so a frozen graph must never be shared between keys
