@@ -23,6 +23,7 @@ and every --resume) is recorded in the checkpoints and metrics.json.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
