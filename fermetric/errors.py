@@ -5,8 +5,27 @@ Messages name the offending thing (file, line, key, shape) and what was expected
 """
 
 
+# A message quotes what it found (a header, a value, a library's own error); a file of one huge
+# line or a library's page-long explanation must not become a page-long message.
+MAX_MESSAGE = 800
+
+
+def clip(text: object, limit: int = 160) -> str:
+    """`text` on one line, cut to `limit` characters with a note of how much was left out."""
+    s = " ".join(str(text).split())
+    if len(s) <= limit:
+        return s
+    return f"{s[:limit]}... ({len(s) - limit} more characters)"
+
+
 class FermetricError(ValueError):
-    """Base class of every error fermetric raises on purpose."""
+    """Base class of every error fermetric raises on purpose. The message is kept to one line of
+    at most MAX_MESSAGE characters (see `clip`)."""
+
+    def __init__(self, *args: object):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (clip(args[0], MAX_MESSAGE),)
+        super().__init__(*args)
 
 
 class DataError(FermetricError):

@@ -295,7 +295,7 @@ def test_mismatched_architecture_weights_error(tmp_path: Path, tv_resnet18_state
     "content, pattern",
     [
         (None, "does not exist"),
-        (b"not a torch file", "could not be read"),
+        (b"not a torch file", "is not a torch file"),
         ({"epoch": 1, "optimizer": {"lr": 0.1}}, "no state dict found; .*top-level keys are: epoch, optimizer"),
     ],
 )

@@ -12,7 +12,7 @@ Both paths go through `fit_state_dict`, which is strict except in three document
   3x3 stem where ImageNet has 7x7) are skipped with a note.
 
 Anything else that does not fit raises ModelError listing the first offending keys and shapes.
-Files are read with torch.load(weights_only=True).
+Files, the hub cache's included, are read with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ import torch
 import torch.hub
 from torch import nn
 
-from fermetric.errors import CheckpointError, ModelError
+from fermetric.errors import CheckpointError, ModelError, clip
+from fermetric.utils.io import read_torch_file, torch_load_error
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +182,9 @@ def fit_state_dict(
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a file: a plain state dict, or a checkpoint holding one (weights_only load)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"weights file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and unsafe-type errors all mean: not a loadable weights file
-        raise CheckpointError(f"weights file {path} could not be read as a torch state dict: {exc}") from exc
+    obj = read_torch_file(path, map_location="cpu")
     return extract_state_dict(obj, str(path))
 
 
@@ -207,7 +205,8 @@ def load_pretrained(model: nn.Module, weights_name: str) -> WeightsReport:
     a cached copy is used.
 
     Raises:
-        ModelError: unknown weights name, or the download failed (offline: pass --weights FILE).
+        ModelError: unknown weights name, the download failed (offline: pass --weights FILE), or
+            the cached file is damaged or holds Python objects (refused, never unpickled).
     """
     from torchvision.models import get_weight
 
@@ -217,15 +216,18 @@ def load_pretrained(model: nn.Module, weights_name: str) -> WeightsReport:
         raise ModelError(f"unknown torchvision weights {weights_name!r}: {exc}") from exc
     cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
-        state = torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False, check_hash=True)
+        # weights_only: a file found in the hub cache is loaded without a hash check, and anyone
+        # who can write there must not be able to run code through it
+        state = torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False, check_hash=True,
+                                                   weights_only=True)
     except OSError as exc:  # URLError, timeouts, no route: offline
         raise ModelError(
-            f"could not download torchvision's {weights_name} from {weights.url} ({exc}); this machine may be "
-            f"offline. Download the file elsewhere and pass it with --weights FILE (config model.weights), "
-            f"or put it at {cache}"
-        ) from exc
-    except RuntimeError as exc:  # truncated file or hash mismatch
-        raise ModelError(f"torchvision's {weights_name} ({cache}) could not be read: {exc}; delete it and retry, "
-                         f"or pass --weights FILE") from exc
+            f"could not download torchvision's {weights_name} from {weights.url} ({clip(exc, 120)}); this machine "
+            f"may be offline. Download the file elsewhere and start from it with --weights FILE "
+            f"(--set model.weights=FILE), which is read with weights_only=True, instead of model.pretrained"
+        ) from None
+    except Exception as exc:  # truncated file, hash mismatch, or objects refused by weights_only
+        raise ModelError(f"torchvision's {weights_name} in the hub cache could not be used: {torch_load_error(cache, exc)}; "
+                         f"delete {cache} and retry, or pass --weights FILE") from None
     skip = model.pretrained_skip_prefixes() if hasattr(model, "pretrained_skip_prefixes") else ()
     return fit_state_dict(model, state, source=f"torchvision {weights_name}", skip_prefixes=skip)

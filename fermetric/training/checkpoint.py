@@ -10,15 +10,13 @@ unpickling code), so loading a file someone shared cannot run code:
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from fermetric.errors import CheckpointError
-from fermetric.utils.io import atomic_torch_save
+from fermetric.utils.io import atomic_torch_save, read_torch_file
 
 FORMAT = "fermetric-checkpoint"
 VERSION = 1
@@ -35,20 +33,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         CheckpointError: missing, truncated or not a checkpoint; holds arbitrary pickled objects
-            (refused, never unpickled); or not written by fermetric.
+            (refused, never unpickled); saved on a device this machine lacks; or not written by
+            fermetric (see fermetric.utils.io.read_torch_file).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refusing to load {path}: it holds arbitrary Python objects, which could run code when "
-            f"unpickled (only tensors, numbers, strings, lists and dicts are allowed). Detail: {str(exc).splitlines()[0]}"
-        ) from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}: {exc})") from None
+    ckpt = read_torch_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a fermetric checkpoint (no format tag {FORMAT!r}); "

@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename.
 
-A crash mid-write leaves the old file (or none), never half a file.
+A crash mid-write leaves the old file (or none), never half a file. Also the one safe way to
+read a torch file (`read_torch_file`: weights_only, and a message that names the real cause).
 """
 from __future__ import annotations
 
@@ -104,3 +105,65 @@ def save_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_load_error(path: str | os.PathLike, exc: BaseException, map_location: Any = "cpu") -> str:
+    """Why `torch.load(path, weights_only=True)` failed, in words: empty, not a torch file at
+    all, a damaged archive, Python objects refused by weights_only, or a device this machine
+    lacks. torch's own messages are long and name other causes (random bytes come back as a
+    weights_only refusal), so the cause is read from the file's first bytes where it can be."""
+    import pickle
+    import zipfile
+
+    from fermetric.errors import clip
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        size = path.stat().st_size
+    except OSError as oserr:
+        return f"{path} could not be read ({oserr.strerror or oserr})"
+    is_zip = zipfile.is_zipfile(path)
+    if size == 0:
+        return f"{path} is empty (0 bytes)"
+    if head.startswith(b"PK") and not is_zip:
+        return f"{path} is truncated or damaged: a zip archive without its end (size {size} bytes); copy it again"
+    if not is_zip and not head.startswith(b"\x80"):
+        return f"{path} is not a torch file (neither a torch zip archive nor a pickle: its first bytes are {head!r})"
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError):
+        return (f"refusing to load {path}: it holds arbitrary Python objects (not only tensors, numbers, strings, lists and "
+                f"dicts), which could run code when unpickled (weights_only=True refused: {clip(text.split('WeightsUnpickler error:')[-1], 120)})")
+    if "CUDA device" in text or "restore data location" in text or "device" in text.lower() and "map_location" in text:
+        return (f"{path} cannot be loaded onto device {str(map_location)!r}, which this machine does not have "
+                f"({clip(text, 100)}); load it onto the CPU (--device cpu, map_location='cpu')")
+    if isinstance(exc, (EOFError, zipfile.BadZipFile)) or "zip archive" in text or "central directory" in text:
+        return f"{path} is truncated or damaged ({type(exc).__name__}: {clip(text, 120)}); copy it again"
+    return f"{path} could not be read as a torch file ({type(exc).__name__}: {clip(text, 160)})"
+
+
+def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`, with a CheckpointError that names the cause.
+
+    Only regular files are opened (a FIFO would block forever).
+
+    Raises:
+        CheckpointError: missing, not a regular file, empty, not a torch file, damaged, refused
+            by weights_only, or saved on a device this machine lacks.
+    """
+    import stat
+
+    from fermetric.errors import CheckpointError
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise CheckpointError(f"{path} does not exist") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path} is not a regular file (a folder, FIFO or device); expected a torch .pt file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # every failure of a load is the file's fault, or the device's
+        raise CheckpointError(torch_load_error(path, exc, map_location)) from None
