@@ -7,6 +7,7 @@ every run directory as `config.yaml`, so a run can be rebuilt from its folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,31 +19,81 @@ import yaml
 from fermetric.errors import ConfigError
 
 
+# ---------------------------------------------------------------------------------------------
+# Declared ranges: every numeric field says which values make sense, and `check_config` refuses
+# the others (naming key, value and range) before any work starts: a zero learning rate or a
+# negative batch size would otherwise surface as a traceback deep in training, or as a run that
+# "succeeds" with nonsense.
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed or open interval for a numeric config value (each element of a tuple value)."""
+
+    lo: float = -INF
+    hi: float = INF
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = v < self.hi if self.hi_open else v <= self.hi
+        return above and below
+
+    def describe(self) -> str:
+        def fmt(x: float) -> str:
+            return str(int(x)) if x.is_integer() else f"{x:g}"
+
+        if self.hi == INF:
+            return f"{'>' if self.lo_open else '>='} {fmt(self.lo)}"
+        return f"in {'(' if self.lo_open else '['}{fmt(self.lo)}, {fmt(self.hi)}{')' if self.hi_open else ']'}"
+
+
+def num(default: Any, lo: float = -INF, hi: float = INF, *, lo_open: bool = False, hi_open: bool = False) -> Any:
+    """A numeric dataclass field with its allowed range (checked by `check_config`)."""
+    return field(default=default, metadata={"range": Range(float(lo), float(hi), lo_open, hi_open)})
+
+
+def choice(default: str, *choices: str) -> Any:
+    """A string field restricted to `choices` (checked by `check_config`)."""
+    return field(default=default, metadata={"choices": (default, *[c for c in choices if c != default])})
+
+
+PROBABILITY = dict(lo=0.0, hi=1.0)
+
+
 @dataclass
 class AugmentConfig:
     """Batched, seeded tensor augmentation (applied to training batches only)."""
 
     enabled: bool = True
-    crop_padding: int = 4  # random crop of 48x48 out of the image zero-padded by this many pixels
-    hflip: float = 0.5  # probability of a horizontal flip
-    rotation: float = 10.0  # max rotation in degrees (uniform in [-r, r])
-    scale: float = 0.1  # max relative zoom (uniform in [1-s, 1+s])
-    shift: float = 0.05  # max shift as a fraction of the image side
-    erasing: float = 0.25  # probability of random erasing of one rectangle
-    erasing_area: tuple[float, float] = (0.02, 0.15)
+    crop_padding: int = num(4, 0, 24)  # random crop of 48x48 out of the image zero-padded by this many pixels
+    hflip: float = num(0.5, **PROBABILITY)  # probability of a horizontal flip
+    rotation: float = num(10.0, 0, 180)  # max rotation in degrees (uniform in [-r, r])
+    scale: float = num(0.1, 0, 1, hi_open=True)  # max relative zoom (uniform in [1-s, 1+s])
+    shift: float = num(0.05, 0, 0.5)  # max shift as a fraction of the image side
+    erasing: float = num(0.25, **PROBABILITY)  # probability of random erasing of one rectangle
+    erasing_area: tuple[float, float] = num((0.02, 0.15), 0, 1, lo_open=True)  # (min, max) fraction of the image
 
 
 @dataclass
 class DataConfig:
     source: str = "synth"  # "synth", a fer2013.csv(.gz), an image folder
-    ferplus: Optional[str] = None  # fer2013new.csv: use FER+ majority labels instead of FER2013's
+    ferplus: Optional[str] = None  # fer2013new.csv: use FER+ plurality labels instead of FER2013's
+    # FER+ training target (Barsoum et al. 2016): "majority" one-hot plurality label, "probability"
+    # a label drawn from the votes each step, "crossentropy" the vote distribution (soft targets)
+    ferplus_mode: str = choice("majority", "probability", "crossentropy")
     class_map: Optional[dict[str, str]] = None  # generic folders: folder name -> class name
-    val_fraction: float = 0.1  # carved out of train when the data has no val split
+    val_fraction: float = num(0.1, 0, 1, hi_open=True)  # carved out of train when the data has no val split
     skip_bad_rows: bool = False
-    synth_train: int = 4000
-    synth_val: int = 1000
-    synth_test: int = 1000
-    synth_difficulty: float = 1.0
+    synth_train: int = num(4000, 1)
+    synth_val: int = num(1000, 1)
+    synth_test: int = num(1000, 0)
+    synth_difficulty: float = num(1.0, 0, 10)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -50,51 +101,51 @@ class DataConfig:
 class ModelConfig:
     name: str = "baseline"
     stem: str = "small"  # ResNets/SENet: "small" 3x3 stride-1, no pool (6x6 last map); "pool" 3x3 + max-pool (~3.5x faster on CPU); "imagenet" 7x7/2 + max-pool
-    width: int = 64  # baseline: channels of the first block
-    dropout: float = 0.3
+    width: int = num(64, 1, 4096)  # baseline: channels of the first block
+    dropout: float = num(0.3, 0, 1, hi_open=True)
     weights: Optional[str] = None  # a state-dict file to start from
     pretrained: bool = False  # torchvision ImageNet weights (needs a download)
-    embedding_dim: int = 128  # embedding models only
+    embedding_dim: int = num(128, 1, 65536)  # embedding models only
 
 
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # "sgd" or "adamw"
-    lr: float = 0.05
-    momentum: float = 0.9
+    lr: float = num(0.05, 0, 10, lo_open=True)
+    momentum: float = num(0.9, 0, 1, hi_open=True)
     nesterov: bool = True
-    weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = num(5e-4, 0, 1)
+    betas: tuple[float, float] = num((0.9, 0.999), 0, 1, hi_open=True)
 
 
 @dataclass
 class ScheduleConfig:
     name: str = "cosine"  # "cosine", "plateau" or "none"
-    warmup_epochs: float = 1.0
-    min_lr: float = 1e-5
-    plateau_patience: int = 3
-    plateau_factor: float = 0.5
+    warmup_epochs: float = num(1.0, 0)
+    min_lr: float = num(1e-5, 0)
+    plateau_patience: int = num(3, 0)
+    plateau_factor: float = num(0.5, 0, 1, lo_open=True, hi_open=True)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    label_smoothing: float = 0.0
+    epochs: int = num(30, 1)
+    batch_size: int = num(128, 1)
+    eval_batch_size: int = num(512, 1)
+    label_smoothing: float = num(0.0, 0, 1, hi_open=True)
     class_weights: bool = False  # weights inverse to class frequency (cs230's weighted cross-entropy)
-    mixup_alpha: float = 0.0  # 0 disables mixup
-    early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 disables
-    grad_clip: float = 0.0  # 0 disables
+    mixup_alpha: float = num(0.0, 0)  # 0 disables mixup
+    early_stopping_patience: int = num(0, 0)  # epochs without val improvement before stopping; 0 disables
+    grad_clip: float = num(0.0, 0)  # 0 disables
     # auto | fp32 | bf16 | fp16. auto: bf16 autocast on CPUs with native bf16 (avx512_bf16 / amx_bf16),
     # fp16 AMP on CUDA (when amp is true), fp32 elsewhere; resolved again on each machine (resume too)
     precision: str = "auto"
     compile: Union[bool, str] = "auto"  # torch.compile the training step: auto (long runs only), true, false
     amp: bool = True  # CUDA: false keeps precision "auto" at fp32 (older configs)
     channels_last: bool = True  # NHWC weights and activations (CUDA and CPU: measured faster on both)
-    max_steps_per_epoch: int = 0  # 0 = full epoch; a cap for smoke tests and budgets
-    time_budget_minutes: float = 0.0  # stop after the epoch that crosses this; 0 = none
-    threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    max_steps_per_epoch: int = num(0, 0)  # 0 = full epoch; a cap for smoke tests and budgets
+    time_budget_minutes: float = num(0.0, 0)  # stop after the epoch that crosses this; 0 = none
+    threads: int = num(0, 0, 1024)  # torch intra-op threads on CPU; 0 = torch's default
 
 
 @dataclass
@@ -105,16 +156,16 @@ class MetricConfig:
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     miner: Optional[str] = "all"  # "all", "semihard", "hard", "pairs", a pml miner name, or null
     miner_kwargs: dict[str, Any] = field(default_factory=dict)
-    margin: float = 0.2
-    m_per_class: int = 16  # MPerClassSampler: images per class in each batch (batch = m x classes)
-    ce_weight: float = 0.0  # > 0 adds cross-entropy on a linear head (joint training)
-    knn_k: int = 10
+    margin: float = num(0.2, 0, 10)
+    m_per_class: int = num(16, 2)  # MPerClassSampler: images per class in each batch (batch = m x classes)
+    ce_weight: float = num(0.0, 0)  # > 0 adds cross-entropy on a linear head (joint training)
+    knn_k: int = num(10, 1)
     knn_weighting: str = "distance"  # "majority" or "distance"
 
 
 @dataclass
 class RunConfig:
-    seed: int = 0
+    seed: int = num(0, 0, 2**32 - 1)  # NumPy seeds must be non-negative 32-bit
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -194,8 +245,54 @@ def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any], cls: type = RunConfig) -> Any:
-    return _from_dict(cls, data or {})
+def config_from_dict(data: dict[str, Any], cls: type = RunConfig, check: bool = True) -> Any:
+    cfg = _from_dict(cls, data or {})
+    return check_config(cfg) if check else cfg
+
+
+def _check_fields(cfg: Any, where: str) -> None:
+    for f in dataclasses.fields(cfg):
+        key = f"{where}.{f.name}" if where else f.name
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, key)
+            continue
+        rng: Optional[Range] = f.metadata.get("range")
+        if rng is not None:
+            items = value if isinstance(value, tuple) else (value,)
+            for i, v in enumerate(items):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not rng.contains(float(v)):
+                    shown = f"{key}[{i}]" if isinstance(value, tuple) else key
+                    raise ConfigError(f"{shown}={v!r} is out of range; expected a finite number {rng.describe()}")
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key}={value!r} is not allowed; expected one of: {', '.join(choices)}")
+
+
+def check_config(cfg: Any) -> Any:
+    """Refuse values outside their declared range (`num`, `choice`) and contradicting settings,
+    naming the key, the value and what is allowed. Returns `cfg` unchanged.
+
+    Raises:
+        ConfigError: the first offending key.
+    """
+    _check_fields(cfg, "")
+    if not isinstance(cfg, RunConfig):
+        return cfg
+    lo, hi = cfg.data.augment.erasing_area
+    if lo > hi:
+        raise ConfigError(f"data.augment.erasing_area={[lo, hi]}: the minimum {lo:g} exceeds the maximum {hi:g}")
+    if cfg.schedule.name != "none" and cfg.schedule.min_lr > cfg.optim.lr:
+        raise ConfigError(
+            f"schedule.min_lr={cfg.schedule.min_lr:g} exceeds optim.lr={cfg.optim.lr:g}; "
+            "the schedule would raise the learning rate. Lower schedule.min_lr or raise optim.lr"
+        )
+    if cfg.data.ferplus_mode != "majority" and not cfg.data.ferplus:
+        raise ConfigError(
+            f"data.ferplus_mode={cfg.data.ferplus_mode} trains on FER+ vote distributions; "
+            "give --ferplus fer2013new.csv (data.ferplus) or leave data.ferplus_mode=majority"
+        )
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -256,6 +353,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except RecursionError:  # thousands of nested [ or {: PyYAML's parser recurses per level
+        raise ConfigError(f"config file {path} is nested too deeply to be a fermetric config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -267,8 +366,11 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    check: bool = True,
 ) -> RunConfig:
     """Resolve a RunConfig: dataclass defaults <- `base` <- YAML file <- `--set` overrides.
+
+    `check=False` leaves `check_config` to a caller that still changes the config (CLI flags).
 
     Raises:
         ConfigError: naming the file and the unknown key or bad value.
@@ -278,7 +380,7 @@ def load_config(
         data = _deep_merge(data, read_yaml(path))
     data = apply_overrides(data, overrides)
     try:
-        return config_from_dict(data)
+        return config_from_dict(data, check=check)
     except ConfigError as exc:
         if path is not None:
             raise ConfigError(f"{path}: {exc}") from exc

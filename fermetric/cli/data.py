@@ -18,7 +18,7 @@ def register(main: click.Group) -> None:
     @data.command("info")
     @click.argument("path", required=False, default=None)
     @click.option("--ferplus", default=None, metavar="CSV", type=click.Path(dir_okay=False),
-                  help="fer2013new.csv: show FER+ majority labels instead of FER2013's.")
+                  help="fer2013new.csv: show FER+ plurality labels instead of FER2013's.")
     @click.option("--out", type=click.Path(file_okay=False), default="fermetric-data-info", show_default=True,
                   help="Folder for samples.png and summary.txt.")
     @click.option("--per-class", type=click.IntRange(1, 64), default=8, show_default=True,

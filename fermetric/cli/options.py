@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 import click
 
-from fermetric.config import RunConfig, load_config
+from fermetric.config import RunConfig, check_config, load_config
 
 
 def data_option(f: Callable) -> Callable:
@@ -19,7 +19,7 @@ def data_option(f: Callable) -> Callable:
 def ferplus_option(f: Callable) -> Callable:
     return click.option(
         "--ferplus", default=None, metavar="CSV", type=click.Path(dir_okay=False),
-        help="fer2013new.csv: train and evaluate on FER+ majority labels.",
+        help="fer2013new.csv: train and evaluate on FER+ plurality labels (data.ferplus_mode picks the training target).",
     )(f)
 
 
@@ -74,7 +74,7 @@ def resolve_config(
 
     Flag values are set as given, not parsed as YAML, so any path works.
     """
-    cfg = load_config(Path(config_path) if config_path else None, tuple(overrides), base=base)
+    cfg = load_config(Path(config_path) if config_path else None, tuple(overrides), base=base, check=False)
     if data is not None:
         cfg.data.source = str(data)
     if ferplus is not None:
@@ -83,7 +83,7 @@ def resolve_config(
         cfg.seed = int(seed)
     if device is not None:
         cfg.device = str(device)
-    return cfg
+    return check_config(cfg)
 
 
 def lock_run(run_dir: str | Path) -> None:

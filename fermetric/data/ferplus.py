@@ -7,8 +7,10 @@ the eight emotions come before `unknown` and `NF`, a tie between an emotion and 
 the emotion, and a tie between emotions to the one listed first in FERPLUS_CLASSES. Rows whose
 winner is `unknown` or `NF` (not a face), or that have no votes, are dropped and counted in
 `info["ferplus"]`. Soft labels are the votes over the eight emotions, normalised to sum to 1.
-(The FER+ authors' "majority" mode also asks for more than half the votes; this plain plurality
-keeps more images and is what most FER+ papers train on.)
+This is a plurality, not a majority: the FER+ authors' "majority" mode also asks for more than
+half of the votes; the plain plurality keeps more images and is what most FER+ papers train on.
+Which target training uses (the one-hot plurality label, a label drawn from the votes, or the
+vote distribution) is `data.ferplus_mode`, see fermetric.training.classifier.
 """
 from __future__ import annotations
 
@@ -106,7 +108,7 @@ def _where(ds: FERDataset, row_index: np.ndarray, i: int) -> str:
 
 
 def apply_ferplus(splits: DataSplits, ferplus_csv: str | os.PathLike) -> DataSplits:
-    """Relabel FER2013 splits with FER+ majority labels (8 classes, FERPLUS_CLASSES).
+    """Relabel FER2013 splits with FER+ plurality labels (8 classes, FERPLUS_CLASSES).
 
     Args:
         splits: from `load_fer2013_csv` (its `info["row_index"]` aligns rows with FER+).
@@ -164,7 +166,7 @@ def apply_ferplus(splits: DataSplits, ferplus_csv: str | os.PathLike) -> DataSpl
         )
         new_index[split] = ri[keep]
     total = sum(sum(d.values()) for d in dropped.values())
-    logger.info("FER+ %s: dropped %d rows whose majority is unknown/NF or that have no votes (%s)", path.name, total, dropped)
+    logger.info("FER+ %s: dropped %d rows whose plurality is unknown/NF or that have no votes (%s)", path.name, total, dropped)
     info = dict(splits.info)
     info["row_index"] = new_index
     info["ferplus"] = {

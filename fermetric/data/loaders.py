@@ -30,9 +30,11 @@ class BatchLoader:
         drop_last: drop a last, smaller batch (training).
         batch_sampler: yields index lists instead of the shuffled ranges (e.g. m-per-class batches).
         rank, world_size: shard every epoch's batches across processes (DistributedDataParallel).
+        targets: what to yield in place of the labels, one row per image (e.g. FER+ vote
+            distributions (N, C) float32 for soft-target training); default `dataset.labels`.
 
     Yields:
-        images (B, 1, 48, 48) float32 in [0, 1], labels (B,) int64, indices (B,) int64.
+        images (B, 1, 48, 48) float32 in [0, 1], labels (B,) int64 (or targets[idx]), indices (B,) int64.
     """
 
     def __init__(
@@ -46,12 +48,16 @@ class BatchLoader:
         batch_sampler: Optional[BatchSampler] = None,
         rank: int = 0,
         world_size: int = 1,
+        targets: Optional[torch.Tensor] = None,
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive; got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size; got rank {rank}, world_size {world_size}")
+        if targets is not None and targets.shape[0] != len(dataset):
+            raise ValueError(f"targets must have one row per image ({len(dataset)}); got shape {tuple(targets.shape)}")
         self.dataset = dataset
+        self.targets = dataset.labels if targets is None else targets
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.augment = augment
@@ -91,4 +97,4 @@ class BatchLoader:
             x = self.dataset.float_images(idx)
             if self.augment is not None:
                 x = self.augment(x, g)
-            yield x, self.dataset.labels[idx], idx
+            yield x, self.targets[idx], idx

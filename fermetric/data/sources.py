@@ -36,6 +36,13 @@ def load_data(source: Optional[str | Path] = None, cfg: Optional[DataConfig] = N
     cfg = cfg or DataConfig()
     source = cfg.source if source is None else source
     if is_synth(None if source is None else str(source)):
+        if cfg.ferplus:
+            # FER+ relabels fer2013.csv rows; on SynthFER it would be ignored and the run would
+            # silently train on synthetic faces
+            raise DataError(
+                f"--ferplus {cfg.ferplus} (data.ferplus) relabels FER2013, but the data source is SynthFER; "
+                "pass --data fer2013.csv as well"
+            )
         from fermetric.data.synthetic import load_synthfer
 
         return load_synthfer(

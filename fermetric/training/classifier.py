@@ -1,5 +1,17 @@
 """The classifier objective: cross-entropy with label smoothing, class weights inverse to class
-frequency (cs230's weighted cross-entropy), optional mixup, and softmax evaluation."""
+frequency (cs230's weighted cross-entropy), optional mixup, and softmax evaluation.
+
+On FER+ (`data.ferplus`), `data.ferplus_mode` picks the training target, after the schemes
+Barsoum et al. (2016) compare:
+
+- ``majority``: the one-hot plurality label (the most-voted emotion; see fermetric.data.ferplus
+  for ties). The paper's "majority voting" scheme; the label is a plurality, not a >50 % majority.
+- ``probability``: probabilistic label drawing: every time an image is seen, one label is drawn
+  from its vote distribution, and the loss is cross-entropy to that label.
+- ``crossentropy``: cross-entropy to the whole vote distribution (soft targets).
+
+Validation and test accuracy are always measured against the plurality label.
+"""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -12,6 +24,7 @@ from torch import nn
 from fermetric.data.dataset import DataSplits, FERDataset
 from fermetric.data.loaders import BatchLoader
 from fermetric.data.transforms import BatchAugment
+from fermetric.errors import ConfigError
 from fermetric.evaluation.metrics import classification_metrics
 from fermetric.evaluation.predict import predict_proba
 from fermetric.training.objective import Objective
@@ -58,18 +71,38 @@ class ClassifierObjective(Objective):
     def train_loader(self, train: FERDataset, seed: int, rank: int = 0, world_size: int = 1) -> BatchLoader:
         aug = BatchAugment(self.cfg.data.augment) if self.cfg.data.augment.enabled else None
         return BatchLoader(train, self.cfg.train.batch_size, shuffle=True, augment=aug, seed=seed,
-                           drop_last=True, rank=rank, world_size=world_size)
+                           drop_last=True, rank=rank, world_size=world_size, targets=self._targets(train))
+
+    def _targets(self, train: FERDataset) -> Optional[torch.Tensor]:
+        """The vote distributions for the soft FER+ modes; None (hard labels) for `majority`."""
+        mode = self.cfg.data.ferplus_mode
+        if mode == "majority":
+            return None
+        if train.soft_labels is None:
+            raise ConfigError(
+                f"data.ferplus_mode={mode} trains on FER+ vote distributions, but the train split has none; "
+                "give --ferplus fer2013new.csv (with --data fer2013.csv) or set data.ferplus_mode=majority"
+            )
+        return train.soft_labels
 
     def setup(self, model: nn.Module, data: DataSplits, device: torch.device) -> None:
         if self.cfg.train.class_weights:
             self.class_weights = inverse_frequency_weights(data["train"].labels, data.num_classes).to(device)
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy to class indices (B,) or to class distributions (B, C); label smoothing
+        mixes either with the uniform distribution, class weights scale each class's term."""
         with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32 whatever the step's autocast
             return F.cross_entropy(logits.float(), targets, weight=self.class_weights,
                                    label_smoothing=self.cfg.train.label_smoothing)
 
     def training_step(self, model, images, labels, generator):
+        truth = labels
+        if labels.dim() == 2:  # FER+ vote distributions (see _targets)
+            truth = labels.argmax(1)  # the plurality label (first maximum), for the running accuracy
+            if self.cfg.data.ferplus_mode == "probability":
+                # one draw per image per step, from the epoch's CPU generator (deterministic)
+                labels = torch.multinomial(labels.float().cpu(), 1, generator=generator).squeeze(1).to(labels.device)
         alpha = self.cfg.train.mixup_alpha
         if alpha > 0:
             # one Beta(alpha, alpha) draw per batch, from the epoch's generator (deterministic)
@@ -81,7 +114,7 @@ class ClassifierObjective(Objective):
             return loss, None
         logits = model(images)
         loss = self._loss(logits, labels)
-        return loss, int((logits.argmax(1) == labels).sum())
+        return loss, int((logits.argmax(1) == truth).sum())
 
     def validate(self, model, data, device):
         val = data["val"]
