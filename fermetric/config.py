@@ -111,7 +111,7 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # "sgd" or "adamw"
-    lr: float = num(0.05, 0, 10, lo_open=True)
+    lr: float = num(0.05, 0, lo_open=True)
     momentum: float = num(0.9, 0, 1, hi_open=True)
     nesterov: bool = True
     weight_decay: float = num(5e-4, 0, 1)
@@ -145,7 +145,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC weights and activations (CUDA and CPU: measured faster on both)
     max_steps_per_epoch: int = num(0, 0)  # 0 = full epoch; a cap for smoke tests and budgets
     time_budget_minutes: float = num(0.0, 0)  # stop after the epoch that crosses this; 0 = none
-    threads: int = num(0, 0, 1024)  # torch intra-op threads on CPU; 0 = torch's default
+    threads: int = num(0, 0)  # torch intra-op threads on CPU; 0 = torch's default
 
 
 @dataclass
@@ -222,6 +222,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 3e-3 (no dot) as a string; people write numbers that way
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -1,10 +1,11 @@
 """One table of bad inputs across data files, images, configs, CLI arguments, checkpoints and
-index files. Each case asserts the error type, that the message names the offending thing, and
-that no partial output was left behind."""
+index files. Each case asserts the error type, that the message names the offending thing, that
+it is one line of sane length without a traceback, and that no partial output was left behind."""
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from conftest import hold_run_lock, run_cli, snapshot
 from fermetric.config import DataConfig, load_config
 from fermetric.data.sources import load_data
-from fermetric.errors import CheckpointError, ConfigError, DataError, FermetricError, ModelError
+from fermetric.errors import MAX_MESSAGE, CheckpointError, ConfigError, DataError, FermetricError, ModelError
 
 GOOD_PIXELS = " ".join(["128"] * 2304)
 
@@ -325,6 +326,87 @@ TRAINING_CASES = [
          no_output="run/checkpoints/last.pt"),
 ]
 
+
+# --- helpers of the range, image, torch-file and CLI-path cases ---
+
+
+def _set(*overrides: str) -> Callable[[], object]:
+    return lambda: load_config(None, list(overrides))
+
+
+def _yaml(tmp: Path, text: str) -> Callable[[], object]:
+    (tmp / "c.yaml").write_text(text)
+    return lambda: load_config(tmp / "c.yaml")
+
+
+def _image(tmp: Path, name: str, size: tuple[int, int]) -> Path:
+    from PIL import Image
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size[::-1], 90, np.uint8)).save(tmp / name)
+    return tmp / name
+
+
+def _read_image(path: Path) -> Callable[[], object]:
+    from fermetric.data.images import read_face_image
+
+    return lambda: read_face_image(path)
+
+
+def _read_photo(path: Path) -> Callable[[], object]:
+    from fermetric.inference.faces import read_photo
+
+    return lambda: read_photo(path)
+
+
+def _fifo(tmp: Path, name: str) -> Path:
+    os.mkfifo(tmp / name)
+    return tmp / name
+
+
+def _class_folders(tmp: Path, *names: str) -> Callable[[], object]:
+    root = tmp / "faces"
+    for n in names:
+        for i in range(2):
+            _image(root / n, f"{i}.png", (48, 48))
+    return _load(root)
+
+
+def _torch_file(tmp: Path, kind: str) -> Path:
+    p = tmp / "x.pt"
+    if kind == "random":
+        p.write_bytes(b"\x00" + os.urandom(999))
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "state_dict":
+        torch.save({"w": torch.zeros(2)}, p)
+    elif kind == "objects":
+        class Evil:
+            def __reduce__(self):
+                return (open, (str(tmp / "pwned.txt"), "w"))
+
+        torch.save({"conv.weight": Evil()}, p)
+    return p
+
+
+def _checkpoint(path: Path, map_location: str = "cpu") -> Callable[[], object]:
+    from fermetric.training.checkpoint import load_checkpoint
+
+    return lambda: load_checkpoint(path, map_location=map_location)
+
+
+def _weights(path: Path) -> Callable[[], object]:
+    from fermetric.models import create_model
+
+    return lambda: create_model("baseline", width=4, weights=str(path))
+
+
+def _file_then(tmp: Path, args: list[str]) -> Callable[[], object]:
+    (tmp / "file").write_text("a file, not a folder")
+    return _cli([a.replace("{file}", str(tmp / "file")) for a in args])
+
+
+
 CASES = [
     # --- FER2013 CSV ---
     Case("csv-header", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Training"], header="label,image,split")),
@@ -371,6 +453,73 @@ CASES = [
     Case("cli-bad-override", lambda t: _train(t, "--set", "train.epochs"), FermetricError, ("train.epochs", "section.key=value"), no_output="run"),
     # --- models and checkpoints ---
     Case("weights-mismatch", _other_class_count_weights, ModelError, ("w.pt",)),
+    # --- config ranges: every numeric key is checked, naming key, value and allowed range ---
+    Case("range-lr-zero", lambda t: _set("optim.lr=0"), ConfigError, ("optim.lr=0", "> 0")),
+    Case("range-lr-negative-in-file", lambda t: _yaml(t, "optim:\n  lr: -0.1\n"), ConfigError, ("c.yaml", "optim.lr=-0.1")),
+    Case("range-batch-size-zero", lambda t: _set("train.batch_size=0"), ConfigError, ("train.batch_size=0", ">= 1")),
+    Case("range-eval-batch-negative", lambda t: _set("train.eval_batch_size=-8"), ConfigError, ("train.eval_batch_size=-8",)),
+    Case("range-epochs-negative", lambda t: _set("train.epochs=-3"), ConfigError, ("train.epochs=-3", ">= 1")),
+    Case("range-label-smoothing-one", lambda t: _set("train.label_smoothing=1.0"), ConfigError, ("train.label_smoothing=1.0", "[0, 1)")),
+    Case("range-margin-negative", lambda t: _set("metric.margin=-0.2"), ConfigError, ("metric.margin=-0.2",)),
+    Case("range-warmup-negative", lambda t: _set("schedule.warmup_epochs=-1"), ConfigError, ("schedule.warmup_epochs=-1",)),
+    Case("range-mixup-negative", lambda t: _set("train.mixup_alpha=-0.5"), ConfigError, ("train.mixup_alpha=-0.5",)),
+    Case("range-knn-k-zero", lambda t: _set("metric.knn_k=0"), ConfigError, ("metric.knn_k=0", ">= 1")),
+    Case("range-m-per-class-one", lambda t: _set("metric.m_per_class=1"), ConfigError, ("metric.m_per_class=1", ">= 2")),
+    Case("range-nan", lambda t: _set("optim.weight_decay=.nan"), ConfigError, ("optim.weight_decay=nan", "finite")),
+    Case("range-inf", lambda t: _set("train.grad_clip=.inf"), ConfigError, ("train.grad_clip=inf", "finite")),
+    Case("range-tuple-element", lambda t: _set("optim.betas=[0.9, 1.5]"), ConfigError, ("optim.betas[1]=1.5", "[0, 1)")),
+    Case("range-probability", lambda t: _set("data.augment.hflip=1.5"), ConfigError, ("data.augment.hflip=1.5", "[0, 1]")),
+    Case("range-val-fraction-one", lambda t: _set("data.val_fraction=1"), ConfigError, ("data.val_fraction=1",)),
+    Case("range-width-zero", lambda t: _set("model.width=0"), ConfigError, ("model.width=0",)),
+    Case("range-dropout-one", lambda t: _set("model.dropout=1"), ConfigError, ("model.dropout=1",)),
+    Case("range-seed-negative", lambda t: _set("seed=-1"), ConfigError, ("seed=-1",)),
+    Case("range-plateau-factor", lambda t: _set("schedule.plateau_factor=1.5"), ConfigError, ("schedule.plateau_factor=1.5", "(0, 1)")),
+    Case("range-erasing-area-order", lambda t: _set("data.augment.erasing_area=[0.5, 0.1]"), ConfigError, ("erasing_area", "minimum 0.5")),
+    Case("range-min-lr-above-lr", lambda t: _set("schedule.min_lr=0.1"), ConfigError, ("schedule.min_lr=0.1", "optim.lr=0.05")),
+    Case("config-ferplus-mode-unknown", lambda t: _set("data.ferplus_mode=votes"), ConfigError, ("data.ferplus_mode='votes'", "crossentropy")),
+    Case("config-ferplus-mode-without-ferplus", lambda t: _set("data.ferplus_mode=probability"), ConfigError,
+         ("data.ferplus_mode=probability", "--ferplus")),
+    Case("config-nested-too-deep", lambda t: _yaml(t, "train: " + "[" * 20000 + "\n"), ConfigError, ("c.yaml", "nested too deeply")),
+    # --- CLI: numbers and paths checked before any work (no run directory left) ---
+    Case("cli-lr-zero", lambda t: _train(t, "--set", "optim.lr=0"), FermetricError, ("optim.lr=0", "> 0"), no_output="run"),
+    Case("cli-label-smoothing", lambda t: _train(t, "--set", "train.label_smoothing=2"), FermetricError,
+         ("train.label_smoothing=2",), no_output="run"),
+    Case("cli-epochs-zero", lambda t: _train(t, "--epochs", "0"), FermetricError, ("--epochs", "0"), no_output="run"),
+    Case("cli-seed-negative", lambda t: _train(t, "--seed", "-5"), FermetricError, ("--seed", "-5"), no_output="run"),
+    Case("cli-knn-k-zero", lambda t: _cli(["knn-eval", str(t), "-k", "0"]), FermetricError, ("--k", "0")),
+    Case("cli-lime-samples", lambda t: _cli(["explain-eval", str(t), "--lime-samples", "1"]), FermetricError, ("--lime-samples", "1")),
+    Case("cli-ferplus-without-data", lambda t: (t.joinpath("fp.csv").write_text("x"), _train(t, "--ferplus", str(t / "fp.csv")))[1],
+         FermetricError, ("fp.csv", "SynthFER", "--data"), no_output="run"),
+    Case("cli-out-below-a-file", lambda t: _file_then(t, ["train-classifier", "--out", "{file}/run"]), FermetricError,
+         ("--out", "is a file, not a folder")),
+    Case("cli-report-out-below-a-file", lambda t: _file_then(t, ["report", str(t), "--out", "{file}/r.html"]), FermetricError,
+         ("--out", "is a file, not a folder")),
+    # --- images: special files never opened, tiny images refused, class folders that collide ---
+    Case("image-fifo", lambda t: _read_image(_fifo(t, "pipe.jpg")), DataError, ("pipe.jpg", "FIFO")),
+    Case("photo-fifo", lambda t: _read_photo(_fifo(t, "pipe.jpg")), DataError, ("pipe.jpg", "FIFO")),
+    Case("image-1x1", lambda t: _read_image(_image(t, "dot.png", (1, 1))), DataError, ("dot.png", "1x1", "8x8")),
+    Case("photo-1x1", lambda t: _read_photo(_image(t, "dot.png", (1, 1))), DataError, ("dot.png", "1x1", "8x8")),
+    Case("photo-thin", lambda t: _read_photo(_image(t, "line.png", (300, 4))), DataError, ("line.png", "300x4")),
+    Case("folder-tiny-image", lambda t: (_image(t / "faces" / "sad", "tiny.png", (4, 4)), _image(t / "faces" / "happy", "ok.png", (48, 48)),
+                                         _load(t / "faces"))[2], DataError, ("tiny.png", "4x4")),
+    Case("folder-classes-differ-in-case", lambda t: _class_folders(t, "happy", "Happy", "sad"), DataError,
+         ("'Happy'", "'happy'", "differ only in case")),
+    Case("folder-classes-differ-in-separator", lambda t: _class_folders(t, "very happy", "very_happy", "sad"), DataError,
+         ("'very happy'", "'very_happy'")),
+    Case("data-fifo", lambda t: _load(_fifo(t, "fer.csv")), DataError, ("fer.csv", "FIFO")),
+    Case("data-huge-header", lambda t: (t.joinpath("big.csv").write_text("x" * 100_000 + "\n"), _load(t / "big.csv"))[1],
+         DataError, ("big.csv", "more characters")),
+    Case("ferplus-on-synthfer", lambda t: _load("synth", ferplus=str(t / "fp.csv")), DataError, ("fp.csv", "SynthFER")),
+    # --- torch files: the real cause named (not "arbitrary objects" for random bytes, not "truncated" for a device) ---
+    Case("checkpoint-random-bytes", lambda t: _checkpoint(_torch_file(t, "random")), CheckpointError, ("x.pt", "not a torch file")),
+    Case("checkpoint-empty", lambda t: _checkpoint(_torch_file(t, "empty")), CheckpointError, ("x.pt", "empty")),
+    Case("checkpoint-fifo", lambda t: _checkpoint(_fifo(t, "x.pt")), CheckpointError, ("x.pt", "not a regular file")),
+    Case("checkpoint-device", lambda t: _checkpoint(_torch_file(t, "state_dict"), "nodevice"), CheckpointError,
+         ("x.pt", "device 'nodevice'", "--device cpu")),
+    Case("checkpoint-plain-state-dict", lambda t: _checkpoint(_torch_file(t, "state_dict")), CheckpointError,
+         ("x.pt", "not a fermetric checkpoint", "train-classifier --weights")),
+    Case("weights-random-bytes", lambda t: _weights(_torch_file(t, "random")), CheckpointError, ("x.pt", "not a torch file")),
+    Case("weights-objects", lambda t: _weights(_torch_file(t, "objects")), CheckpointError, ("x.pt", "arbitrary Python objects")),
     # --- index files ---
     Case("index-labels", lambda t: _index(t, "labels"), CheckpointError, ("labels.npy",)),
     Case("index-missing-file", lambda t: _index(t, "missing"), CheckpointError, ("labels.npy",)),
@@ -388,6 +537,8 @@ def test_bad_input(case: Case, tmp_path: Path, request):
     for fragment in case.fragments:
         assert fragment in msg, f"{case.id}: {fragment!r} not in message: {msg}"
     assert "Traceback" not in msg
+    assert len(msg) <= MAX_MESSAGE + 120, f"{case.id}: a {len(msg)}-character message"
+    assert not (tmp_path / "pwned.txt").exists()
     if case.no_output:
         assert not (tmp_path / case.no_output).exists(), f"{case.id}: partial output left in {case.no_output}"
 
@@ -404,4 +555,4 @@ def test_bad_checkpoints_in_runs(kind: str, tmp_path: Path, classifier_run: Path
 
 
 def test_suite_is_large_enough():
-    assert len(CASES) + 2 >= 25
+    assert len(CASES) + 2 >= 80

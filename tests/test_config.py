@@ -67,3 +67,62 @@ def test_shipped_configs_load():
     files = sorted(root.rglob("*.yaml"))
     for f in files:
         assert isinstance(load_config(f), RunConfig), f
+
+
+def _numeric_fields(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    from fermetric.config import _strip_optional
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, _ = _strip_optional(hints[f.name])
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, key + ".")
+        elif tp in (int, float) or (typing.get_origin(tp) is tuple and all(a in (int, float) for a in typing.get_args(tp))):
+            yield key, f
+
+
+def test_every_numeric_field_declares_its_range():
+    fields = dict(_numeric_fields(RunConfig))
+    assert len(fields) >= 35  # the walk reaches every section
+    missing = [k for k, f in fields.items() if "range" not in f.metadata]
+    assert not missing, f"numeric config keys without a declared range (use fermetric.config.num): {missing}"
+    # and every default is inside its own range
+    cfg = RunConfig()
+    for key, f in fields.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        for v in value if isinstance(value, tuple) else (value,):
+            assert f.metadata["range"].contains(float(v)), key
+
+
+@pytest.mark.parametrize("override", ["optim.lr=3e-3", "optim.lr='0.003'"])
+def test_floats_written_without_a_dot_are_numbers(override):
+    assert load_config(None, [override]).optim.lr == pytest.approx(0.003)
+
+
+def test_ranges_are_checked_after_flags_too():
+    from fermetric.cli.options import resolve_config
+
+    with pytest.raises(ConfigError, match="data.ferplus_mode=crossentropy"):
+        resolve_config(None, ("data.ferplus_mode=crossentropy",))
+    # the --ferplus flag, applied after --set, satisfies the same check
+    cfg = resolve_config(None, ("data.ferplus_mode=crossentropy",), data="fer.csv", ferplus="new.csv")
+    assert cfg.data.ferplus_mode == "crossentropy"
+
+
+def test_paths_are_stored_absolute(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from fermetric.cli.options import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config(None, ("model.weights=w/x.pt",), data="data/fer.csv", ferplus="~/new.csv")
+    assert cfg.data.source == str(tmp_path / "data" / "fer.csv")
+    assert cfg.model.weights == str(tmp_path / "w" / "x.pt")
+    assert cfg.data.ferplus == str(Path("~/new.csv").expanduser())
+    assert resolve_config(None, ()).data.source == "synth"

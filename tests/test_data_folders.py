@@ -123,7 +123,7 @@ def test_unreadable_images_name_the_file(tmp_path):
     (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:70])
     with pytest.raises(DataError, match=r"cut.png: corrupt or unreadable image"):
         read_face_image(tmp_path / "cut.png")
-    with pytest.raises(DataError, match=r"absent.png: no such image file"):
+    with pytest.raises(DataError, match=r"absent.png: no such file"):
         read_face_image(tmp_path / "absent.png")
 
 
@@ -301,3 +301,26 @@ def test_two_folders_for_one_split_is_an_error(tmp_path):
     make_tree(tmp_path, {"train/happy": 1, "val/happy": 1, "validation/happy": 1})
     with pytest.raises(DataError, match=r"both val/ and validation/ would be the val split"):
         load_folder(tmp_path)
+
+
+def test_special_files_are_skipped_never_opened(tmp_path, caplog):
+    import os
+
+    for cls in ("happy", "sad"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            gray(40 * i).save(tmp_path / cls / f"{i}.png")
+    os.mkfifo(tmp_path / "sad" / "pipe.jpg")  # opening it would block for ever
+    s = load_folder(tmp_path, val_fraction=0)
+    assert len(s["train"]) == 4
+    assert "pipe.jpg (not a regular file)" in caplog.text
+
+
+def test_class_folders_of_one_name_are_one_class_across_splits(tmp_path, caplog):
+    for split, name in (("train", "Very_Happy"), ("train", "calm"), ("test", "very happy"), ("test", "Calm ")):
+        (tmp_path / split / name).mkdir(parents=True)
+        gray(90).save(tmp_path / split / name / "a.png")
+    s = load_folder(tmp_path, val_fraction=0)
+    assert s.class_names == ("Very_Happy", "calm")
+    assert s["test"].labels.tolist() == [0, 1]
+    assert "'very happy' taken as class 'Very_Happy'" in caplog.text

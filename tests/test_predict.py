@@ -98,18 +98,18 @@ def test_whole_image_crop_keeps_a_48px_crop_and_centres_others():
 
 
 def test_read_photo_handles_modes_and_rejects_bad_files(tmp_path):
-    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba = np.zeros((10, 12, 4), np.uint8)  # the smallest images read are 8x8
     rgba[..., 0] = 255  # red, fully transparent: composited on white
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     p = read_photo(tmp_path / "a.png")
     assert p.size == (12, 10) and p.rgb.shape == (10, 12, 3) and p.gray.dtype == np.uint8
     assert p.gray.min() == 255
-    g16 = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)
+    g16 = (np.arange(80, dtype=np.uint16).reshape(8, 10) * 800)
     Image.fromarray(g16).save(tmp_path / "b.png")
     p = read_photo(tmp_path / "b.png")
     # scaled by the 16-bit range, not clipped: the same conversion as data-set images
     expected = np.round(g16.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
-    assert np.array_equal(p.gray, expected) and p.gray.max() == 222
+    assert np.array_equal(p.gray, expected) and p.gray.max() == 246
     (tmp_path / "c.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"c\.jpg: not an image"):
         read_photo(tmp_path / "c.jpg")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import config_options, seed_option
+from fermetric.cli.options import OutPath, SEED, config_options, seed_option
 
 
 def register(main: click.Group) -> None:
@@ -19,7 +19,7 @@ def register(main: click.Group) -> None:
     @click.argument("path", required=False, default=None)
     @click.option("--ferplus", default=None, metavar="CSV", type=click.Path(dir_okay=False),
                   help="fer2013new.csv: show FER+ plurality labels instead of FER2013's.")
-    @click.option("--out", type=click.Path(file_okay=False), default="fermetric-data-info", show_default=True,
+    @click.option("--out", type=OutPath(file_okay=False), default="fermetric-data-info", show_default=True,
                   help="Folder for samples.png and summary.txt.")
     @click.option("--per-class", type=click.IntRange(1, 64), default=8, show_default=True,
                   help="Sample images per class in samples.png.")
@@ -70,9 +70,9 @@ def register(main: click.Group) -> None:
 
     @data.command("synth")
     @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Images in all (10% val, 10% test).")
-    @click.option("--out", type=click.Path(file_okay=False), required=True, help="Target folder.")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--difficulty", type=float, default=1.0, show_default=True,
+    @click.option("--out", type=OutPath(file_okay=False), required=True, help="Target folder.")
+    @click.option("--seed", type=SEED, default=0, show_default=True)
+    @click.option("--difficulty", type=click.FloatRange(0, 10), default=1.0, show_default=True,
                   help="0 = clean prototypes; 1 = the default; higher = harder.")
     @click.option("--overwrite", is_flag=True, help="Write into a folder that already holds a data set.")
     def synth(n: int, out: str, seed: int, difficulty: float, overwrite: bool) -> None:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import data_option, device_option
+from fermetric.cli.options import OutPath, SEED, data_option, device_option
 
 # Sized for < 5 minutes on 2 CPU cores with SynthFER; --set adds to or overrides these.
 DEMO_SETTINGS = [
@@ -28,11 +28,11 @@ TRIPLET_SETTINGS = ["metric.m_per_class=8", "metric.miner=all", "metric.ce_weigh
 def register(main: click.Group) -> None:
     @main.command("demo")
     @data_option
-    @click.option("--out", type=click.Path(file_okay=False), default="fermetric-demo", show_default=True)
-    @click.option("--epochs", type=int, default=5, show_default=True, help="Epochs for each model.")
+    @click.option("--out", type=OutPath(file_okay=False), default="fermetric-demo", show_default=True)
+    @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Epochs for each model.")
     @click.option("--model", default="baseline", show_default=True, help="Backbone of both models.")
     @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Extra config overrides for both models.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=SEED, default=0, show_default=True)
     @device_option
     @click.pass_context
     def demo(ctx, data: Optional[str], out: str, epochs: int, model: str, overrides: tuple[str, ...], seed: int, device: Optional[str]) -> None:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import device_option, lock_run, precision_option
+from fermetric.cli.options import OutPath, device_option, lock_run, precision_option
 
 
 def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
@@ -31,7 +31,7 @@ def register(main: click.Group) -> None:
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
     @click.option("--tta", is_flag=True, help="Test-time augmentation: mean softmax over 5 crops x flip.")
-    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/eval.")
+    @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/eval.")
     @device_option
     @precision_option
     def evaluate(run: str, split: str, tta: bool, out: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
@@ -62,7 +62,7 @@ def register(main: click.Group) -> None:
     @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
     @click.option("--tta", is_flag=True, help="TTA for the classifier members.")
-    @click.option("--out", type=click.Path(file_okay=False), default="ensemble", show_default=True)
+    @click.option("--out", type=OutPath(file_okay=False), default="ensemble", show_default=True)
     @device_option
     @precision_option
     def ensemble(runs: tuple[str, ...], split: str, tta: bool, out: str, device: Optional[str], precision: Optional[str] = None) -> None:

@@ -10,7 +10,7 @@ import click
 import numpy as np
 import torch
 
-from fermetric.cli.options import device_option, lock_run, precision_option
+from fermetric.cli.options import SEED, OutPath, device_option, lock_run, precision_option
 
 METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
@@ -41,12 +41,12 @@ def register(main: click.Group) -> None:
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.option("--method", type=click.Choice(METHOD_CHOICES), default="saliency", show_default=True)
     @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
-    @click.option("--per-class", type=int, default=2, show_default=True, help="Images explained per class.")
+    @click.option("--per-class", type=click.IntRange(min=1), default=2, show_default=True, help="Images explained per class.")
     @click.option("--scorer", type=click.Choice(SCORER_CHOICES), default="auto", show_default=True,
                   help="Embedding runs: prototype (differentiable) or knn (black box: occlusion, lime).")
     @click.option("--target", type=click.Choice(["predicted", "label"]), default="predicted", show_default=True)
-    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/explain.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/explain.")
+    @click.option("--seed", type=SEED, default=0, show_default=True)
     @device_option
     @precision_option
     @click.pass_context
@@ -107,10 +107,10 @@ def register(main: click.Group) -> None:
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.option("--layer", default=None, help="Conv layer name (default: the Grad-CAM layer). A bad name lists the valid ones.")
     @click.option("--channels", default=None, help="Comma-separated channel ids (default: the first --num).")
-    @click.option("--num", type=int, default=16, show_default=True)
-    @click.option("--steps", type=int, default=100, show_default=True, help="Gradient-ascent steps.")
-    @click.option("--image-index", type=int, default=0, show_default=True, help="val image whose layer outputs are shown.")
-    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/figures.")
+    @click.option("--num", type=click.IntRange(min=1), default=16, show_default=True)
+    @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Gradient-ascent steps.")
+    @click.option("--image-index", type=click.IntRange(min=0), default=0, show_default=True, help="val image whose layer outputs are shown.")
+    @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/figures.")
     @device_option
     @precision_option
     def filters_cmd(run, layer, channels, num, steps, image_index, out, device, precision=None):
@@ -143,12 +143,12 @@ def register(main: click.Group) -> None:
     @main.command("explain-eval")
     @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
-    @click.option("--per-class", type=int, default=4, show_default=True, help="Images per class evaluated.")
+    @click.option("--per-class", type=click.IntRange(min=1), default=4, show_default=True, help="Images per class evaluated.")
     @click.option("--methods", default="saliency,smoothgrad,occlusion,gradcam,lime", show_default=True)
-    @click.option("--lime-samples", type=int, default=300, show_default=True)
+    @click.option("--lime-samples", type=click.IntRange(min=10), default=300, show_default=True)
     @click.option("--no-knn", is_flag=True, help="Skip the black-box kNN scorer of embedding runs.")
-    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: FIRST_RUN/explain_eval.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: FIRST_RUN/explain_eval.")
+    @click.option("--seed", type=SEED, default=0, show_default=True)
     @device_option
     @precision_option
     @click.pass_context

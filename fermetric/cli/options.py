@@ -9,6 +9,27 @@ import click
 from fermetric.config import RunConfig, check_config, load_config
 
 
+# numpy and torch take seeds in [0, 2**32); config key `seed` has the same range
+SEED = click.IntRange(0, 2**32 - 1)
+
+
+class OutPath(click.Path):
+    """A path that fermetric will create (an --out folder or file): refused at parse time when a
+    part of it above is an existing file, which would otherwise fail deep inside a command with
+    NotADirectoryError, after work was done."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        p = Path(value).expanduser().absolute()
+        for parent in p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    self.fail(f"{value}: {parent} is a file, not a folder, so nothing can be created below it; "
+                              "choose another path", param, ctx)
+                break
+        return value
+
+
 def data_option(f: Callable) -> Callable:
     return click.option(
         "--data", "data", default=None, metavar="PATH",
@@ -36,7 +57,7 @@ def config_options(f: Callable) -> Callable:
 
 
 def seed_option(f: Callable) -> Callable:
-    return click.option("--seed", type=int, default=None, help="Random seed (default: the config's, 0).")(f)
+    return click.option("--seed", type=SEED, default=None, help="Random seed (default: the config's, 0).")(f)
 
 
 def device_option(f: Callable) -> Callable:
@@ -70,7 +91,8 @@ def resolve_config(
     base: Optional[dict] = None,
 ) -> RunConfig:
     """defaults <- `base` (a command's own defaults) <- config file <- --set overrides <- explicit
-    flags (flags win: they are the most specific).
+    flags (flags win: they are the most specific); then file paths made absolute and every
+    value checked against its declared range (fermetric.config.check_config).
 
     Flag values are set as given, not parsed as YAML, so any path works.
     """
@@ -83,6 +105,7 @@ def resolve_config(
         cfg.seed = int(seed)
     if device is not None:
         cfg.device = str(device)
+    absolute_paths(cfg)
     return check_config(cfg)
 
 
@@ -92,3 +115,18 @@ def lock_run(run_dir: str | Path) -> None:
     from fermetric.utils.runlock import run_lock
 
     click.get_current_context().with_resource(run_lock(run_dir))
+
+
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Make the config's file paths (data.source, data.ferplus, model.weights) absolute, in place:
+    a run's config.yaml must find its data from any working directory (evaluate, explain,
+    report), not only from the one it was trained in."""
+    from fermetric.data.sources import is_synth
+
+    if not is_synth(cfg.data.source):
+        cfg.data.source = str(Path(cfg.data.source).expanduser().absolute())
+    if cfg.data.ferplus:
+        cfg.data.ferplus = str(Path(cfg.data.ferplus).expanduser().absolute())
+    if cfg.model.weights:
+        cfg.model.weights = str(Path(cfg.model.weights).expanduser().absolute())
+    return cfg

@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import device_option
+from fermetric.cli.options import OutPath, device_option
 
 EXIT_HELP = """Images larger than 64 px on a side are searched for frontal faces (OpenCV Haar cascade);
 each face is cropped to a square (1 + margin) times its box, made grayscale and resized to 48x48.
@@ -26,7 +26,7 @@ def register(main: click.Group) -> None:
     @main.command("predict", help="Predict the expression of every face in photos with a trained run.\n\n" + EXIT_HELP)
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.argument("images", nargs=-1, required=True, type=click.Path())
-    @click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True,
+    @click.option("--out", type=OutPath(file_okay=False), default="predictions", show_default=True,
                   help="Output folder for predictions.json and the annotated images.")
     @click.option("--saliency", is_flag=True, help="Overlay Grad-CAM of the predicted class on each face.")
     @click.option("--min-face", type=click.IntRange(min=8), default=40, show_default=True,

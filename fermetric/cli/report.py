@@ -5,11 +5,13 @@ from typing import Optional
 
 import click
 
+from fermetric.cli.options import OutPath
+
 
 def register(main: click.Group) -> None:
     @main.command("report")
     @click.argument("runs", nargs=-1, type=click.Path(exists=True, file_okay=False))
-    @click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True,
+    @click.option("--out", type=OutPath(dir_okay=False), default="report.html", show_default=True,
                   help="The HTML file to write.")
     @click.option("--title", default=None, help="Page title (default: the run names).")
     @click.option("--extra", "extras", multiple=True, type=click.Path(exists=True),

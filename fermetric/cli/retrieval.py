@@ -12,7 +12,7 @@ from typing import Optional
 import click
 import numpy as np
 
-from fermetric.cli.options import device_option, lock_run
+from fermetric.cli.options import OutPath, device_option, lock_run
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 
@@ -22,7 +22,7 @@ def register(main: click.Group) -> None:
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="flat", show_default=True,
                   help="flat = exact inner product; ivf / hnsw / ivfpq for large galleries.")
-    @click.option("-k", "--k", type=int, default=None, help="Neighbours that vote (default: the run's metric.knn_k).")
+    @click.option("-k", "--k", type=click.IntRange(min=1), default=None, help="Neighbours that vote (default: the run's metric.knn_k).")
     @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None)
     @device_option
     def build_index(run: str, index_type: str, k: Optional[int], weighting: Optional[str], device: Optional[str]) -> None:
@@ -39,10 +39,10 @@ def register(main: click.Group) -> None:
     @main.command("knn-eval")
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
-    @click.option("-k", "--k", type=int, default=None, help="Neighbours for the headline metrics (default: the index's).")
+    @click.option("-k", "--k", type=click.IntRange(min=1), default=None, help="Neighbours for the headline metrics (default: the index's).")
     @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None,
                   help="Default: the index's.")
-    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN/knn_<split>.")
+    @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/knn_<split>.")
     @device_option
     def knn_eval(run: str, split: str, k: Optional[int], weighting: Optional[str], out: Optional[str], device: Optional[str]) -> None:
         """kNN report of a split against the train gallery: accuracy, macro-F1, per-class scores,
@@ -67,7 +67,7 @@ def register(main: click.Group) -> None:
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
     @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
     @click.option("--method", type=click.Choice(["umap", "pca", "tsne"]), default="umap", show_default=True)
-    @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Default: RUN/figures/embed_<method>_<split>.png.")
+    @click.option("--out", type=OutPath(dir_okay=False), default=None, help="Default: RUN/figures/embed_<method>_<split>.png.")
     @device_option
     def embed_plot(run: str, split: str, method: str, out: Optional[str], device: Optional[str]) -> None:
         """2-D UMAP (or PCA / t-SNE) of a split's embeddings, coloured by class, with centroids."""

@@ -11,7 +11,8 @@ from typing import Optional
 import click
 
 from fermetric.cli.options import (
-    compile_option, config_options, data_option, device_option, ferplus_option, precision_option, resolve_config, seed_option,
+    OutPath, compile_option, config_options, data_option, device_option, ferplus_option, precision_option, resolve_config,
+    seed_option,
 )
 from fermetric.config import RunConfig, config_to_dict, load_config
 
@@ -160,9 +161,9 @@ def _train_options(f):
     f = compile_option(f)
     f = precision_option(f)
     f = seed_option(f)
-    f = click.option("--epochs", type=int, default=None, help="Number of epochs (overrides train.epochs).")(f)
+    f = click.option("--epochs", type=click.IntRange(min=1), default=None, help="Number of epochs (overrides train.epochs).")(f)
     f = device_option(f)
-    f = click.option("--out", type=click.Path(file_okay=False), default=None,
+    f = click.option("--out", type=OutPath(file_okay=False), default=None,
                      help="Run directory (default: runs/<family>-<model>-<time>).")(f)
     f = config_options(f)
     f = ferplus_option(f)

@@ -11,14 +11,17 @@ Splits: a `val/` folder is the val split. Without one, test files all named `Pub
 `PrivateTest_*` (Kaggle's FER2013 names) become val and test, as in fer2013.csv; otherwise a
 seeded, stratified `val_fraction` of train becomes val and test stays test.
 
-Classes: folder names that are all FER2013 names (case-insensitive, after `class_map`) take
-FER2013's ids and all seven FER2013_CLASSES; other names are sorted alphabetically.
+Classes: folder names that differ only in case, spaces, '-' or '_' are one class (`class_key`):
+across splits they are merged (with a warning), and two such folders in one split are an error.
+Folder names that are all FER2013 names (case-insensitive, after `class_map`) take FER2013's
+ids and all seven FER2013_CLASSES; other names are sorted alphabetically.
 Every image is read with `read_face_image` (48x48 grayscale, centre crop, antialiased resize).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +55,53 @@ def _subdirs(folder: Path) -> list[Path]:
 
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
+
+
+def _special(path: Path) -> bool:
+    """A FIFO, socket or device (or a dangling link): never opened, only reported."""
+    return not path.is_file()
+
+
+def class_key(folder_name: str) -> str:
+    """What identifies a class folder: its name without case, surrounding spaces, and with runs
+    of spaces, '-' and '_' read as one separator ("Very_Happy", "very happy", "very-happy ")."""
+    return re.sub(r"[\s_\-]+", " ", folder_name.strip().lower()).strip()
+
+
+def _unify_class_folders(found: dict[str, dict[str, list[Path]]], split_dirs: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """Give folders of the same class (see `class_key`) one name in every split, in place.
+
+    Returns:
+        split -> unified name -> the folder's real name (for messages).
+
+    Raises:
+        DataError: two folders of one split name the same class, naming both.
+    """
+    spelling: dict[str, str] = {}  # key -> the name used (train's spelling first, then sorted)
+    for split in found:
+        for cname in sorted(found[split]):
+            spelling.setdefault(class_key(cname), cname)
+    real: dict[str, dict[str, str]] = {}
+    for split, classes in found.items():
+        seen: dict[str, str] = {}
+        unified: dict[str, list[Path]] = {}
+        real[split] = {}
+        for cname in sorted(classes):
+            key = class_key(cname)
+            if key in seen:
+                raise DataError(
+                    f"{split_dirs[split]}: class folders {seen[key]!r} and {cname!r} differ only in case, spaces, "
+                    "'-' or '_', so they would be one class; merge them or rename one"
+                )
+            seen[key] = cname
+            name = spelling[key]
+            if name != cname:
+                logger.warning("%s: class folder %r taken as class %r (same name but for case, spaces, '-' or '_')",
+                               split_dirs[split], cname, name)
+            unified[name] = classes[cname]
+            real[split][name] = cname
+        found[split] = unified
+    return real
 
 
 def _resolve_classes(
@@ -162,11 +212,13 @@ def load_folder(
         found[split] = {}
         for cdir in classes:
             files = _files(cdir)
-            images = [f for f in files if is_image_file(f)]
+            images = [f for f in files if is_image_file(f) and not _special(f)]
             ignored += [str(f.relative_to(root)) for f in files if not is_image_file(f)]
+            ignored += [f"{f.relative_to(root)} (not a regular file)" for f in files if is_image_file(f) and _special(f)]
             ignored += [f"{d.relative_to(root)}/" for d in _subdirs(cdir)]
             found[split][cdir.name] = images
 
+    real_names = _unify_class_folders(found, split_dirs)
     class_names, folder_ids = _resolve_classes((c for s in found.values() for c in s), class_map, root)
     # An empty class folder is an error when the class has no images anywhere (a failed copy, a
     # wrong path); when another split has the class (a small test split), it is only a warning.
@@ -177,10 +229,10 @@ def load_folder(
                 continue
             if folder_ids[cname] not in filled:
                 raise DataError(
-                    f"{split_dirs[split] / cname}: empty class folder; expected images "
+                    f"{split_dirs[split] / real_names[split][cname]}: empty class folder; expected images "
                     f"({' '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))})"
                 )
-            logger.warning("%s: empty class folder (the class has images in other splits)", split_dirs[split] / cname)
+            logger.warning("%s: empty class folder (the class has images in other splits)", split_dirs[split] / real_names[split][cname])
     if ignored:
         logger.warning(
             "%s: ignored %d entries that are not images in class folders: %s%s", root, len(ignored),

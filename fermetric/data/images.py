@@ -6,6 +6,7 @@ training images were.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,43 @@ from fermetric.errors import DataError
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 )
+
+
+# Smaller pictures hold no face: a 1x1 or 4x4 image resized to 48x48 is a flat patch, and a
+# prediction on it would be reported with a confidence it cannot have. 8 px is where a face is
+# still a few pixels per feature (FER2013's are 48).
+MIN_IMAGE_SIDE = 8
+
+
+def check_regular_file(path: str | os.PathLike) -> Path:
+    """Refuse what is not a regular file before anything opens it: reading a FIFO blocks forever,
+    a device may never end.
+
+    Raises:
+        DataError: missing, a folder, or a FIFO, socket or device.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a directory, not an image")
+    if not stat.S_ISREG(mode):
+        kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device or special file"
+        raise DataError(f"{path}: is a {kind}, not a regular file; only regular image files are read")
+    return path
+
+
+def check_image_size(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse images with a side under MIN_IMAGE_SIDE (naming the file and its size)."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise DataError(
+            f"{path}: the image is {width}x{height} pixels; a face image needs at least "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (FER2013's are 48x48)"
+        )
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -74,9 +112,10 @@ def read_face_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarr
         (size, size) uint8.
 
     Raises:
-        DataError: the file is missing, not an image, truncated or corrupt (naming the file).
+        DataError: the file is missing, not a regular file (a FIFO is never opened), not an image,
+            truncated or corrupt, or smaller than MIN_IMAGE_SIDE (naming the file).
     """
-    path = Path(path)
+    path = check_regular_file(path)
     try:
         with warnings.catch_warnings():
             # A decompression-bomb warning is an error here: a face crop is never 90 Mpixel.
@@ -98,6 +137,7 @@ def read_face_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarr
     if gray.ndim != 2 or gray.size == 0:
         raise DataError(f"{path}: image of shape {gray.shape}; expected a 2-D picture")
     h, w = gray.shape
+    check_image_size(path, w, h)
     if (h, w) == (size, size):
         return np.ascontiguousarray(gray, dtype=np.uint8)
     side = min(h, w)

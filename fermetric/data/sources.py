@@ -54,6 +54,9 @@ def load_data(source: Optional[str | Path] = None, cfg: Optional[DataConfig] = N
         raise DataError(
             f"data source {str(source)!r} does not exist; pass a fer2013.csv(.gz), an image folder, or 'synth'"
         )
+    if not path.is_file() and not path.is_dir():
+        raise DataError(f"data source {path} is a FIFO, socket or device, not a regular file or folder; "
+                        "pass a fer2013.csv(.gz), an image folder, or 'synth'")
     if path.is_file():
         name = path.name.lower()
         if not (name.endswith(".csv") or name.endswith(".csv.gz")):

@@ -22,7 +22,7 @@ import numpy as np
 
 from fermetric.data.classes import IMAGE_SIZE
 from fermetric.data.images import IMAGE_EXTENSIONS as _DATA_IMAGE_EXTENSIONS
-from fermetric.data.images import is_image_file, to_gray
+from fermetric.data.images import check_image_size, check_regular_file, is_image_file, to_gray
 from fermetric.errors import DataError, FermetricError
 
 __all__ = [
@@ -73,16 +73,12 @@ def read_photo(path: str | Path) -> Photo:
     """Decode any image PIL reads (JPEG, PNG, BMP, GIF, TIFF, WebP, 8/16-bit, grayscale or colour).
 
     Raises:
-        DataError: the file is missing, a directory, or not a decodable image (the message says
-            which and why).
+        DataError: the file is missing, a directory, FIFO or device, not a decodable image, or
+            smaller than MIN_IMAGE_SIDE (the message says which and why).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not an image")
+    path = check_regular_file(path)  # a FIFO named .jpg would block Image.open forever
     try:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file fails here, not later
@@ -94,8 +90,7 @@ def read_photo(path: str | Path) -> Photo:
         raise DataError(f"{path}: not an image file PIL can read (expected e.g. {', '.join(IMAGE_EXTENSIONS[:5])})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot decode the image ({exc})") from None
-    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise DataError(f"{path}: the image is empty ({rgb.shape[1]}x{rgb.shape[0]})")
+    check_image_size(path, rgb.shape[1], rgb.shape[0])
     return Photo(path=path, rgb=rgb, gray=np.ascontiguousarray(gray, dtype=np.uint8))
 
 

@@ -43,7 +43,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a fermetric checkpoint (no format tag {FORMAT!r}); "
-            "to start from plain weights use --weights / model.weights instead"
+            "a plain state dict is a starting point for training (train-classifier --weights FILE, "
+            "config model.weights), not a run's checkpoint"
         )
     if int(ckpt.get("version", 0)) > VERSION:
         raise CheckpointError(f"{path} was written by a newer fermetric (format version {ckpt['version']} > {VERSION})")
