@@ -242,3 +242,17 @@ def test_cli_predict_no_detect_and_bad_run(classifier_run, photo_dir, tmp_path):
     res = CliRunner().invoke(main, ["predict", str(classifier_run), str(photo_dir), "--no-detect", "--detect-small"])
     assert res.exit_code == 2 and "contradict" in res.stderr
     assert CROP_MAX_SIDE == 64
+
+
+def test_cli_predict_refuses_tiny_images_and_fifos(classifier_run, tmp_path):
+    import os
+
+    Image.fromarray(np.full((1, 1), 128, np.uint8)).save(tmp_path / "dot.png")
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it would hang the command
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["predict", str(classifier_run), str(tmp_path / "dot.png"), str(tmp_path / "pipe.jpg"),
+                                    "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 1, res.output  # nothing predicted is a failure, never a confident answer
+    assert "dot.png" in res.output and "1x1" in res.output
+    assert "pipe.jpg" in res.output and "FIFO" in res.output
+    assert "Traceback" not in res.output
