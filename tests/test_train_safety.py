@@ -212,6 +212,20 @@ def test_redirected_output_gets_one_line_per_epoch_and_no_carriage_returns(tmp_p
     assert [sum(line.startswith(f"epoch {e}/2 ") for line in lines) for e in (1, 2)] == [1, 1], res.output
 
 
+def test_quiet_console_still_writes_the_runs_log(tmp_path):
+    """-q quietens the console, not the run's record: train.log keeps the epoch lines."""
+    from click.testing import CliRunner
+
+    from fermetric.cli import main
+
+    res = CliRunner().invoke(main, ["-q", "train-classifier", "--out", str(tmp_path / "r"), "--epochs", "2", *TINY,
+                                    "--set", "train.max_steps_per_epoch=2"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "epoch 1/2 " not in res.output  # the console stays quiet
+    log_text = (tmp_path / "r" / "train.log").read_text()
+    assert "epoch 1/2 " in log_text and "epoch 2/2 " in log_text, log_text
+
+
 # --- threads -------------------------------------------------------------------------------------------
 
 def test_global_threads_option_is_applied_and_recorded(tmp_path):

@@ -41,6 +41,11 @@ class FermetricGroup(click.Group):
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # -q quietens the console only: fermetric's own records still reach a run's train.log, so the
+    # console handler filters by level and fermetric's logger passes INFO on
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+    logging.getLogger("fermetric").setLevel(logging.DEBUG if verbose > 0 else logging.INFO)
     # faiss and pytorch-metric-learning log routine steps at INFO; keep them for -v
     for name in ("faiss", "faiss.loader", "PML"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose > 0 else logging.WARNING)
