@@ -41,7 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fermetric import __version__
-from fermetric.config import RunConfig, config_to_dict, save_config
+from fermetric.config import RunConfig, check_config, config_to_dict, save_config
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import CheckpointError, ConfigError, FermetricError
 from fermetric.training.distributed import average_buffers, barrier
@@ -232,8 +232,7 @@ class Trainer:
     def _fit(self) -> TrainResult:
         cfg, obj = self.cfg, self.objective
         self._check_run_dir()
-        if cfg.train.threads < 0:
-            raise ConfigError(f"train.threads must be >= 0 (0 = torch's default), got {cfg.train.threads}")
+        check_config(cfg)  # the declared ranges, also for a config built in Python (the CLI checked it already)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
