@@ -6,7 +6,6 @@ training images were.
 from __future__ import annotations
 
 import os
-import stat
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fermetric.data.classes import IMAGE_SIZE
 from fermetric.errors import DataError
+from fermetric.utils.io import file_kind
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
@@ -36,15 +36,14 @@ def check_regular_file(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     try:
-        mode = path.stat().st_mode
+        kind = file_kind(path)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(mode):
+    if kind == "directory":
         raise DataError(f"{path}: is a directory, not an image")
-    if not stat.S_ISREG(mode):
-        kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device or special file"
+    if kind != "regular":
         raise DataError(f"{path}: is a {kind}, not a regular file; only regular image files are read")
     return path
 

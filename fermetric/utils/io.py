@@ -89,6 +89,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(path, lambda fh: torch.save(obj, fh), "wb")
 
 
+def file_kind(path: str | os.PathLike) -> str:
+    """"regular", "directory", "FIFO", "socket" or "device or special file", from a stat that
+    never opens the file (opening a FIFO blocks forever).
+
+    Raises:
+        OSError: from stat (FileNotFoundError when missing).
+    """
+    import stat
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return "regular"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device or special file"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -152,16 +169,14 @@ def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         CheckpointError: missing, not a regular file, empty, not a torch file, damaged, refused
             by weights_only, or saved on a device this machine lacks.
     """
-    import stat
-
     from fermetric.errors import CheckpointError
 
     path = Path(path)
     try:
-        mode = path.stat().st_mode
+        kind = file_kind(path)
     except OSError:
         raise CheckpointError(f"{path} does not exist") from None
-    if not stat.S_ISREG(mode):
+    if kind != "regular":
         raise CheckpointError(f"{path} is not a regular file (a folder, FIFO or device); expected a torch .pt file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
