@@ -94,7 +94,7 @@ def _malicious_run(tmp: Path, classifier_run: Path) -> Callable[[], object]:
             return (open, (str(tmp / "pwned.txt"), "w"))
 
     torch.save({"format": "fermetric-checkpoint", "kind": "classifier", "x": Evil()}, run / "checkpoints" / "best.pt")
-    return lambda: __import__("fermetric.training.runs", fromlist=["load_run"]).load_run(run)
+    return lambda: __import__("fermetric.runs", fromlist=["load_run"]).load_run(run)
 
 
 def _truncated_run(tmp: Path, classifier_run: Path) -> Callable[[], object]:
@@ -150,7 +150,7 @@ def _run_cli_intact(run: Path, args: list[str]) -> Callable[[], object]:
 
 
 def _damaged_run(tmp: Path, src: Path, damage: str, command: str = "evaluate", other: Path | None = None) -> Callable[[], object]:
-    from fermetric.training.runs import load_run
+    from fermetric.runs import load_run
 
     run = tmp / "run"
     shutil.copytree(src, run)
@@ -390,7 +390,7 @@ def _torch_file(tmp: Path, kind: str) -> Path:
 
 
 def _checkpoint(path: Path, map_location: str = "cpu") -> Callable[[], object]:
-    from fermetric.training.checkpoint import load_checkpoint
+    from fermetric.runs.checkpoint import load_checkpoint
 
     return lambda: load_checkpoint(path, map_location=map_location)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fermetric.errors import CheckpointError
-from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, save_checkpoint
+from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, save_checkpoint
 
 
 def test_round_trip(tmp_path):

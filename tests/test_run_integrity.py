@@ -15,7 +15,7 @@ import torch
 from conftest import run_cli
 from fermetric.errors import CheckpointError
 from fermetric.retrieval import KNNClassifier
-from fermetric.training.runs import load_run
+from fermetric.runs import load_run
 
 
 def copy_run(src: Path, dst: Path, keep_index: bool = False) -> Path:

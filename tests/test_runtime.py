@@ -155,7 +155,7 @@ def test_losses_are_fp32_under_bf16_autocast():
 
 
 def test_bf16_run_loads_in_fp32_and_resumes_in_fp32(tmp_path):
-    from fermetric.training.runs import load_run
+    from fermetric.runs import load_run
 
     out = tmp_path / "run"
     run_cli(["train-classifier", "--model", "baseline", "--epochs", "1", "--out", str(out), *TINY_TRAIN_ARGS,

@@ -13,7 +13,7 @@ import torchvision
 
 from fermetric.errors import CheckpointError, ModelError
 from fermetric.models import create_model
-from fermetric.training.checkpoint import load_checkpoint
+from fermetric.runs.checkpoint import load_checkpoint
 from fermetric.utils.io import read_torch_file
 
 

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from conftest import REPO, TINY_TRAIN_ARGS as TINY, hold_run_lock, run_cli, snapshot
-from fermetric.training.checkpoint import non_finite_tensors
+from fermetric.runs.checkpoint import non_finite_tensors
 from fermetric.utils.runlock import LOCK_NAME
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}

@@ -33,7 +33,7 @@ def register(main: click.Group) -> None:
 
         PATH is a fer2013.csv(.gz), an image folder, or 'synth' (the default: SynthFER).
         """
-        import matplotlib.pyplot as plt
+        from fermetric.plotting import save_figure
 
         from fermetric.cli.options import resolve_config
         from fermetric.data import load_data
@@ -62,9 +62,7 @@ def register(main: click.Group) -> None:
         for fname, masks in variants:
             fig = sample_grid(ds, per_class=per_class, seed=cfg.seed, masks=masks,
                               title=f"{splits.name} [{name}]" + (" + evidence masks" if masks else ""))
-            fig.savefig(out_dir / fname, dpi=100)
-            plt.close(fig)
-            written.append(out_dir / fname)
+            written.append(save_figure(fig, out_dir / fname))
         for p in written:
             click.echo(f"wrote {p}")
 

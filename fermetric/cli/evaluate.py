@@ -10,7 +10,7 @@ from fermetric.cli.options import OutPath, device_option, lock_run, precision_op
 
 
 def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
-    import matplotlib.pyplot as plt
+    from fermetric.plotting import save_figure
 
     from fermetric.evaluation.metrics import metrics_to_markdown
     from fermetric.plotting.confusion import plot_confusion
@@ -20,9 +20,7 @@ def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
     paths = [write_json(out / f"{name}.json", metrics)]
     paths.append(atomic_write_text(out / f"{name}.md", metrics_to_markdown(metrics, title)))
     fig = plot_confusion(metrics["confusion"], metrics["class_names"], normalize=True, title=title)
-    fig.savefig(out / f"{name}_confusion.png", dpi=120)
-    plt.close(fig)
-    paths.append(out / f"{name}_confusion.png")
+    paths.append(save_figure(fig, out / f"{name}_confusion.png"))
     return paths
 
 
@@ -37,7 +35,7 @@ def register(main: click.Group) -> None:
     def evaluate(run: str, split: str, tta: bool, out: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
         """Evaluate a trained run on a split: accuracy, macro-F1, per-class scores, confusion matrix."""
         from fermetric.evaluation.metrics import classification_metrics
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
 
         if out is None:
             lock_run(run)
@@ -72,7 +70,7 @@ def register(main: click.Group) -> None:
         cross-fitted (each half of val voted with accuracies on the other half), never fitted on
         the images they score. The output says which."""
         from fermetric.evaluation.ensemble import ensemble_report
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
         from fermetric.utils.io import atomic_write_text, write_json
 
         members = [load_run(r, device=device or "auto", precision=precision or "auto") for r in runs]

@@ -27,15 +27,6 @@ def pick_per_class(labels: np.ndarray, per_class: int, num_classes: int, seed: i
     return np.asarray(out, dtype=np.int64)
 
 
-def _save_png(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def register(main: click.Group) -> None:
     @main.command("explain")
     @click.argument("run", type=click.Path(exists=True, file_okay=False))
@@ -55,8 +46,9 @@ def register(main: click.Group) -> None:
         from tqdm.auto import tqdm
 
         from fermetric.analysis import METHODS, explain
+        from fermetric.plotting import save_figure
         from fermetric.plotting.explanations import plot_explanations
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
         from fermetric.utils.io import write_json
 
         if out is None:
@@ -92,7 +84,7 @@ def register(main: click.Group) -> None:
             done.append(m)
             fig = plot_explanations(images, maps, labels=labels[idx], predictions=preds, class_names=r.class_names,
                                     method=m, title=f"{m} · {r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
-            written.append(_save_png(fig, out_dir / f"{m}_{split}.png"))
+            written.append(save_figure(fig, out_dir / f"{m}_{split}.png"))
         write_json(out_dir / f"explain_{split}.json", {
             "run": str(r.path), "split": split, "scorer": type(sc).__name__, "target": target,
             "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped,
@@ -116,8 +108,9 @@ def register(main: click.Group) -> None:
     def filters_cmd(run, layer, channels, num, steps, image_index, out, device, precision=None):
         """Filter visualisation by regularised gradient ascent, and the layer's outputs for one image."""
         from fermetric.analysis import layer_activations, visualize_filters
+        from fermetric.plotting import save_figure
         from fermetric.plotting.filters import plot_activation_grid, plot_filter_grid
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
 
         if out is None:
             lock_run(run)
@@ -127,14 +120,14 @@ def register(main: click.Group) -> None:
         fi = visualize_filters(r.model, layer, chans, num_channels=num, steps=steps, seed=r.cfg.seed, precision=r.precision)
         safe = str(layer).replace(".", "_")
         out_dir = Path(out) if out else r.path / "figures"
-        p1 = _save_png(plot_filter_grid(fi, layer=layer, title=f"{r.cfg.model.name}: images that excite {layer}"),
+        p1 = save_figure(plot_filter_grid(fi, layer=layer, title=f"{r.cfg.model.name}: images that excite {layer}"),
                        out_dir / f"filters_{safe}.png")
         ds = r.load_data()["val"]
         if not 0 <= image_index < len(ds):
             raise click.BadParameter(f"--image-index must lie in 0..{len(ds) - 1}")
         img = ds.float_images(torch.tensor([image_index]))
         acts = layer_activations(r.model, img, layer, channels=chans, k=num)
-        p2 = _save_png(plot_activation_grid(acts, image=img[0, 0].numpy(), layer=layer,
+        p2 = save_figure(plot_activation_grid(acts, image=img[0, 0].numpy(), layer=layer,
                                             title=f"{layer} outputs for val image {image_index}"),
                        out_dir / f"activations_{safe}.png")
         click.echo(f"{layer}: {len(fi.channels) if hasattr(fi, 'channels') else num} filters")
@@ -156,7 +149,7 @@ def register(main: click.Group) -> None:
         """How faithful is each explanation? One table of methods x models: deletion / insertion AUC,
         evidence-mask mass and pointing game (SynthFER), model-randomisation rank correlation."""
         from fermetric.analysis import METHODS, evaluate_explanations, table_to_markdown
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
         from fermetric.utils.io import atomic_write_text, write_json
 
         chosen = [m.strip() for m in methods.split(",") if m.strip()]

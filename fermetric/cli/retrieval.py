@@ -27,7 +27,7 @@ def register(main: click.Group) -> None:
     @device_option
     def build_index(run: str, index_type: str, k: Optional[int], weighting: Optional[str], device: Optional[str]) -> None:
         """Build the run's FAISS kNN index over its train split (the gallery): RUN/index/."""
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
 
         lock_run(run)
         r = load_run(run, device=device or "auto")
@@ -51,7 +51,7 @@ def register(main: click.Group) -> None:
         Searches through RUN/index when build-index built one (refused when stale), else an
         exact index over the train embeddings: the index predict, evaluate and ensemble use."""
         from fermetric.retrieval import write_knn_report
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
 
         lock_run(run)  # the embedding cache is written into RUN
         r = load_run(run, device=device or "auto")
@@ -71,11 +71,11 @@ def register(main: click.Group) -> None:
     @device_option
     def embed_plot(run: str, split: str, method: str, out: Optional[str], device: Optional[str]) -> None:
         """2-D UMAP (or PCA / t-SNE) of a split's embeddings, coloured by class, with centroids."""
-        import matplotlib.pyplot as plt
+        from fermetric.plotting import save_figure
 
         from fermetric.analysis.projection import project_2d
         from fermetric.plotting.embeddings import plot_embedding_2d
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
 
         lock_run(run)
         r = load_run(run, device=device or "auto")
@@ -85,8 +85,6 @@ def register(main: click.Group) -> None:
         fig = plot_embedding_2d(coords, labels, r.class_names,
                                 title=f"{r.cfg.model.name} ({r.kind}) {split} embeddings, {method.upper()}")
         path = Path(out) if out else r.path / "figures" / f"embed_{method}_{split}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path)
         click.echo(f"{len(labels)} {split} embeddings projected with {method}")
         click.echo(f"  {path}\n  {r.path / 'embeddings' / f'{split}.npy'}")

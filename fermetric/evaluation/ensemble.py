@@ -66,7 +66,7 @@ def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = C
 
 
 def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool = False) -> dict[str, Any]:
-    """Soft vote and val-accuracy-weighted vote of runs (fermetric.training.runs.Run) on a split.
+    """Soft vote and val-accuracy-weighted vote of runs (fermetric.runs.Run) on a split.
 
     Returns:
         {"members": [{member, kind, model, val_acc, <split>_acc}], "split", "tta",

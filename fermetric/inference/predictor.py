@@ -121,7 +121,7 @@ class FacePredictor:
     """Class probabilities of 48x48 face crops from a trained run.
 
     Args:
-        run: a fermetric.training.runs.Run (classifier or embedding).
+        run: a fermetric.runs.Run (classifier or embedding).
         batch_size: crops per forward pass.
     """
 
@@ -137,7 +137,7 @@ class FacePredictor:
 
     @classmethod
     def from_run_dir(cls, path: str | Path, device: Optional[str] = "auto", **kw) -> "FacePredictor":
-        from fermetric.training.runs import load_run
+        from fermetric.runs import load_run
 
         return cls(load_run(path, device=device or "auto"), **kw)
 

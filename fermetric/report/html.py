@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import math
 import struct
 from pathlib import Path
@@ -290,8 +289,7 @@ def _curves_figures(run: RunSummary, notes: list[str]) -> list[Figure]:
         return figs
     # No curves.png (an interrupted or hand-made run): draw them from history.csv in memory;
     # the report never writes into the run directory.
-    import matplotlib.pyplot as plt
-
+    from fermetric.plotting import figure_png
     from fermetric.plotting.curves import plot_history
 
     try:
@@ -299,10 +297,7 @@ def _curves_figures(run: RunSummary, notes: list[str]) -> list[Figure]:
     except (KeyError, TypeError, ValueError) as exc:
         notes.append(f"{run.path / 'history.csv'}: cannot plot the curves ({exc})")
         return []
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return [Figure(title="training curves (from history.csv)", section="curves", data=buf.getvalue())]
+    return [Figure(title="training curves (from history.csv)", section="curves", data=figure_png(fig))]
 
 
 def _history_table(rows: list[dict[str, Any]]) -> str:

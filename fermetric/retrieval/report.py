@@ -8,11 +8,10 @@ inner-product search on L2-normalised vectors.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import faiss
 import numpy as np
@@ -28,10 +27,7 @@ from fermetric.retrieval.knn import (
     _l2_normalize,
     vote,
 )
-from fermetric.utils.io import atomic_write_bytes, atomic_write_text, write_json
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from fermetric.utils.io import atomic_write_text, write_json
 
 __all__ = ["knn_report", "retrieval_metrics", "write_knn_report", "knn_report_markdown"]
 
@@ -266,21 +262,13 @@ def knn_report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save_figure(fig: "Figure", path: Path) -> Path:
-    import matplotlib.pyplot as plt  # after fermetric.plotting has chosen the Agg backend
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def write_knn_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     """Write knn_report.json, knn_report.md, knn_accuracy_vs_k.png and knn_confusion.png.
 
     Returns:
         The paths written, in that order.
     """
+    from fermetric.plotting import save_figure
     from fermetric.plotting.confusion import plot_confusion
     from fermetric.plotting.knn import plot_accuracy_vs_k
 
@@ -295,10 +283,10 @@ def write_knn_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list
     ]
     curve = report["accuracy_vs_k"]
     fig = plot_accuracy_vs_k(curve["k"], curve["accuracy"], curve["macro_f1"], chosen_k=report["k"])
-    paths.append(_save_figure(fig, out_dir / "knn_accuracy_vs_k.png"))
+    paths.append(save_figure(fig, out_dir / "knn_accuracy_vs_k.png"))
     fig = plot_confusion(
         np.asarray(report["confusion"]), report["class_names"], normalize=True,
         title=f"kNN confusion (k = {report['k']}, row-normalised)",
     )
-    paths.append(_save_figure(fig, out_dir / "knn_confusion.png"))
+    paths.append(save_figure(fig, out_dir / "knn_confusion.png"))
     return paths

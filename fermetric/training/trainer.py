@@ -45,7 +45,7 @@ from fermetric.config import RunConfig, check_config, config_to_dict, save_confi
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import CheckpointError, ConfigError, FermetricError
 from fermetric.training.distributed import average_buffers, barrier
-from fermetric.training.checkpoint import (
+from fermetric.runs.checkpoint import (
     check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors, save_checkpoint,
 )
 from fermetric.training.objective import Objective
@@ -467,9 +467,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def finalize(self, model, history, best, notes, seconds, stopped_early) -> dict[str, Any]:
         """Reload the best checkpoint, evaluate it on val (and test), write metrics and figures."""
+        from fermetric.plotting import save_figure
         from fermetric.plotting.confusion import plot_confusion
         from fermetric.plotting.curves import plot_history
-        import matplotlib.pyplot as plt
 
         raw = model.module if hasattr(model, "module") else model
         best_path = self.ckpt_dir / "best.pt"
@@ -496,10 +496,8 @@ class Trainer:
                 metrics[split] = m
                 fig = plot_confusion(m["confusion"], m["class_names"], normalize=True,
                                      title=f"{self.cfg.model.name} on {split} (acc {m['accuracy'] * 100:.1f} %)")
-                fig.savefig(self.run_dir / "figures" / f"confusion_{split}.png", dpi=120)
-                plt.close(fig)
+                save_figure(fig, self.run_dir / "figures" / f"confusion_{split}.png")
         write_json(self.run_dir / "metrics.json", metrics)
         fig = plot_history(history, title=f"{self.cfg.model.name} on {self.data.name}")
-        fig.savefig(self.run_dir / "figures" / "curves.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, self.run_dir / "figures" / "curves.png")
         return metrics

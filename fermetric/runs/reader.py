@@ -22,7 +22,7 @@ from fermetric.config import RunConfig, load_config
 from fermetric.data.dataset import DataSplits
 from fermetric.data.sources import load_data
 from fermetric.errors import CheckpointError, FermetricError
-from fermetric.training.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
+from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
 from fermetric.utils.io import read_json, save_npy, sha256_file, write_json
