@@ -197,9 +197,9 @@ class Run:
             return ClassifierScorer(self.model, output=output, class_names=self.class_names, batch_size=batch_size,
                                     precision=self.precision)
         embed_model = self.model if self.kind == "embedding" else _PreLogits(self.model)
-        labels = self.load_data()["train"].labels.numpy()
         if kind == "prototype":
-            return PrototypeScorer(embed_model, self.embed("train"), labels, num_classes=len(self.class_names),
+            gallery, labels = self.embeddings("train")
+            return PrototypeScorer(embed_model, gallery, labels, num_classes=len(self.class_names),
                                    class_names=self.class_names, batch_size=batch_size, precision=self.precision)
         return KNNScorer(embed_model, self.knn(), num_classes=len(self.class_names),
                          class_names=self.class_names, batch_size=batch_size, precision=self.precision)
@@ -242,10 +242,9 @@ class Run:
                 raise CheckpointError(f"the kNN index {self.index_dir} has classes {knn.class_names}, the run "
                                       f"{list(self.class_names)}. Rebuild it: {rebuild}")
         else:
-            data = self.load_data()
             knn = KNNClassifier(k=self.cfg.metric.knn_k, weighting=self.cfg.metric.knn_weighting,
-                                num_classes=data.num_classes, class_names=list(data.class_names))
-            knn.fit(self.embed("train"), data["train"].labels.numpy())
+                                num_classes=len(self.class_names), class_names=list(self.class_names))
+            knn.fit(*self.embeddings("train"))
         self._cache["knn"] = knn
         return knn
 
@@ -311,7 +310,12 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     """
     path = Path(path)
     if not path.is_dir():
-        raise FermetricError(f"run directory {path} does not exist")
+        from fermetric.zoo import is_pretrained_name, load_pretrained
+
+        if checkpoint == "best" and is_pretrained_name(str(path)):
+            return load_pretrained(str(path), device=device, precision=precision)
+        raise FermetricError(f"run directory {path} does not exist (nor is {str(path)!r} a pretrained model: "
+                             "fermetric models --pretrained lists them)")
     cfg_path = path / "config.yaml"
     if not cfg_path.is_file():
         raise FermetricError(f"{path} is not a fermetric run directory (no config.yaml)")

@@ -1,0 +1,17 @@
+"""The model zoo: pretrained FER models stored inside the package, each with a model card and a
+SHA-256 checked at load (registry), opened as a Run by name (load), made from a finished run
+(export)."""
+from fermetric.zoo.export import export_run
+from fermetric.zoo.load import cache_dir, load_pretrained
+from fermetric.zoo.registry import (
+    DEFAULT_CLASSIFIER,
+    ZooEntry,
+    ZooError,
+    card_markdown,
+    get_entry,
+    is_pretrained_name,
+    list_pretrained,
+)
+
+__all__ = ["DEFAULT_CLASSIFIER", "ZooEntry", "ZooError", "cache_dir", "card_markdown", "export_run", "get_entry",
+           "is_pretrained_name", "list_pretrained", "load_pretrained"]

@@ -1,0 +1,79 @@
+"""Opening a zoo entry as a Run, so every command and the Python API that take a run directory
+take a pretrained model's name too (`load_run("fer2013-baseline")`)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fermetric.config import load_config
+from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked
+from fermetric.utils import runtime
+from fermetric.utils.device import resolve_device
+from fermetric.zoo.registry import ZooEntry, ZooError, check_card, get_entry
+
+
+def cache_dir() -> Path:
+    """Where a zoo model's derived files and default outputs go: $FERMETRIC_CACHE, else
+    $XDG_CACHE_HOME/fermetric, else ~/.cache/fermetric (the package folder is never written)."""
+    env = os.environ.get("FERMETRIC_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fermetric"
+
+
+def as_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp16-stored floating tensors back to fp32 (integer buffers such as num_batches_tracked kept)."""
+    return {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in state_dict.items()}
+
+
+def read_gallery(entry: ZooEntry) -> tuple[np.ndarray, np.ndarray]:
+    """The entry's training embeddings (float32, unit length) and labels."""
+    try:
+        with np.load(entry.gallery, allow_pickle=False) as z:
+            emb, labels = z["embeddings"].astype(np.float32), z["labels"].astype(np.int64)
+    except (OSError, ValueError, KeyError) as e:
+        raise ZooError(f"pretrained model {entry.name!r}: cannot read {entry.gallery} ({e})") from e
+    if emb.ndim != 2 or labels.shape != (len(emb),):
+        raise ZooError(f"pretrained model {entry.name!r}: {entry.gallery} holds embeddings {emb.shape} "
+                       f"and labels {labels.shape}; expected (N, D) and (N,)")
+    return emb, labels
+
+
+def load_pretrained(name: str, device: str | None = "auto", precision: str = "auto", root=None):
+    """The zoo entry `name` as a Run (fermetric.runs.Run), its weights checked against the card.
+
+    The Run's folder (for caches and default outputs) is cache_dir()/zoo/<name>; its data is the
+    data set named in the card, which commands that need data take with --data.
+
+    Raises:
+        ZooError: unknown name, missing file, or weights that do not match the card's SHA-256.
+    """
+    from fermetric.runs.reader import Run, build_model_for, check_finite
+
+    entry = get_entry(name, root)
+    check_card(entry)
+    sha = entry.verify()
+    cfg = load_config(entry.config)
+    dev = resolve_device(device)
+    prec = runtime.resolve_precision(precision, dev)
+    ckpt = load_checkpoint(entry.weights, map_location=dev)
+    check_finite(ckpt.get("state_dict", {}), entry.weights, cfg)
+    kind = ckpt.get("kind", "")
+    if kind != entry.kind:
+        raise ZooError(f"pretrained model {name!r}: {entry.weights} holds a {kind} model but card.json says {entry.kind}")
+    class_names = tuple(ckpt.get("class_names", ()))
+    cfg.model.weights, cfg.model.pretrained = None, False
+    model = build_model_for(kind, cfg, len(class_names))
+    check_compatible(ckpt, entry.weights, name=cfg.model.name, num_classes=len(class_names))
+    load_state_dict_checked(model, as_fp32(ckpt["state_dict"]), entry.weights)
+    model.to(dev).eval()
+    runtime.prepare_for_inference(model, dev, prec)
+    run = Run(path=cache_dir() / "zoo" / entry.name, cfg=cfg, kind=kind, class_names=class_names, model=model,
+              checkpoint=ckpt, device=dev, checkpoint_path=entry.weights, checkpoint_sha256=sha, precision=precision)
+    if entry.gallery is not None:
+        # the shipped gallery stands in for the train split: kNN and prototypes need no data
+        run._cache["embed:train"] = read_gallery(entry)
+    return run

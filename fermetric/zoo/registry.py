@@ -1,0 +1,166 @@
+"""The entries of the model zoo: pretrained runs stored inside the package.
+
+An entry is a folder fermetric/zoo/models/<name>/ holding
+
+    weights.pt   a fermetric checkpoint without optimizer state (read with weights_only=True);
+                 floating tensors stored as fp16 to keep the wheel small, loaded back as fp32
+    config.yaml  the run's config (data.source reduced to the file name it was trained on)
+    card.json    the model card: data, recipe, seed, PublicTest numbers, training time and
+                 machine, the retrain command, and the SHA-256 of weights.pt
+    card.md      the same card for people (rendered from card.json at export)
+    gallery.npz  (embedding models) the training embeddings (fp16) and labels: the kNN gallery and
+                 the class prototypes, so an embedding entry classifies without the training data
+
+The SHA-256 in the card is checked every time an entry is opened, so a truncated download or an
+edited file is refused with the entry's name instead of giving silently wrong predictions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from fermetric.errors import FermetricError
+from fermetric.utils.io import read_json, sha256_file
+
+ZOO_ROOT = Path(__file__).resolve().parent / "models"
+# what `fermetric predict IMAGE...` uses when no RUN or --model is given
+DEFAULT_CLASSIFIER = "fer2013-baseline"
+CARD_FILES = ("weights.pt", "config.yaml", "card.json")
+
+
+class ZooError(FermetricError):
+    """A pretrained model that is unknown, missing or damaged."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    path: Path
+    card: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.card.get("kind", ""))
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "weights.pt"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def gallery(self) -> Optional[Path]:
+        p = self.path / "gallery.npz"
+        return p if p.is_file() else None
+
+    def verify(self) -> str:
+        """Check weights.pt against the card's SHA-256; returns the digest.
+
+        Raises:
+            ZooError naming the entry, the file, both digests and how to repair it.
+        """
+        want = str(self.card.get("sha256", ""))
+        fix = f"reinstall fermetric (pip install --force-reinstall fermetric) or retrain it: {self.card.get('retrain', '(see card.md)')}"
+        if not self.weights.is_file():
+            raise ZooError(f"pretrained model {self.name!r}: {self.weights} is missing; {fix}")
+        got = sha256_file(self.weights)
+        if got != want:
+            size = self.weights.stat().st_size
+            expected = self.card.get("size_bytes")
+            raise ZooError(
+                f"pretrained model {self.name!r}: {self.weights} is damaged or modified (SHA-256 {got[:16]}..., "
+                f"{size} bytes; the card expects {want[:16]}...{f', {expected} bytes' if expected else ''}); {fix}"
+            )
+        return got
+
+
+def zoo_root(root: str | os.PathLike | None = None) -> Path:
+    """Where the entries live: `root`, else $FERMETRIC_ZOO (for tests and private zoos), else the package's."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("FERMETRIC_ZOO")
+    return Path(env) if env else ZOO_ROOT
+
+
+def list_pretrained(root: str | os.PathLike | None = None) -> list[ZooEntry]:
+    """Every entry of the zoo, sorted by name (entries with an unreadable card are reported, not skipped)."""
+    base = zoo_root(root)
+    if not base.is_dir():
+        return []
+    return [get_entry(p.name, base) for p in sorted(base.iterdir()) if (p / "card.json").is_file()]
+
+
+def is_pretrained_name(name: str, root: str | os.PathLike | None = None) -> bool:
+    """True when `name` (not a path) names a zoo entry."""
+    s = str(name)
+    if not s or os.sep in s or "/" in s or s.startswith("."):
+        return False
+    return (zoo_root(root) / s / "card.json").is_file()
+
+
+def get_entry(name: str, root: str | os.PathLike | None = None) -> ZooEntry:
+    """The zoo entry `name`.
+
+    Raises:
+        ZooError for an unknown name (listing the known ones) or an unreadable card.
+    """
+    base = zoo_root(root)
+    path = base / str(name)
+    if not (path / "card.json").is_file() or os.sep in str(name) or "/" in str(name):
+        known = [p.name for p in sorted(base.iterdir()) if (p / "card.json").is_file()] if base.is_dir() else []
+        raise ZooError(f"no pretrained model named {name!r}; known: {', '.join(known) or '(none installed)'} "
+                       "(fermetric models --pretrained lists them)")
+    try:
+        card = read_json(path / "card.json")
+    except (OSError, ValueError) as e:
+        raise ZooError(f"pretrained model {name!r}: cannot read {path / 'card.json'} ({e})") from e
+    if not isinstance(card, dict) or card.get("kind") not in ("classifier", "embedding"):
+        raise ZooError(f"pretrained model {name!r}: {path / 'card.json'} is not a model card "
+                       "(expected a JSON object with kind classifier or embedding)")
+    return ZooEntry(name=str(name), path=path, card=card)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The model card for people: what it is, how good, how it was made, how to remake it."""
+    t = card.get("test", {})
+    lines = [
+        f"# {card['name']}", "",
+        card.get("description", ""), "",
+        "| | |", "|---|---|",
+        f"| kind | {card['kind']} ({card.get('model', '')}, {card.get('parameters', 0):,} parameters) |",
+        f"| data | {card.get('data', '')} |",
+        f"| selected and reported on | {card.get('split', '')} |",
+        f"| accuracy | {t.get('accuracy', float('nan')) * 100:.2f} % |",
+    ]
+    if t.get("accuracy_tta") is not None:
+        lines.append(f"| accuracy, flip TTA | {t['accuracy_tta'] * 100:.2f} % |")
+    if t.get("knn_accuracy") is not None:
+        lines.append(f"| kNN accuracy (train gallery) | {t['knn_accuracy'] * 100:.2f} % |")
+    lines += [
+        f"| macro-F1 | {t.get('macro_f1', float('nan')) * 100:.2f} % |",
+        f"| recipe | `{card.get('recipe', '')}`, seed {card.get('seed', '')} |",
+        f"| training | {card.get('train_minutes', 0):.0f} min, {card.get('epochs', '')} epochs on {card.get('machine', '')} |",
+        f"| weights | weights.pt, {card.get('size_bytes', 0) / 1e6:.1f} MB, SHA-256 `{card.get('sha256', '')}` |",
+        "", "Per-class F1:", "",
+        "| " + " | ".join(t.get("per_class_f1", {})) + " |",
+        "|" + "---|" * len(t.get("per_class_f1", {})),
+        "| " + " | ".join(f"{v * 100:.1f}" for v in t.get("per_class_f1", {}).values()) + " |",
+        "", "Retrain:", "", "```bash", card.get("retrain", ""), "```", "",
+    ]
+    for note in card.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def check_card(entry: ZooEntry) -> None:
+    """Every file an entry needs is there (a partial copy is refused before anything loads)."""
+    missing = [f for f in CARD_FILES if not (entry.path / f).is_file()]
+    if entry.kind == "embedding" and entry.gallery is None:
+        missing.append("gallery.npz")
+    if missing:
+        raise ZooError(f"pretrained model {entry.name!r} in {entry.path} lacks {', '.join(missing)}; "
+                              f"reinstall fermetric or retrain it: {entry.card.get('retrain', '(see card.md)')}")

@@ -1,0 +1,95 @@
+"""The model zoo: entries made from tiny SynthFER runs in a temporary zoo (the shipped entries
+are tested on FER2013 faces in test_zoo_shipped)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fermetric.runs import load_run
+from fermetric.zoo import ZooError, export_run, get_entry, is_pretrained_name, list_pretrained, load_pretrained
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, classifier_run, triplet_run):
+    root = tmp_path_factory.mktemp("zoo")
+    common = dict(description="tiny test model", retrain="fermetric train-classifier ...", recipe="configs/test.yaml",
+                  split="val", split_name="SynthFER val", data_name="SynthFER", root=root)
+    export_run(classifier_run, "tiny-clf", **common)
+    export_run(triplet_run, "tiny-tri", **common)
+    return root
+
+
+def test_entries_are_listed_with_their_cards(zoo):
+    names = [e.name for e in list_pretrained(zoo)]
+    assert names == ["tiny-clf", "tiny-tri"]
+    card = get_entry("tiny-clf", zoo).card
+    assert card["kind"] == "classifier" and 0.0 <= card["test"]["accuracy"] <= 1.0
+    assert set(card["test"]["per_class_f1"]) == set(card["class_names"])
+    assert (zoo / "tiny-clf" / "card.md").read_text().startswith("# tiny-clf")
+    assert is_pretrained_name("tiny-tri", zoo) and not is_pretrained_name("nope", zoo)
+    assert not is_pretrained_name("../tiny-clf", zoo)
+
+
+def test_stored_fp16_weights_predict_like_the_run(zoo, classifier_run):
+    """The card's accuracy is measured on the stored fp16 weights and matches the fp32 run closely."""
+    run = load_run(classifier_run, device="cpu", precision="fp32")
+    entry = load_pretrained("tiny-clf", device="cpu", precision="fp32", root=zoo)
+    entry._data = run.load_data()
+    p_run, p_zoo = run.predict_proba("val"), entry.predict_proba("val")
+    assert np.abs(p_run - p_zoo).max() < 0.02
+    assert (p_run.argmax(1) == p_zoo.argmax(1)).mean() > 0.98
+    card = get_entry("tiny-clf", zoo).card
+    assert card["test"]["accuracy"] == pytest.approx(float((p_zoo.argmax(1) == entry._data["val"].labels.numpy()).mean()))
+
+
+def test_embedding_entry_classifies_without_the_training_data(zoo, triplet_run):
+    """The shipped gallery stands in for the train split: kNN and prototype scores need no data."""
+    entry = load_pretrained("tiny-tri", device="cpu", root=zoo)
+    run = load_run(triplet_run, device="cpu")
+    val = run.load_data()["val"]
+    x = val.images[:16].float() / 255.0
+    scores = entry.scorer("prototype").scores(x)
+    assert scores.shape == (16, len(entry.class_names))
+    knn_scores = entry.scorer("knn").scores(x).numpy()
+    assert np.allclose(knn_scores.sum(1), 1.0, atol=1e-5)
+    assert entry._data is None  # nothing loaded the training data
+
+
+def test_modified_or_truncated_weights_are_refused(zoo, tmp_path):
+    import shutil
+
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo, copy)
+    w = copy / "tiny-clf" / "weights.pt"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ZooError, match=r"'tiny-clf'.*damaged or modified"):
+        load_pretrained("tiny-clf", device="cpu", root=copy)
+    w.write_bytes(bytes(data[:100]))
+    with pytest.raises(ZooError, match="damaged or modified"):
+        load_pretrained("tiny-clf", device="cpu", root=copy)
+    (copy / "tiny-tri" / "gallery.npz").unlink()
+    with pytest.raises(ZooError, match="lacks gallery.npz"):
+        load_pretrained("tiny-tri", device="cpu", root=copy)
+
+
+def test_unknown_name_lists_the_known_ones(zoo):
+    with pytest.raises(ZooError, match="known: tiny-clf, tiny-tri"):
+        get_entry("fer2013-nothing", zoo)
+
+
+def test_load_run_takes_a_zoo_name(zoo, monkeypatch, tmp_path):
+    monkeypatch.setenv("FERMETRIC_ZOO", str(zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    run = load_run("tiny-clf", device="cpu")
+    assert run.kind == "classifier" and run.path == tmp_path / "cache" / "zoo" / "tiny-clf"
+    with pytest.raises(Exception, match="nor is 'not-a-model' a pretrained model"):
+        load_run("not-a-model")
+
+
+def test_card_json_is_plain_json(zoo):
+    card = json.loads((zoo / "tiny-tri" / "card.json").read_text())
+    assert card["kind"] == "embedding" and card["sha256"] and card["test"]["knn_accuracy"] >= 0
