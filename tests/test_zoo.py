@@ -93,3 +93,34 @@ def test_load_run_takes_a_zoo_name(zoo, monkeypatch, tmp_path):
 def test_card_json_is_plain_json(zoo):
     card = json.loads((zoo / "tiny-tri" / "card.json").read_text())
     assert card["kind"] == "embedding" and card["sha256"] and card["test"]["knn_accuracy"] >= 0
+
+
+def test_cli_uses_a_zoo_model_by_name_and_by_default(zoo, monkeypatch, tmp_path, classifier_run):
+    """predict without RUN uses the default classifier; --model NAME and RUN = a name work; every
+    RUN argument takes a name; models --pretrained lists the cards."""
+    from PIL import Image
+
+    from conftest import run_cli
+
+    import fermetric.zoo.registry as registry
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(registry, "DEFAULT_CLASSIFIER", "tiny-clf")
+    import fermetric.zoo as zoo_pkg
+    monkeypatch.setattr(zoo_pkg, "DEFAULT_CLASSIFIER", "tiny-clf")
+    face = tmp_path / "face.png"
+    img = load_run(classifier_run, device="cpu").load_data()["val"].images[0, 0].numpy()
+    Image.fromarray(img).save(face)
+    res = run_cli(["predict", str(face), "--out", str(tmp_path / "p1")])
+    assert "model: tiny-clf" in res.output and "1 image(s) predicted" in res.output
+    res = run_cli(["predict", "--model", "tiny-tri", str(face), "--out", str(tmp_path / "p2")])
+    assert "model: tiny-tri" in res.output
+    res = run_cli(["predict", "tiny-clf", str(face), "--out", str(tmp_path / "p3")])
+    assert "model: tiny-clf" in res.output
+    res = run_cli(["predict", "tiny-clf", "--model", "tiny-tri", str(face)], expect=2)
+    assert "not both" in res.output
+    res = run_cli(["models", "--pretrained", "--verify"])
+    assert "== tiny-clf" in res.output and "SHA-256" in res.output and "Retrain:" in res.output
+    res = run_cli(["evaluate", "no-such-model"], expect=2)
+    assert "no pretrained model of that name" in res.output

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import OutPath, device_option, lock_run, precision_option
+from fermetric.cli.options import OutPath, RUN, device_option, lock_run, precision_option
 
 
 def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
@@ -26,7 +26,7 @@ def _write_eval(out: Path, name: str, metrics: dict, title: str) -> list[Path]:
 
 def register(main: click.Group) -> None:
     @main.command("evaluate")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("run", type=RUN)
     @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
     @click.option("--tta", is_flag=True, help="Test-time augmentation: mean softmax over 5 crops x flip.")
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/eval.")
@@ -57,7 +57,7 @@ def register(main: click.Group) -> None:
             click.echo(f"  {p}")
 
     @main.command("ensemble")
-    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+    @click.argument("runs", nargs=-1, required=True, type=RUN)
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
     @click.option("--tta", is_flag=True, help="TTA for the classifier members.")
     @click.option("--out", type=OutPath(file_okay=False), default="ensemble", show_default=True)

@@ -10,7 +10,7 @@ import click
 import numpy as np
 import torch
 
-from fermetric.cli.options import SEED, OutPath, device_option, lock_run, precision_option
+from fermetric.cli.options import OutPath, RUN, SEED, device_option, lock_run, precision_option
 
 METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
@@ -29,7 +29,7 @@ def pick_per_class(labels: np.ndarray, per_class: int, num_classes: int, seed: i
 
 def register(main: click.Group) -> None:
     @main.command("explain")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("run", type=RUN)
     @click.option("--method", type=click.Choice(METHOD_CHOICES), default="saliency", show_default=True)
     @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
     @click.option("--per-class", type=click.IntRange(min=1), default=2, show_default=True, help="Images explained per class.")
@@ -96,7 +96,7 @@ def register(main: click.Group) -> None:
             click.echo(f"  {p}")
 
     @main.command("filters")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("run", type=RUN)
     @click.option("--layer", default=None, help="Conv layer name (default: the Grad-CAM layer). A bad name lists the valid ones.")
     @click.option("--channels", default=None, help="Comma-separated channel ids (default: the first --num).")
     @click.option("--num", type=click.IntRange(min=1), default=16, show_default=True)
@@ -134,7 +134,7 @@ def register(main: click.Group) -> None:
         click.echo(f"  {p1}\n  {p2}")
 
     @main.command("explain-eval")
-    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+    @click.argument("runs", nargs=-1, required=True, type=RUN)
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
     @click.option("--per-class", type=click.IntRange(min=1), default=4, show_default=True, help="Images per class evaluated.")
     @click.option("--methods", default="saliency,smoothgrad,occlusion,gradcam,lime", show_default=True)

@@ -30,6 +30,30 @@ class OutPath(click.Path):
         return value
 
 
+class RunPath(click.ParamType):
+    """RUN: a run directory, or the name of a pretrained model of the zoo (fermetric models
+    --pretrained), checked at parse time so that a typo fails before any work."""
+
+    name = "run"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            value = str(value)
+        if Path(value).is_dir():
+            return value
+        from fermetric.zoo import is_pretrained_name
+
+        if is_pretrained_name(value):
+            return value
+        if Path(value).exists():
+            self.fail(f"{value} is a file; expected a run directory or a pretrained model's name", param, ctx)
+        self.fail(f"{value}: no such run directory, and no pretrained model of that name "
+                  "(fermetric models --pretrained lists them)", param, ctx)
+
+
+RUN = RunPath()
+
+
 def data_option(f: Callable) -> Callable:
     return click.option(
         "--data", "data", default=None, metavar="PATH",
@@ -114,6 +138,11 @@ def lock_run(run_dir: str | Path) -> None:
     for no one and is refused while a training (or another command) writes it."""
     from fermetric.utils.runlock import run_lock
 
+    if not Path(run_dir).is_dir():  # a pretrained model's name: its outputs go to its cache folder
+        from fermetric.zoo import zoo_run_dir
+
+        run_dir = zoo_run_dir(str(run_dir))
+        run_dir.mkdir(parents=True, exist_ok=True)
     click.get_current_context().with_resource(run_lock(run_dir))
 
 

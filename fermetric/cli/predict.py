@@ -1,4 +1,5 @@
-"""`fermetric predict RUN IMAGE [IMAGE ...]`: expressions of the faces in photos."""
+"""`fermetric predict [RUN] IMAGE [IMAGE ...]`: expressions of the faces in photos, with a trained
+run or a pretrained model of the zoo (the default classifier when no RUN is given)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,7 +8,10 @@ import click
 
 from fermetric.cli.options import OutPath, device_option
 
-EXIT_HELP = """Images larger than 64 px on a side are searched for frontal faces (OpenCV Haar cascade);
+EXIT_HELP = """RUN is a run directory or a pretrained model's name (fermetric models --pretrained); without
+it (the first argument is an image) or with --model NAME, the pretrained model is used.
+
+Images larger than 64 px on a side are searched for frontal faces (OpenCV Haar cascade);
 each face is cropped to a square (1 + margin) times its box, made grayscale and resized to 48x48.
 Images of at most 64x64 px are taken as face crops and used whole (--no-detect does this for
 every image). Directories are expanded to the images in them (recursively).
@@ -23,9 +27,11 @@ Exit codes:
 
 
 def register(main: click.Group) -> None:
-    @main.command("predict", help="Predict the expression of every face in photos with a trained run.\n\n" + EXIT_HELP)
-    @click.argument("run", type=click.Path(exists=True, file_okay=False))
-    @click.argument("images", nargs=-1, required=True, type=click.Path())
+    @main.command("predict", help="Predict the expression of every face in photos with a trained run or a "
+                  "pretrained model.\n\n" + EXIT_HELP)
+    @click.argument("args", nargs=-1, required=True, metavar="[RUN] IMAGE...", type=click.Path())
+    @click.option("--model", "model_name", default=None, metavar="NAME",
+                  help="A pretrained model of the zoo (default when no RUN is given: the default classifier).")
     @click.option("--out", type=OutPath(file_okay=False), default="predictions", show_default=True,
                   help="Output folder for predictions.json and the annotated images.")
     @click.option("--saliency", is_flag=True, help="Overlay Grad-CAM of the predicted class on each face.")
@@ -37,11 +43,17 @@ def register(main: click.Group) -> None:
     @click.option("--detect-small", is_flag=True, help="Search for faces even in images of at most 64 px.")
     @device_option
     @click.pass_context
-    def predict(ctx: click.Context, run: str, images: tuple[str, ...], out: str, saliency: bool, min_face: int,
-                margin: float, no_detect: bool, detect_small: bool, device: Optional[str]) -> None:
+    def predict(ctx: click.Context, args: tuple[str, ...], model_name: Optional[str], out: str, saliency: bool,
+                min_face: int, margin: float, no_detect: bool, detect_small: bool, device: Optional[str]) -> None:
         from tqdm.auto import tqdm
 
         from fermetric.inference import FacePredictor, predict_images
+        from fermetric.inference.predictor import split_run_and_images
+
+        try:
+            run, images = split_run_and_images(args, model_name)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
 
         if no_detect and detect_small:
             raise click.UsageError("--no-detect and --detect-small contradict each other")
@@ -66,7 +78,7 @@ def register(main: click.Group) -> None:
         for note in batch.notes:
             click.echo(f"note: {note}", err=True)
         click.echo(f"{len(batch.images)} image(s) predicted, {batch.n_faces} face(s), {len(batch.errors)} input(s) failed "
-                   f"({predictor.kind} run, {len(names)} classes)")
+                   f"(model: {run}, {predictor.kind}, {len(names)} classes)")
         click.echo(f"  {out}/predictions.json")
         for r in batch.images:
             click.echo(f"  {r.annotated}")

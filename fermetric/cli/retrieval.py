@@ -12,14 +12,14 @@ from typing import Optional
 import click
 import numpy as np
 
-from fermetric.cli.options import OutPath, device_option, lock_run
+from fermetric.cli.options import OutPath, RUN, device_option, lock_run
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 
 
 def register(main: click.Group) -> None:
     @main.command("build-index")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("run", type=RUN)
     @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="flat", show_default=True,
                   help="flat = exact inner product; ivf / hnsw / ivfpq for large galleries.")
     @click.option("-k", "--k", type=click.IntRange(min=1), default=None, help="Neighbours that vote (default: the run's metric.knn_k).")
@@ -37,7 +37,7 @@ def register(main: click.Group) -> None:
         click.echo(f"  {r.index_dir}")
 
     @main.command("knn-eval")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("run", type=RUN)
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
     @click.option("-k", "--k", type=click.IntRange(min=1), default=None, help="Neighbours for the headline metrics (default: the index's).")
     @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None,
@@ -64,7 +64,7 @@ def register(main: click.Group) -> None:
             click.echo(f"  {p}")
 
     @main.command("embed-plot")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("run", type=RUN)
     @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
     @click.option("--method", type=click.Choice(["umap", "pca", "tsne"]), default="umap", show_default=True)
     @click.option("--out", type=OutPath(dir_okay=False), default=None, help="Default: RUN/figures/embed_<method>_<split>.png.")

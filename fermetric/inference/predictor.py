@@ -203,6 +203,26 @@ class FacePredictor:
         return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
 
 
+def split_run_and_images(args: Sequence[str], model: Optional[str] = None) -> tuple[str, list[str]]:
+    """`predict [RUN] IMAGE...`: the run (a run directory, a pretrained model's name, or --model /
+    the zoo's default classifier when the first argument is not a run) and the images.
+
+    Raises:
+        ValueError when no image is left, or --model and a RUN are both given.
+    """
+    from fermetric.zoo import DEFAULT_CLASSIFIER, is_pretrained_name
+
+    args = list(args)
+    first_is_run = bool(args) and ((Path(args[0]) / "config.yaml").is_file()
+                                   or (not Path(args[0]).exists() and is_pretrained_name(args[0])))
+    if first_is_run and model is not None:
+        raise ValueError(f"give either RUN ({args[0]}) or --model {model}, not both")
+    run = args.pop(0) if first_is_run else (model or DEFAULT_CLASSIFIER)
+    if not args:
+        raise ValueError("no IMAGE given: fermetric predict [RUN] IMAGE [IMAGE ...]")
+    return run, args
+
+
 def _faces_of(photo: Photo, detect: str, min_face: int, margin: float) -> tuple[str, list[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, int, int, int]]]]:
     w, h = photo.size
     if detect == "never" or (detect == "auto" and is_face_crop(w, h)):

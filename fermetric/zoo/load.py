@@ -24,6 +24,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fermetric"
 
 
+def zoo_run_dir(name: str) -> Path:
+    """The folder that stands for a pretrained model's run directory (caches, default outputs)."""
+    return cache_dir() / "zoo" / name
+
+
 def as_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fp16-stored floating tensors back to fp32 (integer buffers such as num_batches_tracked kept)."""
     return {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in state_dict.items()}
@@ -71,7 +76,7 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     load_state_dict_checked(model, as_fp32(ckpt["state_dict"]), entry.weights)
     model.to(dev).eval()
     runtime.prepare_for_inference(model, dev, prec)
-    run = Run(path=cache_dir() / "zoo" / entry.name, cfg=cfg, kind=kind, class_names=class_names, model=model,
+    run = Run(path=zoo_run_dir(entry.name), cfg=cfg, kind=kind, class_names=class_names, model=model,
               checkpoint=ckpt, device=dev, checkpoint_path=entry.weights, checkpoint_sha256=sha, precision=precision)
     if entry.gallery is not None:
         # the shipped gallery stands in for the train split: kNN and prototypes need no data
