@@ -204,20 +204,30 @@ class FacePredictor:
 
 
 def split_run_and_images(args: Sequence[str], model: Optional[str] = None) -> tuple[str, list[str]]:
-    """`predict [RUN] IMAGE...`: the run (a run directory, a pretrained model's name, or --model /
-    the zoo's default classifier when the first argument is not a run) and the images.
+    """`predict [RUN] IMAGE...`: the run and the images.
+
+    RUN comes first as before: a directory there is the run (so a mistyped run fails as one),
+    and so is a pretrained model's name. When the first argument is an image file, or with
+    --model NAME (then every argument is an image or a folder of images), the pretrained model
+    (--model, else the zoo's default classifier) predicts.
 
     Raises:
         ValueError when no image is left, or --model and a RUN are both given.
     """
     from fermetric.zoo import DEFAULT_CLASSIFIER, is_pretrained_name
 
+    def names_a_run(arg: str) -> bool:
+        return (Path(arg) / "config.yaml").is_file() or (not Path(arg).exists() and is_pretrained_name(arg))
+
     args = list(args)
-    first_is_run = bool(args) and ((Path(args[0]) / "config.yaml").is_file()
-                                   or (not Path(args[0]).exists() and is_pretrained_name(args[0])))
-    if first_is_run and model is not None:
-        raise ValueError(f"give either RUN ({args[0]}) or --model {model}, not both")
-    run = args.pop(0) if first_is_run else (model or DEFAULT_CLASSIFIER)
+    if model is not None:
+        if args and names_a_run(args[0]):
+            raise ValueError(f"give either RUN ({args[0]}) or --model {model}, not both")
+        run = model
+    elif args and (Path(args[0]).is_dir() or names_a_run(args[0])):
+        run = args.pop(0)
+    else:
+        run = DEFAULT_CLASSIFIER
     if not args:
         raise ValueError("no IMAGE given: fermetric predict [RUN] IMAGE [IMAGE ...]")
     return run, args
