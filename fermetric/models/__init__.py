@@ -3,6 +3,7 @@
     from fermetric.models import create_model, list_models, create_embedding_model
     model = create_model("resnet18", num_classes=7)          # (N, 1, 48, 48) in [0, 1] -> (N, 7)
     emb = create_embedding_model("resnet18", embedding_dim=128)  # -> (N, 128), unit norm
+    model = build_model("embedding", run_cfg, num_classes=7)  # the model a run of that kind trains
 
 Importing this package registers every model.
 """
@@ -23,6 +24,7 @@ from fermetric.models.embedding import (  # noqa: E402
     create_embedding_model,
     embedding_model_from_config,
 )
+from fermetric.models.factory import RUN_KINDS, build_model  # noqa: E402
 from fermetric.models.weights import WeightsReport, load_pretrained, load_weights_file  # noqa: E402
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "ModelEntry",
     "EmbeddingModel",
     "WeightsReport",
+    "RUN_KINDS",
+    "build_model",
     "create_model",
     "create_embedding_model",
     "embedding_model_from_config",

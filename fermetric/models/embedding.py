@@ -165,14 +165,20 @@ def create_embedding_model(
                           hidden_dim=hidden_dim, logit_scale=logit_scale)
 
 
-def embedding_model_from_config(model_cfg: Any, num_classes: Optional[int] = None) -> EmbeddingModel:
+def embedding_model_from_config(model_cfg: Any, num_classes: Optional[int] = None, *, joint: bool = True) -> EmbeddingModel:
     """The EmbeddingModel a ModelConfig describes (backbone as `model_from_config`, D = embedding_dim).
+
+    The backbone is built with its `num_classes` head (so a classifier's weights file of the same
+    classes loads whole) and the head is then removed by EmbeddingModel; training and the run
+    reader build embedding runs through here (see fermetric.models.factory.build_model).
 
     Args:
         model_cfg: `RunConfig.model`.
-        num_classes: adds the cosine classifier (joint training) when given.
+        num_classes: classes of the data.
+        joint: add the cosine classifier on the embedding (joint cross-entropy training) when
+            num_classes is given.
     """
     from fermetric.models.registry import model_from_config
 
-    backbone = model_from_config(model_cfg, num_classes=0)
-    return EmbeddingModel(backbone, model_cfg.embedding_dim, num_classes)
+    backbone = model_from_config(model_cfg, num_classes=num_classes or 0)
+    return EmbeddingModel(backbone, model_cfg.embedding_dim, num_classes if joint else None)

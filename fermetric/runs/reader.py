@@ -22,6 +22,7 @@ from fermetric.config import RunConfig, load_config
 from fermetric.data.dataset import DataSplits
 from fermetric.data.sources import load_data
 from fermetric.errors import CheckpointError, FermetricError
+from fermetric.models.factory import RUN_KINDS, build_model
 from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
@@ -31,19 +32,6 @@ log = logging.getLogger(__name__)
 
 EMBEDDINGS_DIR = "embeddings"
 INDEX_DIR = "index"
-
-
-def build_model_for(kind: str, cfg: RunConfig, num_classes: int) -> nn.Module:
-    """The untrained model a run of `kind` trains (same code path as training)."""
-    if kind == "classifier":
-        from fermetric.training.classifier import build_classifier
-
-        return build_classifier(cfg, num_classes)
-    if kind == "embedding":
-        from fermetric.training.metric import build_embedding_model
-
-        return build_embedding_model(cfg, num_classes)
-    raise CheckpointError(f"unknown run kind {kind!r}; expected 'classifier' or 'embedding'")
 
 
 @dataclass
@@ -336,7 +324,9 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     class_names = tuple(ckpt.get("class_names", ()))
     # the checkpoint holds the trained weights: do not re-apply the run's starting weights
     cfg.model.weights, cfg.model.pretrained = None, False
-    model = build_model_for(kind, cfg, len(class_names))
+    if kind not in RUN_KINDS:
+        raise CheckpointError(f"{ckpt_path} is of unknown run kind {kind!r}; expected one of {', '.join(RUN_KINDS)}")
+    model = build_model(kind, cfg, len(class_names))
     check_compatible(ckpt, ckpt_path, name=cfg.model.name, num_classes=len(class_names))
     load_state_dict_checked(model, ckpt["state_dict"], ckpt_path)
     model.to(dev).eval()

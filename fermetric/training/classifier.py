@@ -27,6 +27,7 @@ from fermetric.data.transforms import BatchAugment
 from fermetric.errors import ConfigError
 from fermetric.evaluation.metrics import classification_metrics
 from fermetric.evaluation.predict import predict_proba
+from fermetric.models.factory import build_model
 from fermetric.training.objective import Objective
 
 
@@ -35,12 +36,6 @@ def inverse_frequency_weights(labels: torch.Tensor, num_classes: int) -> torch.T
     counts = torch.bincount(labels, minlength=num_classes).float()
     weights = torch.where(counts > 0, labels.numel() / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
     return weights
-
-
-def build_classifier(cfg, num_classes: int) -> nn.Module:
-    from fermetric.models import model_from_config
-
-    return model_from_config(cfg.model, num_classes)
 
 
 def classifier_meta(model: nn.Module, cfg, num_classes: int) -> dict[str, Any]:
@@ -63,7 +58,7 @@ class ClassifierObjective(Objective):
         self.class_weights: Optional[torch.Tensor] = None
 
     def build_model(self, num_classes: int) -> nn.Module:
-        return build_classifier(self.cfg, num_classes)
+        return build_model("classifier", self.cfg, num_classes)
 
     def model_meta(self, model: nn.Module, num_classes: int) -> dict[str, Any]:
         return classifier_meta(model, self.cfg, num_classes)

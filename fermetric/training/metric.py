@@ -21,6 +21,7 @@ from fermetric.data.transforms import BatchAugment
 from fermetric.errors import ConfigError
 from fermetric.evaluation.metrics import classification_metrics
 from fermetric.evaluation.predict import embed_dataset
+from fermetric.models.factory import build_model
 from fermetric.training.objective import Objective
 
 log = logging.getLogger("fermetric.train")
@@ -88,17 +89,6 @@ def build_miner(cfg) -> Optional[nn.Module]:
         raise ConfigError(f"metric.miner_kwargs do not fit {name}: {exc}") from None
 
 
-def build_embedding_model(cfg, num_classes: int) -> nn.Module:
-    """Backbone from the registry -> projection head -> L2-normalised embedding; a linear
-    classifier on top when joint cross-entropy is on (metric.ce_weight > 0)."""
-    from fermetric.models import model_from_config
-    from fermetric.models.embedding import EmbeddingModel
-
-    backbone = model_from_config(cfg.model, num_classes)
-    return EmbeddingModel(backbone, embedding_dim=cfg.model.embedding_dim,
-                          num_classes=num_classes if cfg.metric.ce_weight > 0 else None)
-
-
 def mean_pairwise_cosine(emb: np.ndarray, max_n: int = 2000) -> float:
     """Mean cosine similarity over distinct pairs of (up to max_n) embeddings."""
     e = emb[:max_n].astype(np.float64)
@@ -121,7 +111,7 @@ class MetricObjective(Objective):
         self._last_loss = float("nan")
 
     def build_model(self, num_classes: int) -> nn.Module:
-        model = build_embedding_model(self.cfg, num_classes)
+        model = build_model("embedding", self.cfg, num_classes)
         self.loss_fn = build_loss(self.cfg, num_classes, self.cfg.model.embedding_dim)
         self.miner = build_miner(self.cfg)
         return model
