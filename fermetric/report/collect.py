@@ -140,7 +140,7 @@ def read_json_file(path: Path) -> Any:
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
-    from fermetric.training.trainer import read_history
+    from fermetric.runs.history import read_history
 
     try:
         return read_history(path)

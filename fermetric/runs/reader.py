@@ -23,6 +23,7 @@ from fermetric.data.dataset import DataSplits
 from fermetric.data.sources import load_data
 from fermetric.errors import CheckpointError, FermetricError
 from fermetric.models.factory import RUN_KINDS, build_model
+from fermetric.runs.history import read_history
 from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
@@ -57,6 +58,11 @@ class Run:
     def metrics(self) -> dict[str, Any]:
         p = self.path / "metrics.json"
         return read_json(p) if p.is_file() else {}
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The rows of RUN/history.csv (one per epoch); [] before the first epoch ends."""
+        return read_history(self.path / "history.csv")
 
     def load_data(self, source: Optional[str] = None) -> DataSplits:
         """The run's data (SynthFER is regenerated from the run's seed: the same images)."""

@@ -24,8 +24,6 @@ and every --resume) is recorded in the checkpoints and metrics.json.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import os
@@ -45,6 +43,7 @@ from fermetric.config import RunConfig, check_config, config_to_dict, save_confi
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import CheckpointError, ConfigError, FermetricError
 from fermetric.training.distributed import average_buffers, barrier
+from fermetric.runs.history import write_history
 from fermetric.runs.checkpoint import (
     check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors, save_checkpoint,
 )
@@ -72,34 +71,6 @@ class TrainResult:
     stopped_early: bool
     interrupted: bool = False
     final_state: Optional[dict[str, torch.Tensor]] = None  # weights after the last epoch (every rank)
-
-
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds", "train_img_per_s")
-
-
-def write_history(rows: list[dict[str, Any]], path: Path) -> None:
-    fields = list(HISTORY_FIELDS) + sorted({k for r in rows for k in r} - set(HISTORY_FIELDS))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-def _num(v: str) -> Any:
-    try:
-        f = float(v)
-        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
-    except (TypeError, ValueError):
-        return v
 
 
 class Trainer:
