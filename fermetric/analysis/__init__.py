@@ -40,10 +40,10 @@ from fermetric.analysis.methods import (
 )
 from fermetric.analysis.occlusion import occlusion_saliency
 from fermetric.analysis.saliency import gradient_saliency, smoothgrad
-from fermetric.analysis.scorers import ClassifierScorer, KNNScorer, PrototypeScorer, Scorer
+from fermetric.analysis.scorers import ClassifierScorer, KNNScorer, PrototypeScorer, Scorer, TTAScorer
 
 __all__ = [
-    "Scorer", "ClassifierScorer", "PrototypeScorer", "KNNScorer",
+    "Scorer", "ClassifierScorer", "PrototypeScorer", "KNNScorer", "TTAScorer",
     "explain", "METHODS", "GRADIENT_METHODS", "BLACK_BOX_METHODS", "method_options", "supports", "normalize_maps", "one_per_class",
     "gradient_saliency", "smoothgrad", "occlusion_saliency", "gradcam", "lime_explanation", "LimeResult", "segment_image",
     "visualize_filters", "FilterImages", "layer_activations", "ActivationMaps", "conv_layer_names", "get_layer",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -120,10 +120,12 @@ class Scorer:
             images: (N, 1, 48, 48) float in [0, 1] or uint8 (tensor or NumPy array).
             batch_size: images per forward pass (default: the scorer's).
         """
-        x = as_image_batch(images)
+        # uint8 stays uint8 until its batch is scored: a whole split is never copied as float
+        x = as_image_batch(images, keep_uint8=True)
         bs = check_batch_size(batch_size or self.batch_size)
         dev = self.device
         prec = self.resolved_precision
+        cl = runtime.use_channels_last(dev, prec)
         out = []
         with self.evaluating(), runtime.inference(dev, prec):
             fwd = self._scores_forward(bs, prec, dev)
@@ -131,10 +133,13 @@ class Scorer:
             t0 = time.perf_counter()
             for i in range(0, x.shape[0], bs):
                 xb = x[i:i + bs]
+                if xb.dtype == torch.uint8:
+                    xb = xb.float().div_(255.0)
                 n = xb.shape[0]
                 if not eager and n < bs:  # one batch shape: no recompile for the last batch
                     xb = torch.cat([xb, xb[-1:].expand(bs - n, *xb.shape[1:])])
-                out.append(check_scores(fwd(xb.to(dev)), xb.shape[0], self)[:n].float().cpu())
+                xb = runtime.to_memory_format(xb.to(dev), cl)
+                out.append(check_scores(fwd(xb), xb.shape[0], self)[:n].float().cpu())
             if eager:
                 self._eager_seconds = getattr(self, "_eager_seconds", 0.0) + time.perf_counter() - t0
         # concatenated outside inference mode: callers get an ordinary tensor
@@ -330,8 +335,56 @@ class KNNScorer(Scorer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             emb = self.model(x).float().cpu().numpy()
-        proba = self.knn.predict_proba(np.ascontiguousarray(emb, dtype=np.float32))
-        return torch.as_tensor(np.asarray(proba), dtype=torch.float32, device=x.device)
+        return torch.as_tensor(self.vote(emb), dtype=torch.float32, device=x.device)
+
+    def vote(self, embeddings: Any, exclude: Optional[np.ndarray] = None) -> np.ndarray:
+        """(M, C) vote fractions of embeddings already computed (M, D), e.g. a run's cached split.
+
+        Args:
+            exclude: (M,) gallery index each query must not match (its own, when the queries are
+                the gallery's images), or None.
+        """
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        proba = self.knn.predict_proba(emb) if exclude is None else self.knn.predict_proba(emb, exclude=exclude)
+        return np.asarray(proba)
+
+
+class TTAScorer(Scorer):
+    """Test-time augmentation of any scorer: the mean of its scores over views of each image.
+
+    With a softmax ClassifierScorer this is the TTA softmax `evaluate --tta` reports (views:
+    fermetric.evaluation.predict.tta_views, 5 shifted crops x {as is, flipped}).
+
+    Args:
+        scorer: the scorer whose scores are averaged (its model, precision, batch size and class
+            names are this scorer's).
+        views: images (B, 1, 48, 48) -> list of V batches of the same shape (default: tta_views).
+    """
+
+    kind = "tta"
+
+    def __init__(self, scorer: Scorer, views: Optional[Callable[[torch.Tensor], list[torch.Tensor]]] = None):
+        if not isinstance(scorer, Scorer):
+            raise ModelError(f"TTAScorer wraps a fermetric scorer; got {type(scorer).__name__}")
+        if views is None:
+            from fermetric.evaluation.predict import tta_views as views
+        super().__init__(scorer.model, scorer.batch_size, scorer.class_names, scorer.precision)
+        self.inner, self.views = scorer, views
+        self.differentiable = scorer.differentiable
+        self._compilable = scorer._compilable
+        self.compile = scorer.compile
+        self._num_classes = scorer._num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.inner.forward(v).float() for v in self.views(x)]).mean(0)
+
+    def with_model(self, model: nn.Module) -> "TTAScorer":
+        other = super().with_model(model)
+        other.inner = self.inner.with_model(model)
+        return other
+
+    def __repr__(self) -> str:
+        return f"TTAScorer({self.inner!r})"
 
 
 # -- input checks shared by every method --------------------------------------------------------
@@ -351,10 +404,12 @@ def check_batch_size(batch_size: Any) -> int:
     return int(batch_size)
 
 
-def as_image_batch(images: Any) -> torch.Tensor:
+def as_image_batch(images: Any, keep_uint8: bool = False) -> torch.Tensor:
     """A float32 CPU copy (N, 1, 48, 48) in [0, 1] of `images`; the caller's tensor is never touched.
 
-    Accepts a torch tensor or NumPy array, uint8 (0..255) or float in [0, 1].
+    Accepts a torch tensor or NumPy array, uint8 (0..255) or float in [0, 1]. With `keep_uint8`,
+    uint8 images come back as they are (on the CPU, not copied) for the caller to convert batch by
+    batch (`Scorer.scores` over a whole split).
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
@@ -366,7 +421,7 @@ def as_image_batch(images: Any) -> torch.Tensor:
         raise DataError(f"images must have shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) (grayscale batch); got {shape}{hint}")
     x = images.detach()
     if x.dtype == torch.uint8:
-        return x.cpu().float().div_(255.0)
+        return x.cpu() if keep_uint8 else x.cpu().float().div_(255.0)
     if not x.is_floating_point():
         raise DataError(f"images must be uint8 (0..255) or float in [0, 1]; got dtype {x.dtype}")
     x = x.to(device="cpu", dtype=torch.float32, copy=True)

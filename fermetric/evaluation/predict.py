@@ -1,4 +1,5 @@
-"""Batched prediction of class probabilities, with optional test-time augmentation (TTA)."""
+"""Class probabilities of a whole split (through the Scorer, fermetric.analysis.scorers), the
+views of test-time augmentation (TTA), and batched embedding of a split."""
 from __future__ import annotations
 
 from typing import Callable
@@ -42,27 +43,21 @@ def predict_proba(
     tta: bool = False,
     precision: str = "auto",
 ) -> np.ndarray:
-    """Softmax probabilities (N, C) of a classifier on a whole split, in eval mode.
+    """Softmax probabilities (N, C) of a classifier on a whole split, in eval mode, through the
+    Scorer (a softmax ClassifierScorer; TTAScorer over `tta_views` with `tta`).
 
     With `tta`, the mean of the softmax over the 10 views of `tta_views`. The model's train/eval
-    mode is restored afterwards. `precision` (auto, fp32, bf16, fp16; see utils.runtime) sets the
-    autocast of the forward passes; softmax and the mean are fp32.
+    flags are restored afterwards. `precision` (auto, fp32, bf16, fp16; see utils.runtime) sets the
+    autocast of the forward passes; softmax and the mean are fp32. The scores are computed where
+    the model's parameters are (`device` names that place for callers that have it at hand).
     """
-    prec = runtime.resolve_precision(precision, device)
-    cl = runtime.use_channels_last(device, prec)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with runtime.inference(device, prec):
-            for start in range(0, len(dataset), batch_size):
-                x = dataset.float_images(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
-                views = tta_views(x) if tta else [x]
-                probs = torch.stack([F.softmax(model(runtime.to_memory_format(v, cl)).float(), dim=1) for v in views]).mean(0)
-                out.append(probs.cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+    from fermetric.analysis.scorers import ClassifierScorer, TTAScorer
+
+    scorer = ClassifierScorer(model, output="softmax", batch_size=batch_size, precision=precision)
+    scorer.compile = False  # one pass over a split: a compile (40-90 s) would not repay itself
+    if tta:
+        scorer = TTAScorer(scorer)
+    return scorer.scores(dataset.images).numpy()
 
 
 def embed_dataset(

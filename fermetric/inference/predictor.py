@@ -132,7 +132,7 @@ class FacePredictor:
         self.kind: str = run.kind
         self.class_names: tuple[str, ...] = tuple(run.class_names)
         self.batch_size = batch_size
-        self._knn = None
+        self._proba_scorer = None
         self._scorer = None
 
     @classmethod
@@ -154,34 +154,22 @@ class FacePredictor:
         return x.float().div_(255.0)
 
     def knn(self):
-        if self._knn is None:
-            self._knn = self.run.knn()  # RUN/index when built, else fitted on the train embeddings
-        return self._knn
+        """The run's kNN classifier: RUN/index when built, else fitted on the train embeddings."""
+        return self.run.knn()
+
+    def scorer(self):
+        """The run's scorer of these probabilities: softmax (classifiers) or kNN votes (embedding runs)."""
+        if self._proba_scorer is None:
+            # eager: photos give small batches of varying size, which a compiled graph would pad
+            self._proba_scorer = self.run.scorer("classifier" if self.kind == "classifier" else "knn",
+                                                 output="softmax", batch_size=self.batch_size, compile=False)
+        return self._proba_scorer
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities."""
-        from fermetric.utils import runtime
-
-        x = self._float_batch(crops)
-        model = self.model
-        was_training = model.training
-        model.eval()
-        out = []
-        dev = self.run.device
-        try:
-            with runtime.inference(dev, runtime.resolve_precision(self.run.precision, dev)):
-                for i in range(0, x.shape[0], self.batch_size):
-                    xb = x[i:i + self.batch_size].to(dev)
-                    if self.kind == "classifier":
-                        out.append(torch.softmax(model(xb).float(), dim=1).cpu().numpy())
-                    else:
-                        emb = np.ascontiguousarray(model(xb).float().cpu().numpy(), dtype=np.float32)
-                        out.append(np.asarray(self.knn().predict_proba(emb)))
-        finally:
-            model.train(was_training)
-        if not out:
+        p = self.scorer().scores(self._float_batch(crops)).numpy().astype(np.float64)
+        if p.shape[0] == 0:
             return np.zeros((0, len(self.class_names)))
-        p = np.concatenate(out).astype(np.float64)
         if p.shape[1] != len(self.class_names):
             raise FermetricError(f"{self.run.path}: the model scores {p.shape[1]} classes but the run has {len(self.class_names)}")
         return p

@@ -145,20 +145,20 @@ class Run:
         return np.arange(n)
 
     def predict_proba(self, split: str, tta: bool = False, batch_size: int = 512) -> np.ndarray:
-        """(N, C) class probabilities: softmax for classifiers, kNN vote fractions (gallery = the
-        train split) for embedding runs; train images never vote for themselves."""
+        """(N, C) class probabilities of a split through the run's scorer: softmax for classifiers
+        (TTAScorer with `tta`), kNN vote fractions (gallery = the train split) for embedding runs,
+        voted from the cached embeddings; train images never vote for themselves."""
         key = f"proba:{split}:{tta}"
         if key in self._cache:
             return self._cache[key]
-        data = self.load_data()
         if self.kind == "classifier":
-            from fermetric.evaluation.predict import predict_proba
-
-            probs = predict_proba(self.model, data[split], batch_size, self.device, tta=tta, precision=self.precision)
+            # one pass over a split: a compile (40-90 s) would not repay itself
+            sc = self.scorer("classifier", output="softmax", batch_size=batch_size, tta=tta, compile=False)
+            probs = sc.scores(self.load_data()[split].images).numpy()
         else:
             if tta:
                 raise FermetricError("TTA is for classifier runs; embedding runs vote through the kNN index")
-            probs = self.knn().predict_proba(self.embed(split, batch_size), exclude=self._gallery_exclude(split))
+            probs = self.scorer("knn").vote(self.embed(split, batch_size), exclude=self._gallery_exclude(split))
         self._cache[key] = probs
         return probs
 
@@ -169,16 +169,22 @@ class Run:
             return self.predict_proba(split, tta=tta).argmax(1)
         return self.knn().predict(self.embed(split), exclude=self._gallery_exclude(split))
 
-    def scorer(self, kind: str = "auto", output: str = "softmax", batch_size: int = 256):
-        """The run as a Scorer (images -> class scores), for every analysis method.
+    def scorer(self, kind: str = "auto", output: str = "softmax", batch_size: int = 256, tta: bool = False,
+               compile: Any = "auto"):
+        """The run as a Scorer (images -> class scores): the one path from images to class scores
+        that evaluation, ensembles, the face predictor and every analysis method take.
 
         Args:
             kind: "auto" (classifier runs: "classifier"; embedding runs: "prototype"),
                 "classifier", "prototype" (cosine to train-class centroids, differentiable) or
                 "knn" (kNN vote fractions through the FAISS index, black box).
             output: classifier scores as "softmax" probabilities or raw "logits".
+            batch_size: images per forward pass.
+            tta: wrap the scorer in a TTAScorer (mean scores over 5 crops x flip).
+            compile: the scorer's torch.compile setting (see Scorer.compile); False for one pass
+                over a split or for small batches of varying size.
         """
-        from fermetric.analysis import ClassifierScorer, KNNScorer, PrototypeScorer
+        from fermetric.analysis import ClassifierScorer, KNNScorer, PrototypeScorer, TTAScorer
 
         kinds = ("auto", "classifier", "prototype", "knn")
         if kind not in kinds:
@@ -188,15 +194,19 @@ class Run:
         if kind == "classifier":
             if self.kind != "classifier":
                 raise FermetricError(f"{self.path} is an embedding run; use the 'prototype' or 'knn' scorer")
-            return ClassifierScorer(self.model, output=output, class_names=self.class_names, batch_size=batch_size,
-                                    precision=self.precision)
-        embed_model = self.model if self.kind == "embedding" else _PreLogits(self.model)
-        if kind == "prototype":
-            gallery, labels = self.embeddings("train")
-            return PrototypeScorer(embed_model, gallery, labels, num_classes=len(self.class_names),
-                                   class_names=self.class_names, batch_size=batch_size, precision=self.precision)
-        return KNNScorer(embed_model, self.knn(), num_classes=len(self.class_names),
-                         class_names=self.class_names, batch_size=batch_size, precision=self.precision)
+            sc = ClassifierScorer(self.model, output=output, class_names=self.class_names, batch_size=batch_size,
+                                  precision=self.precision)
+        else:
+            embed_model = self.model if self.kind == "embedding" else _PreLogits(self.model)
+            if kind == "prototype":
+                gallery, labels = self.embeddings("train")
+                sc = PrototypeScorer(embed_model, gallery, labels, num_classes=len(self.class_names),
+                                     class_names=self.class_names, batch_size=batch_size, precision=self.precision)
+            else:
+                sc = KNNScorer(embed_model, self.knn(), num_classes=len(self.class_names),
+                               class_names=self.class_names, batch_size=batch_size, precision=self.precision)
+        sc.compile = compile
+        return TTAScorer(sc) if tta else sc
 
     @property
     def index_dir(self) -> Path:
