@@ -345,3 +345,18 @@ def test_one_per_class_prefers_correct_predictions():
     assert one_per_class(torch.tensor(labels), num_classes=2).tolist() == [1]
     with pytest.raises(ConfigError, match="predictions must have 5"):
         one_per_class(labels, predictions=[0, 1])
+
+
+def test_pick_per_class_first_or_seeded_draw():
+    from fermetric.analysis import pick_per_class
+
+    labels = np.array([1, 0, 0, 2, 0, 1, 0])
+    assert pick_per_class(labels, 2).tolist() == [1, 2, 0, 5, 3]  # the first two of each class
+    assert pick_per_class(labels, 2, predictions=[1, 0, 1, 2, 0, 0, 0]).tolist() == [1, 4, 0, 3]
+    drawn = pick_per_class(labels, 2, seed=3)
+    assert drawn.tolist() == pick_per_class(labels, 2, seed=3).tolist()  # seeded: the same draw
+    assert [int(labels[i]) for i in drawn] == [0, 0, 1, 1, 2]  # class order, at most 2 each
+    assert {int(i) for i in drawn[:2]} <= {1, 2, 4, 6} and drawn[0] < drawn[1]  # sorted within the class
+    assert pick_per_class(labels, 2, num_classes=5).tolist() == [1, 2, 0, 5, 3]  # absent classes skipped
+    with pytest.raises(ConfigError, match="per_class"):
+        pick_per_class(labels, 0)

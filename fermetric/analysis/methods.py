@@ -70,23 +70,32 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     return maps / np.where(peak > 0, peak, 1.0)[:, None, None]
 
 
-def one_per_class(labels: Any, num_classes: Optional[int] = None, predictions: Any = None) -> np.ndarray:
-    """Index of one image per class (in class order), for per-class explanation figures.
+def pick_per_class(labels: Any, per_class: int = 1, num_classes: Optional[int] = None, predictions: Any = None,
+                   seed: Optional[int] = None) -> np.ndarray:
+    """Up to `per_class` image indices of each class, in class order: the images that per-class
+    explanation figures and the faithfulness table (explain, explain-eval) show.
 
     Args:
         labels: (N,) true class ids.
+        per_class: images per class (fewer where a class has fewer).
         num_classes: classes to look for (default: max label + 1); absent classes are skipped.
-        predictions: (N,) predicted ids; when given, a correctly predicted image is preferred.
+        predictions: (N,) predicted ids; when given, correctly predicted images are preferred
+            (the others are used only for a class with none right).
+        seed: None takes the first images of each class; an int draws them at random from one
+            NumPy generator seeded with it (indices sorted within each class).
 
     Returns:
-        (K,) int64 indices, K <= num_classes.
+        (K,) int64 indices.
     """
     lab = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(np.int64).ravel()
     pred = None if predictions is None else np.asarray(predictions.cpu() if hasattr(predictions, "cpu") else predictions).ravel()
     if pred is not None and pred.shape != lab.shape:
         raise ConfigError(f"predictions must have {lab.shape[0]} entries like labels; got {pred.shape[0]}")
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ConfigError(f"per_class must be a positive integer; got {per_class!r}")
     c = int(lab.max()) + 1 if num_classes is None and lab.size else int(num_classes or 0)
-    out = []
+    rng = None if seed is None else np.random.default_rng(seed)
+    out: list[int] = []
     for k in range(c):
         idx = np.flatnonzero(lab == k)
         if idx.size == 0:
@@ -94,8 +103,15 @@ def one_per_class(labels: Any, num_classes: Optional[int] = None, predictions: A
         if pred is not None:
             good = idx[pred[idx] == k]
             idx = good if good.size else idx
-        out.append(int(idx[0]))
+        n = min(int(per_class), idx.size)
+        out.extend(idx[:n].tolist() if rng is None else sorted(rng.choice(idx, n, replace=False).tolist()))
     return np.array(out, dtype=np.int64)
+
+
+def one_per_class(labels: Any, num_classes: Optional[int] = None, predictions: Any = None) -> np.ndarray:
+    """Index of one image per class (in class order), a correctly predicted one where
+    `predictions` are given: `pick_per_class(labels, 1, num_classes, predictions)`."""
+    return pick_per_class(labels, 1, num_classes, predictions)
 
 
 def explain(scorer: Scorer, images: Any, method: str, target: Any = None, *, normalize: bool = False, **options: Any) -> np.ndarray:

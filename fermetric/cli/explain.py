@@ -10,21 +10,11 @@ import click
 import numpy as np
 import torch
 
+from fermetric.analysis.methods import pick_per_class
 from fermetric.cli.options import OutPath, RUN, SEED, device_option, lock_run, precision_option
 
 METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
-
-
-def pick_per_class(labels: np.ndarray, per_class: int, num_classes: int, seed: int = 0) -> np.ndarray:
-    """Up to `per_class` indices of each class, seeded, in class order."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in range(num_classes):
-        idx = np.flatnonzero(labels == c)
-        if len(idx):
-            out.extend(sorted(rng.choice(idx, min(per_class, len(idx)), replace=False).tolist()))
-    return np.asarray(out, dtype=np.int64)
 
 
 def register(main: click.Group) -> None:
@@ -62,7 +52,7 @@ def register(main: click.Group) -> None:
         sc = r.scorer(scorer)
         ds = r.load_data()[split]
         labels = ds.labels.numpy()
-        idx = pick_per_class(labels, per_class, len(r.class_names), seed)
+        idx = pick_per_class(labels, per_class, len(r.class_names), seed=seed)
         images = ds.float_images(torch.as_tensor(idx))
         preds = sc.scores(images).argmax(1).cpu().numpy()
         tgt = labels[idx] if target == "label" else None
@@ -170,7 +160,7 @@ def register(main: click.Group) -> None:
                     scorers[f"{label} kNN"] = r.scorer("knn")
         ds = loaded[0].load_data()[split]
         labels = ds.labels.numpy()
-        idx = pick_per_class(labels, per_class, len(loaded[0].class_names), seed)
+        idx = pick_per_class(labels, per_class, len(loaded[0].class_names), seed=seed)
         images = ds.float_images(torch.as_tensor(idx))
         masks = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
         quiet = bool(ctx.obj.get("quiet"))
