@@ -11,4 +11,22 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# Every command's work as one call (fermetric.api), imported on first use so that `import
+# fermetric` stays light (no torch until a function is called)
+_API = ("evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
+        "explain_eval", "data_info", "predict", "write_report")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from fermetric import api
+
+        return getattr(api, name)
+    if name in ("load_run", "Run"):
+        from fermetric import runs
+
+        return getattr(runs, name)
+    raise AttributeError(f"module 'fermetric' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "load_run", "Run", *_API]

@@ -1,7 +1,6 @@
 """`fermetric data info [PATH]` and `fermetric data synth --n N --out DIR`."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -33,36 +32,16 @@ def register(main: click.Group) -> None:
 
         PATH is a fer2013.csv(.gz), an image folder, or 'synth' (the default: SynthFER).
         """
-        from fermetric.plotting import save_figure
-
+        from fermetric.api import data_info
         from fermetric.cli.options import resolve_config
-        from fermetric.data import load_data
-        from fermetric.data.info import describe, info_lines
-        from fermetric.plotting.samples import sample_grid
-        from fermetric.utils.io import atomic_write_text
 
         cfg = resolve_config(config_path, overrides, data=path, ferplus=ferplus, seed=seed)
         if skip_bad_rows:
             cfg.data.skip_bad_rows = True
-        t0 = time.perf_counter()
-        splits = load_data(cfg.data.source, cfg.data, seed=cfg.seed)
-        splits.info.setdefault("load_seconds", round(time.perf_counter() - t0, 3))
-        table = describe(splits)
-        facts = info_lines(splits)
+        table, facts, written = data_info(out=out, per_class=per_class, split=split, cfg=cfg)
         click.echo(table)
         for line in facts:
             click.echo(line)
-
-        name = split or ("train" if "train" in splits else next(iter(splits.splits)))
-        ds = splits[name]
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written = [atomic_write_text(out_dir / "summary.txt", "\n".join([table, *facts]) + "\n")]
-        variants = [("samples.png", False)] + ([("samples_masks.png", True)] if ds.masks is not None else [])
-        for fname, masks in variants:
-            fig = sample_grid(ds, per_class=per_class, seed=cfg.seed, masks=masks,
-                              title=f"{splits.name} [{name}]" + (" + evidence masks" if masks else ""))
-            written.append(save_figure(fig, out_dir / fname))
         for p in written:
             click.echo(f"wrote {p}")
 

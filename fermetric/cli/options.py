@@ -133,19 +133,6 @@ def resolve_config(
     return check_config(cfg)
 
 
-def lock_run(run_dir: str | Path) -> None:
-    """Hold RUN's lock until the current command ends: a command that writes into a run waits
-    for no one and is refused while a training (or another command) writes it."""
-    from fermetric.utils.runlock import run_lock
-
-    if not Path(run_dir).is_dir():  # a pretrained model's name: its outputs go to its cache folder
-        from fermetric.zoo import zoo_run_dir
-
-        run_dir = zoo_run_dir(str(run_dir))
-        run_dir.mkdir(parents=True, exist_ok=True)
-    click.get_current_context().with_resource(run_lock(run_dir))
-
-
 def absolute_paths(cfg: RunConfig) -> RunConfig:
     """Make the config's file paths (data.source, data.ferplus, model.weights) absolute, in place:
     a run's config.yaml must find its data from any working directory (evaluate, explain,

@@ -47,7 +47,7 @@ def register(main: click.Group) -> None:
                 min_face: int, margin: float, no_detect: bool, detect_small: bool, device: Optional[str]) -> None:
         from tqdm.auto import tqdm
 
-        from fermetric.inference import FacePredictor, predict_images
+        from fermetric.api import predict as run_predict
         from fermetric.inference.predictor import split_run_and_images
 
         try:
@@ -59,14 +59,12 @@ def register(main: click.Group) -> None:
             raise click.UsageError("--no-detect and --detect-small contradict each other")
         detect = "never" if no_detect else ("always" if detect_small else "auto")
         quiet = bool((ctx.obj or {}).get("quiet"))
-        predictor = FacePredictor.from_run_dir(run, device=device)
 
         def progress(files):
             return tqdm(files, desc="predict", unit="image", disable=quiet or len(files) < 2, leave=False)
 
-        batch = predict_images(predictor, images, out, detect=detect, min_face=min_face, margin=margin,
-                               saliency=saliency, progress=progress)
-        names = predictor.class_names
+        batch = run_predict(run, images, out, detect=detect, min_face=min_face, margin=margin, saliency=saliency,
+                            device=device, progress=progress)
         for r in batch.images:
             faces = ", ".join(
                 f"{f.label} {f.probabilities[f.label_id] * 100:.1f} %" + (f" at {list(f.box)}" if r.mode == "detected" else "")
@@ -78,7 +76,7 @@ def register(main: click.Group) -> None:
         for note in batch.notes:
             click.echo(f"note: {note}", err=True)
         click.echo(f"{len(batch.images)} image(s) predicted, {batch.n_faces} face(s), {len(batch.errors)} input(s) failed "
-                   f"(model: {run}, {predictor.kind}, {len(names)} classes)")
+                   f"(model: {run}, {batch.kind}, {len(batch.class_names)} classes)")
         click.echo(f"  {out}/predictions.json")
         for r in batch.images:
             click.echo(f"  {r.annotated}")

@@ -20,11 +20,11 @@ def register(main: click.Group) -> None:
         """One self-contained HTML report (figures embedded, no scripts, no network) of run
         directories: config, training curves, metrics, confusion matrices, kNN reports, embedding
         plots and explanations, with a comparison table when several runs are given."""
-        from fermetric.report import build_report
+        from fermetric.api import write_report
 
         if not runs and not extras:
             raise click.UsageError("give at least one RUN directory (or --extra folder)")
-        path = build_report(runs, out, title=title, extra_dirs=extras)
+        path = write_report(runs, out, title=title, extras=extras)
         size = path.stat().st_size
         click.echo(f"report of {len(runs)} run(s), {size / 1e6:.2f} MB")
         click.echo(f"  {path}")

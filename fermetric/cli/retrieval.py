@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 import click
-import numpy as np
 
-from fermetric.cli.options import OutPath, RUN, device_option, lock_run
+from fermetric.cli.options import OutPath, RUN, device_option
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 
@@ -27,11 +26,9 @@ def register(main: click.Group) -> None:
     @device_option
     def build_index(run: str, index_type: str, k: Optional[int], weighting: Optional[str], device: Optional[str]) -> None:
         """Build the run's FAISS kNN index over its train split (the gallery): RUN/index/."""
-        from fermetric.runs import load_run
+        from fermetric.api import build_index as run_build_index
 
-        lock_run(run)
-        r = load_run(run, device=device or "auto")
-        knn = r.build_index(index_type, k=k, weighting=weighting)
+        r, knn = run_build_index(run, index_type, k=k, weighting=weighting, device=device)
         click.echo(f"{index_type} index over {len(knn)} train embeddings of dimension {knn.dimension} (k={knn.k}, "
                    f"{knn.weighting}), from {r.checkpoint_path.name} sha256 {r.checkpoint_sha256[:12]}")
         click.echo(f"  {r.index_dir}")
@@ -50,14 +47,10 @@ def register(main: click.Group) -> None:
 
         Searches through RUN/index when build-index built one (refused when stale), else an
         exact index over the train embeddings: the index predict, evaluate and ensemble use."""
-        from fermetric.retrieval import write_knn_report
-        from fermetric.runs import load_run
+        from fermetric.api import knn_eval as run_knn_eval
 
-        lock_run(run)  # the embedding cache is written into RUN
-        r = load_run(run, device=device or "auto")
-        rep = r.knn_report(split, k=k, weighting=weighting)
-        paths = write_knn_report(rep, Path(out) if out else r.path / f"knn_{split}")
-        click.echo(f"{r.name} kNN on {split}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
+        rep, paths = run_knn_eval(run, split, k=k, weighting=weighting, out=out, device=device)
+        click.echo(f"{Path(rep['run']).name} kNN on {split}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
                    f"MAP@R {rep.get('mean_average_precision_at_r', float('nan')):.4f} "
                    f"(k={rep['k']}, {rep['weighting']}, {rep['index']} index: {rep['index_source']})")
         for p in paths:
@@ -71,20 +64,8 @@ def register(main: click.Group) -> None:
     @device_option
     def embed_plot(run: str, split: str, method: str, out: Optional[str], device: Optional[str]) -> None:
         """2-D UMAP (or PCA / t-SNE) of a split's embeddings, coloured by class, with centroids."""
-        from fermetric.plotting import save_figure
+        from fermetric.api import embed_plot as run_embed_plot
 
-        from fermetric.analysis.projection import project_2d
-        from fermetric.plotting.embeddings import plot_embedding_2d
-        from fermetric.runs import load_run
-
-        lock_run(run)
-        r = load_run(run, device=device or "auto")
-        emb, labels = r.embeddings(split)
-        coords = project_2d(emb, method=method, seed=r.cfg.seed)
-        np.save(r.path / "embeddings" / f"{split}_{method}_2d.npy", coords)
-        fig = plot_embedding_2d(coords, labels, r.class_names,
-                                title=f"{r.cfg.model.name} ({r.kind}) {split} embeddings, {method.upper()}")
-        path = Path(out) if out else r.path / "figures" / f"embed_{method}_{split}.png"
-        save_figure(fig, path)
-        click.echo(f"{len(labels)} {split} embeddings projected with {method}")
-        click.echo(f"  {path}\n  {r.path / 'embeddings' / f'{split}.npy'}")
+        coords, paths = run_embed_plot(run, split, method, out, device=device)
+        click.echo(f"{len(coords)} {split} embeddings projected with {method}")
+        click.echo(f"  {paths[0]}\n  {paths[2]}")

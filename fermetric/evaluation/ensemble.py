@@ -113,3 +113,29 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool = Fals
     results["val_weighted_vote"] = {**classification_metrics(y, ens.argmax(1), class_names), "weights": weights}
     results["weights_fitted_on"] = fitted_on
     return results
+
+
+def ensemble_markdown(results: dict[str, Any]) -> str:
+    """The members' and both votes' accuracies of `ensemble_report` output as a Markdown table."""
+    from pathlib import Path
+
+    split = results["split"]
+    lines = [f"| member | kind | {split} accuracy |", "|---|---|---:|"]
+    for r in results["members"]:
+        lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % |")
+    for vote in ("soft_vote", "val_weighted_vote"):
+        lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** |")
+    return "\n".join(lines) + f"\n\nval-weighted vote: weights fitted on {results['weights_fitted_on']}.\n"
+
+
+def write_ensemble(results: dict[str, Any], out_dir: Any) -> list:
+    """Write OUT/ensemble_<split>.json and .md (ensemble_markdown); returns both paths."""
+    from pathlib import Path
+
+    from fermetric.utils.io import atomic_write_text, write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    split = results["split"]
+    return [write_json(out / f"ensemble_{split}.json", results),
+            atomic_write_text(out / f"ensemble_{split}.md", ensemble_markdown(results))]

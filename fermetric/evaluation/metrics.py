@@ -2,6 +2,7 @@
 matrices (raw and row-normalised). Computed with scikit-learn; returned as plain JSON-ready dicts."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -67,3 +68,19 @@ def metrics_to_markdown(metrics: dict[str, Any], title: str = "") -> str:
     for name, m in metrics["per_class"].items():
         lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
     return "\n".join(lines) + "\n"
+
+
+def write_metrics(out_dir: str | Path, name: str, metrics: dict[str, Any], title: str) -> list[Path]:
+    """Write OUT/<name>.json, <name>.md (metrics_to_markdown) and <name>_confusion.png (row-normalised
+    confusion matrix) of `classification_metrics` output; returns the three paths."""
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.confusion import plot_confusion
+    from fermetric.utils.io import atomic_write_text, write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_json(out / f"{name}.json", metrics)]
+    paths.append(atomic_write_text(out / f"{name}.md", metrics_to_markdown(metrics, title)))
+    fig = plot_confusion(metrics["confusion"], metrics["class_names"], normalize=True, title=title)
+    paths.append(save_figure(fig, out / f"{name}_confusion.png"))
+    return paths

@@ -208,6 +208,18 @@ class Run:
         sc.compile = compile
         return TTAScorer(sc) if tta else sc
 
+    def scorers(self, knn: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """The run's scorers for comparing explanations, labelled "<run> (<model>)": the classifier
+        scorer of a classifier run; the prototype scorer of an embedding run and, with `knn`, its
+        black-box kNN scorer. `kwargs` go to `scorer`."""
+        label = f"{self.name} ({self.cfg.model.name})"
+        if self.kind == "classifier":
+            return {label: self.scorer("classifier", **kwargs)}
+        out = {f"{label} prototype": self.scorer("prototype", **kwargs)}
+        if knn:
+            out[f"{label} kNN"] = self.scorer("knn", **kwargs)
+        return out
+
     @property
     def index_dir(self) -> Path:
         return self.path / INDEX_DIR

@@ -1,0 +1,355 @@
+"""Every command's work as one Python call. The CLI (fermetric.cli) parses options, calls one of
+these and prints what it returns; Python users call the same functions:
+
+    import fermetric
+    metrics, paths = fermetric.evaluate_run("runs/clf", split="test", tta=True)
+    rep, paths = fermetric.knn_eval("runs/tri", split="val")
+
+Each function loads the run(s) through the run reader (fermetric.runs), calls the library
+(evaluation, retrieval, analysis, plotting) and writes its files. A function that writes into a
+run directory holds that run's lock (fermetric.utils.runlock) while it works, so it is refused,
+not interleaved, while a training or another command writes the same run. Training is
+`fermetric.cli.train.run_training` (the train-* commands) and `fermetric.training.Trainer`.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from fermetric.errors import ConfigError, FermetricError
+
+PathLike = str | Path
+
+
+def _writing(run: PathLike, into_run: bool = True):
+    """The run's lock when the output goes into the run directory, else nothing. A pretrained
+    model's name (fermetric.zoo) writes into its cache folder, which is locked instead."""
+    from fermetric.utils.runlock import run_lock
+
+    if not into_run:
+        return contextlib.nullcontext()
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        from fermetric.zoo import zoo_run_dir
+
+        run_dir = zoo_run_dir(str(run))
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_lock(run_dir)
+
+
+def _load(run: PathLike, device: Optional[str], precision: Optional[str]):
+    from fermetric.runs import load_run
+
+    return load_run(run, device=device or "auto", precision=precision or "auto")
+
+
+def evaluate_run(run: PathLike, split: str = "val", tta: bool = False, out: Optional[PathLike] = None,
+                 device: Optional[str] = "auto", precision: Optional[str] = "auto") -> tuple[dict[str, Any], list[Path]]:
+    """`fermetric evaluate`: accuracy, macro-F1, per-class scores and the confusion matrix of a run
+    on a split, written as <split>[_tta].json / .md / _confusion.png into `out` (default RUN/eval).
+
+    Returns:
+        (metrics, paths written).
+    """
+    with _writing(run, out is None):
+        from fermetric.evaluation.metrics import classification_metrics, write_metrics
+
+        r = _load(run, device, precision)
+        ds = r.load_data()[split]
+        m = classification_metrics(ds.labels.numpy(), r.predict(split, tta=tta), r.class_names)
+        m.update({"run": str(r.path), "split": split, "tta": tta, "kind": r.kind, "checkpoint": r.fingerprint})
+        if r.kind == "embedding":
+            knn = r.knn()
+            m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,
+                        "index_source": str(r.index_dir) if r.index_dir.exists() else "exact index fitted on train",
+                        "self_matches_excluded": split == "train"}
+        name = f"{split}{'_tta' if tta else ''}"
+        paths = write_metrics(Path(out) if out else r.path / "eval", name, m,
+                              f"{r.cfg.model.name} on {split}{' + TTA' if tta else ''}")
+    return m, paths
+
+
+def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool = False, out: PathLike = "ensemble",
+             device: Optional[str] = "auto", precision: Optional[str] = "auto") -> tuple[dict[str, Any], list[Path]]:
+    """`fermetric ensemble`: soft vote and val-accuracy-weighted vote of runs on a split
+    (fermetric.evaluation.ensemble.ensemble_report), written as OUT/ensemble_<split>.json / .md.
+
+    Returns:
+        (results, paths written); `ensemble_markdown(results)` is the table.
+    """
+    from fermetric.evaluation.ensemble import ensemble_report, write_ensemble
+
+    members = [_load(r, device, precision) for r in runs]
+    results = ensemble_report(members, split, tta)
+    return results, write_ensemble(results, out)
+
+
+def build_index(run: PathLike, index_type: str = "flat", k: Optional[int] = None, weighting: Optional[str] = None,
+                device: Optional[str] = "auto"):
+    """`fermetric build-index`: the run's FAISS kNN index over its train split, saved as RUN/index
+    and stamped with the checkpoint it came from.
+
+    Returns:
+        (the Run, the fitted KNNClassifier).
+    """
+    with _writing(run):
+        r = _load(run, device, None)
+        return r, r.build_index(index_type, k=k, weighting=weighting)
+
+
+def knn_eval(run: PathLike, split: str = "val", k: Optional[int] = None, weighting: Optional[str] = None,
+             out: Optional[PathLike] = None, device: Optional[str] = "auto") -> tuple[dict[str, Any], list[Path]]:
+    """`fermetric knn-eval`: the kNN report of a split against the train gallery (Run.knn_report),
+    written into `out` (default RUN/knn_<split>).
+
+    Returns:
+        (report, paths written).
+    """
+    from fermetric.retrieval import write_knn_report
+
+    with _writing(run):  # the embedding cache is written into RUN whatever `out` is
+        r = _load(run, device, None)
+        rep = r.knn_report(split, k=k, weighting=weighting)
+        return rep, write_knn_report(rep, Path(out) if out else r.path / f"knn_{split}")
+
+
+def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Optional[PathLike] = None,
+               device: Optional[str] = "auto") -> tuple[np.ndarray, list[Path]]:
+    """`fermetric embed-plot`: a 2-D projection (umap, pca, tsne) of a split's embeddings (pre-logit
+    features for classifiers), coloured by class: RUN/embeddings/<split>_<method>_2d.npy and the
+    figure `out` (default RUN/figures/embed_<method>_<split>.png).
+
+    Returns:
+        ((N, 2) coordinates, [figure, coordinates file, the split's cached embeddings]).
+    """
+    from fermetric.analysis.projection import project_2d
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.embeddings import plot_embedding_2d
+    from fermetric.utils.io import save_npy
+
+    with _writing(run):
+        r = _load(run, device, None)
+        emb, labels = r.embeddings(split)
+        coords = project_2d(emb, method=method, seed=r.cfg.seed)
+        coords_path = save_npy(r.path / "embeddings" / f"{split}_{method}_2d.npy", coords)
+        fig = plot_embedding_2d(coords, labels, r.class_names,
+                                title=f"{r.cfg.model.name} ({r.kind}) {split} embeddings, {method.upper()}")
+        path = save_figure(fig, Path(out) if out else r.path / "figures" / f"embed_{method}_{split}.png")
+    return coords, [path, coords_path, r.path / "embeddings" / f"{split}.npy"]
+
+
+def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per_class: int = 2, scorer: str = "auto",
+                target: str = "predicted", out: Optional[PathLike] = None, seed: int = 0,
+                device: Optional[str] = "auto", precision: Optional[str] = "auto",
+                progress: bool = False) -> dict[str, Any]:
+    """`fermetric explain`: maps of `method` ("all": every method the scorer supports) for
+    `per_class` seeded images of each class of a split, as OUT/<method>_<split>.npy and .png
+    (image / map / overlay rows) and OUT/explain_<split>.json (default OUT: RUN/explain).
+
+    Args:
+        scorer: "auto", "classifier", "prototype" or "knn" (see Run.scorer).
+        target: "predicted" (explain the predicted class) or "label" (the true one).
+        progress: a progress bar over the methods.
+
+    Returns:
+        The JSON record (indices, labels, predictions, methods done, skipped with why) plus
+        "paths": the figures written.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from fermetric.analysis import METHODS, explain
+    from fermetric.analysis.methods import pick_per_class
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.explanations import plot_explanations
+    from fermetric.utils.io import write_json
+
+    if scorer == "knn" and split == "train":
+        # the kNN gallery is the train split: each image would vote for itself
+        raise ConfigError("--split train: the knn scorer votes with the train split as its gallery, so train images "
+                          "would match themselves; explain --split val or test, or use --scorer prototype")
+    with _writing(run, out is None):
+        r = _load(run, device, precision)
+        sc = r.scorer(scorer)
+        ds = r.load_data()[split]
+        labels = ds.labels.numpy()
+        idx = pick_per_class(labels, per_class, len(r.class_names), seed=seed)
+        images = ds.float_images(torch.as_tensor(idx))
+        preds = sc.scores(images).argmax(1).cpu().numpy()
+        tgt = labels[idx] if target == "label" else None
+        out_dir = Path(out) if out else r.path / "explain"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        methods = list(METHODS) if method == "all" else [method]
+        written, done, skipped = [], [], []
+        for m in tqdm(methods, desc="methods", disable=not progress or len(methods) == 1):
+            try:
+                options = {"seed": seed} if m in ("smoothgrad", "lime") else {}
+                maps = explain(sc, images, m, target=tgt, **options)
+            except FermetricError as exc:  # a gradient method on a black-box scorer: say so, go on
+                if len(methods) == 1:
+                    raise
+                skipped.append(f"{m}: {exc}")
+                continue
+            np.save(out_dir / f"{m}_{split}.npy", maps)
+            done.append(m)
+            fig = plot_explanations(images, maps, labels=labels[idx], predictions=preds, class_names=r.class_names,
+                                    method=m, title=f"{m} · {r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
+            written.append(save_figure(fig, out_dir / f"{m}_{split}.png"))
+        record = {"run": str(r.path), "split": split, "scorer": type(sc).__name__, "target": target,
+                  "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped}
+        write_json(out_dir / f"explain_{split}.json", record)
+    return {**record, "paths": written}
+
+
+def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[Sequence[int]] = None, num: int = 16,
+                steps: int = 100, image_index: int = 0, out: Optional[PathLike] = None,
+                device: Optional[str] = "auto", precision: Optional[str] = "auto") -> dict[str, Any]:
+    """`fermetric filters`: images that excite a conv layer's filters (regularised gradient
+    ascent) and that layer's outputs for val image `image_index`, as OUT/filters_<layer>.png and
+    OUT/activations_<layer>.png (default OUT: RUN/figures; layer default: the Grad-CAM layer).
+
+    Returns:
+        {"layer": the layer's name, "filters": how many were visualised, "paths": [filters figure,
+        activations figure]}.
+    """
+    import torch
+
+    from fermetric.analysis import layer_activations, visualize_filters
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.filters import plot_activation_grid, plot_filter_grid
+
+    with _writing(run, out is None):
+        r = _load(run, device, precision)
+        ds = r.load_data()["val"]
+        if not 0 <= image_index < len(ds):
+            raise ConfigError(f"--image-index must lie in 0..{len(ds) - 1}; got {image_index}")
+        chans = list(channels) if channels else None
+        layer = layer or getattr(r.model, "gradcam_layer", None)
+        fi = visualize_filters(r.model, layer, chans, num_channels=num, steps=steps, seed=r.cfg.seed, precision=r.precision)
+        safe = str(layer).replace(".", "_")
+        out_dir = Path(out) if out else r.path / "figures"
+        p1 = save_figure(plot_filter_grid(fi, layer=layer, title=f"{r.cfg.model.name}: images that excite {layer}"),
+                         out_dir / f"filters_{safe}.png")
+        img = ds.float_images(torch.tensor([image_index]))
+        acts = layer_activations(r.model, img, layer, channels=chans, k=num)
+        p2 = save_figure(plot_activation_grid(acts, image=img[0, 0].numpy(), layer=layer,
+                                              title=f"{layer} outputs for val image {image_index}"),
+                         out_dir / f"activations_{safe}.png")
+    return {"layer": layer, "filters": len(getattr(fi, "channels", ())) or num, "paths": [p1, p2]}
+
+
+def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 4,
+                 methods: Sequence[str] = ("saliency", "smoothgrad", "occlusion", "gradcam", "lime"),
+                 lime_samples: int = 300, knn: bool = True, out: Optional[PathLike] = None, seed: int = 0,
+                 device: Optional[str] = "auto", precision: Optional[str] = "auto",
+                 progress: bool = False) -> tuple[dict[str, Any], list[Path]]:
+    """`fermetric explain-eval`: how faithful each explanation method is on each run's scorers
+    (Run.scorers: classifier; prototype and, with `knn`, kNN for embedding runs): deletion /
+    insertion AUC, evidence-mask mass and pointing game (SynthFER), randomisation check. Written as
+    OUT/explain_eval.json and .md (default OUT: FIRST_RUN/explain_eval).
+
+    Returns:
+        (result with "rows", paths written); `table_to_markdown(result["rows"])` is the table.
+    """
+    import torch
+
+    from fermetric.analysis import METHODS, evaluate_explanations, table_to_markdown
+    from fermetric.analysis.methods import pick_per_class
+    from fermetric.utils.io import atomic_write_text, write_json
+
+    chosen = [m.strip() for m in methods if m.strip()]
+    bad = [m for m in chosen if m not in METHODS]
+    if bad:
+        raise ConfigError(f"--methods: unknown method(s) {', '.join(bad)}; valid: {', '.join(METHODS)}")
+    loaded = [_load(r, device, precision) for r in runs]
+    if len({r.class_names for r in loaded}) != 1:
+        raise FermetricError("the runs disagree on class names; compare runs trained on the same data")
+    with _writing(loaded[0].path, out is None):
+        scorers: dict[str, Any] = {}
+        for r in loaded:
+            scorers.update(r.scorers(knn=knn))
+        ds = loaded[0].load_data()[split]
+        labels = ds.labels.numpy()
+        idx = pick_per_class(labels, per_class, len(loaded[0].class_names), seed=seed)
+        images = ds.float_images(torch.as_tensor(idx))
+        masks = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
+        rows = evaluate_explanations(scorers, images, labels[idx], masks, chosen, seed=seed,
+                                     method_options={"lime": {"num_samples": lime_samples}}, progress=progress)
+        out_dir = Path(out) if out else loaded[0].path / "explain_eval"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = {"runs": [str(r.path) for r in loaded], "split": split, "n_images": int(len(idx)),
+                  "masks": masks is not None, "rows": rows}
+        paths = [write_json(out_dir / "explain_eval.json", result),
+                 atomic_write_text(out_dir / "explain_eval.md", table_to_markdown(rows))]
+    return result, paths
+
+
+def data_info(source: Optional[str] = None, out: PathLike = "fermetric-data-info", per_class: int = 8,
+              split: Optional[str] = None, cfg: Any = None) -> tuple[str, list[str], list[Path]]:
+    """`fermetric data info`: images per split and class, facts about the data, and sample grids
+    of each class, written as OUT/summary.txt, OUT/samples.png (and samples_masks.png where the
+    data has evidence masks).
+
+    Args:
+        source: fer2013.csv(.gz), an image folder or "synth"; overrides cfg.data.source.
+        split: split the samples come from (default: train, else the first).
+        cfg: a RunConfig for the data options (default: the defaults).
+
+    Returns:
+        (count table, fact lines, paths written).
+    """
+    from fermetric.config import RunConfig
+    from fermetric.data import load_data
+    from fermetric.data.info import describe, info_lines
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.samples import sample_grid
+    from fermetric.utils.io import atomic_write_text
+
+    cfg = cfg if cfg is not None else RunConfig()
+    t0 = time.perf_counter()
+    splits = load_data(source if source is not None else cfg.data.source, cfg.data, seed=cfg.seed)
+    splits.info.setdefault("load_seconds", round(time.perf_counter() - t0, 3))
+    table, facts = describe(splits), info_lines(splits)
+    name = split or ("train" if "train" in splits else next(iter(splits.splits)))
+    ds = splits[name]
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [atomic_write_text(out_dir / "summary.txt", "\n".join([table, *facts]) + "\n")]
+    variants = [("samples.png", False)] + ([("samples_masks.png", True)] if ds.masks is not None else [])
+    for fname, masks in variants:
+        fig = sample_grid(ds, per_class=per_class, seed=cfg.seed, masks=masks,
+                          title=f"{splits.name} [{name}]" + (" + evidence masks" if masks else ""))
+        written.append(save_figure(fig, out_dir / fname))
+    return table, facts, written
+
+
+def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] = "predictions", *,
+            detect: str = "auto", min_face: int = 40, margin: float = 0.2, saliency: bool = False,
+            device: Optional[str] = "auto", progress=None):
+    """`fermetric predict`: the expression of every face in photos (files or folders), with
+    OUT/predictions.json and an annotated image per photo (out=None: write nothing).
+
+    Returns:
+        A fermetric.inference.BatchResult (failed inputs are in its `errors`, not raised).
+    """
+    from fermetric.inference import FacePredictor, predict_images
+
+    predictor = FacePredictor.from_run_dir(run, device=device)
+    return predict_images(predictor, images, out, detect=detect, min_face=min_face, margin=margin,
+                          saliency=saliency, progress=progress)
+
+
+def write_report(runs: Sequence[PathLike], out: PathLike = "report.html", title: Optional[str] = None,
+           extras: Sequence[PathLike] = ()) -> Path:
+    """`fermetric report`: one self-contained HTML page of runs (fermetric.report.build_report)."""
+    from fermetric.report import build_report
+
+    return build_report(runs, out, title=title, extra_dirs=extras)
+
+
+__all__ = ["evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
+           "explain_eval", "data_info", "predict", "write_report"]
