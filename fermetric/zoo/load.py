@@ -56,7 +56,8 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     Raises:
         ZooError: unknown name, missing file, or weights that do not match the card's SHA-256.
     """
-    from fermetric.runs.reader import Run, build_model_for, check_finite
+    from fermetric.models.factory import build_model
+    from fermetric.runs.reader import Run, check_finite
 
     entry = get_entry(name, root)
     check_card(entry)
@@ -71,7 +72,7 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
         raise ZooError(f"pretrained model {name!r}: {entry.weights} holds a {kind} model but card.json says {entry.kind}")
     class_names = tuple(ckpt.get("class_names", ()))
     cfg.model.weights, cfg.model.pretrained = None, False
-    model = build_model_for(kind, cfg, len(class_names))
+    model = build_model(kind, cfg, len(class_names))
     check_compatible(ckpt, entry.weights, name=cfg.model.name, num_classes=len(class_names))
     load_state_dict_checked(model, as_fp32(ckpt["state_dict"]), entry.weights)
     model.to(dev).eval()
