@@ -2,6 +2,7 @@
 layers above training read runs without importing the training package."""
 import ast
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,16 @@ def test_explain_run_explains_the_seeded_images_of_each_class(classifier_run, tm
     assert np.load(tmp_path / "saliency_val.npy").shape == (len(rec["indices"]), 48, 48)
 
 
-def test_writing_into_a_locked_run_is_refused(classifier_run):
+def test_writing_into_a_locked_run_is_refused(classifier_run, tmp_path):
     from fermetric.utils.runlock import RunLockedError
 
-    proc = hold_run_lock(classifier_run)
+    run = tmp_path / "run"  # a copy: the killed holder leaves its lock file behind
+    shutil.copytree(classifier_run, run)
+    proc = hold_run_lock(run)
     try:
         with pytest.raises(RunLockedError):
-            fermetric.evaluate_run(classifier_run, device="cpu")  # default out: RUN/eval
+            fermetric.evaluate_run(run, device="cpu")  # default out: RUN/eval
+        assert not (run / "eval").exists()
     finally:
         proc.kill()
         proc.wait()
