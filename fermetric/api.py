@@ -328,7 +328,7 @@ def data_info(source: Optional[str] = None, out: PathLike = "fermetric-data-info
 
 
 def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] = "predictions", *,
-            detect: str = "auto", min_face: int = 40, margin: float = 0.2, saliency: bool = False,
+            detect: str = "auto", min_face: int = 40, margin: Optional[float] = None, saliency: bool = False,
             device: Optional[str] = "auto", progress=None):
     """`fermetric predict`: the expression of every face in photos (files or folders), with
     OUT/predictions.json and an annotated image per photo (out=None: write nothing).
@@ -337,8 +337,10 @@ def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] =
         A fermetric.inference.BatchResult (failed inputs are in its `errors`, not raised).
     """
     from fermetric.inference import FacePredictor, predict_images
+    from fermetric.inference.faces import DEFAULT_MARGIN
 
     predictor = FacePredictor.from_run_dir(run, device=device)
+    margin = DEFAULT_MARGIN if margin is None else margin
     return predict_images(predictor, images, out, detect=detect, min_face=min_face, margin=margin,
                           saliency=saliency, progress=progress)
 

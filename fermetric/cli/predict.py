@@ -37,14 +37,15 @@ def register(main: click.Group) -> None:
     @click.option("--saliency", is_flag=True, help="Overlay Grad-CAM of the predicted class on each face.")
     @click.option("--min-face", type=click.IntRange(min=8), default=40, show_default=True,
                   help="Smallest face side searched, in pixels.")
-    @click.option("--margin", type=click.FloatRange(min=0.0, max=2.0), default=0.2, show_default=True,
-                  help="Crop side = (1 + margin) x the face box's longer side.")
+    @click.option("--margin", type=click.FloatRange(min=0.0, max=2.0), default=None,
+                  help="Crop side = (1 + margin) x the face box's longer side (default 0: FER2013's faces are "
+                       "cropped tightly; fermetric.inference.faces.DEFAULT_MARGIN).")
     @click.option("--no-detect", is_flag=True, help="Use every image whole as a face crop (no detection).")
     @click.option("--detect-small", is_flag=True, help="Search for faces even in images of at most 64 px.")
     @device_option
     @click.pass_context
     def predict(ctx: click.Context, args: tuple[str, ...], model_name: Optional[str], out: str, saliency: bool,
-                min_face: int, margin: float, no_detect: bool, detect_small: bool, device: Optional[str]) -> None:
+                min_face: int, margin: Optional[float], no_detect: bool, detect_small: bool, device: Optional[str]) -> None:
         from tqdm.auto import tqdm
 
         from fermetric.api import predict as run_predict

@@ -21,6 +21,7 @@ from fermetric.data.classes import IMAGE_SIZE
 from fermetric.errors import DataError, FermetricError
 from fermetric.inference.faces import (
     CROP_MAX_SIDE,
+    DEFAULT_MARGIN,
     Photo,
     crop_face,
     detect_faces,
@@ -253,7 +254,7 @@ def predict_images(
     *,
     detect: str = "auto",
     min_face: int = 40,
-    margin: float = 0.2,
+    margin: float = DEFAULT_MARGIN,
     saliency: bool = False,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
 ) -> BatchResult:

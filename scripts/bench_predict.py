@@ -1,0 +1,85 @@
+"""`fermetric predict` on photos with real faces: seconds per photo (detection + prediction) and
+how often the detector finds the face and the model names its expression.
+
+The photos are FER2013 PublicTest faces (val split of the dev CSV) upscaled to 200 px and pasted
+on a 640x480 textured background (the same composition as tests/test_predict.py), so the true
+label of every photo is known. Run alone on the machine:
+
+    python scripts/bench_predict.py fer2013-baseline --data fer2013.csv.gz --n 100 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def compose(face48: np.ndarray, rng: np.random.Generator, size: int = 200) -> np.ndarray:
+    import cv2
+
+    bg = cv2.GaussianBlur((rng.random((480, 640)) * 60 + 100).astype(np.uint8), (0, 0), 3)
+    y, x = int(rng.integers(20, 480 - size - 20)), int(rng.integers(20, 640 - size - 20))
+    bg[y:y + size, x:x + size] = cv2.resize(face48, (size, size), interpolation=cv2.INTER_CUBIC)
+    return bg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a run directory or a pretrained model's name")
+    ap.add_argument("--data", required=True, help="fer2013.csv(.gz) with a PublicTest split")
+    ap.add_argument("--n", type=int, default=100, help="photos")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--margin", type=float, nargs="+", default=[0.2],
+                    help="crop margins to compare (predict --margin; default 0.2)")
+    a = ap.parse_args()
+
+    import torch
+    from PIL import Image
+
+    from fermetric.config import DataConfig
+    from fermetric.data.sources import load_data
+    from fermetric.inference import FacePredictor, predict_images
+
+    torch.set_num_threads(a.threads)
+    val = load_data(a.data, DataConfig())["val"]
+    rng = np.random.default_rng(a.seed)
+    idx = rng.choice(len(val), size=min(a.n, len(val)), replace=False)
+    t0 = time.perf_counter()
+    predictor = FacePredictor.from_run_dir(a.model, device="cpu")
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for j, i in enumerate(idx):
+            p = Path(tmp) / f"photo_{j:04d}.jpg"
+            Image.fromarray(np.stack([compose(val.images[i, 0].numpy(), rng)] * 3, axis=2)).save(p, quality=92)
+            files.append(p)
+        predict_images(predictor, files[:2])  # warm-up: cascade load, first forward
+        labels = val.labels.numpy()[idx]
+        # the reference: the same model on the data set's own 48x48 crops of the same faces
+        on_crops = predictor.predict_proba(val.images[idx, 0].numpy()).argmax(1) == labels
+        print("| model | margin | photos | face found | right on the photo (found faces) | right on the FER2013 crop "
+              "(same faces) | s/photo | model load s | threads |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for margin in a.margin:
+            t0 = time.perf_counter()
+            batch = predict_images(predictor, files, margin=margin)
+            seconds = time.perf_counter() - t0
+            found = {Path(r.path).name: r for r in batch.images}
+            hits = correct = crop_correct = 0
+            for j, f in enumerate(files):
+                r = found.get(f.name)
+                if r is not None and r.faces:
+                    hits += 1
+                    correct += int(r.faces[0].label_id == labels[j])
+                    crop_correct += int(on_crops[j])
+            print(f"| {a.model} | {margin:g} | {len(files)} | {hits / len(files) * 100:.0f} % | "
+                  f"{correct / max(hits, 1) * 100:.1f} % | {crop_correct / max(hits, 1) * 100:.1f} % | "
+                  f"{seconds / len(files):.3f} | {load_s:.2f} | {a.threads} |")
+
+
+if __name__ == "__main__":
+    main()
