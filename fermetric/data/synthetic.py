@@ -268,16 +268,49 @@ def _dilate(m: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _occluders(p: dict[str, torch.Tensor], u: torch.Tensor, v: torch.Tensor, ua: torch.Tensor,
-               inside_scale: torch.Tensor) -> torch.Tensor:
+@dataclass
+class _Faces:
+    """One chunk of faces in face coordinates, with the drawing primitives that read them.
+
+    Attributes:
+        p: the chunk's parameters, name -> (M,) tensors.
+        X, Y: pixel centres in [-1, 1] image units, (1, 1, 48) and (1, 48, 1).
+        u, v: (M, 48, 48) face coordinates of every pixel (u right, v down; the face spans about
+            [-0.8, 0.8] x [-1, 1]) after the inverse pose.
+        uf, ua: u about the yaw-shifted midline, and its absolute value (mirrored features).
+        inv_soft: (M, 1, 1) 1 / sigmoid width (anti-aliasing plus the face's blur).
+    """
+
+    p: dict[str, torch.Tensor]
+    X: torch.Tensor
+    Y: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    uf: torch.Tensor
+    ua: torch.Tensor
+    inv_soft: torch.Tensor
+
+    def col(self, name: str) -> torch.Tensor:
+        """A parameter as (M, 1, 1), to broadcast against the pixel grids."""
+        return self.p[name][:, None, None]
+
+    def inside(self, signed: torch.Tensor) -> torch.Tensor:
+        """Coverage of a shape from its signed distance (positive inside, face units)."""
+        return torch.sigmoid(signed * self.inv_soft)
+
+    def tone(self, k: float) -> torch.Tensor:
+        """Skin darkened by k of the face's contrast."""
+        return self.col("skin") * (1.0 - k * self.col("contrast"))
+
+    def subset(self, idx: torch.Tensor) -> "_Faces":
+        """The faces `idx` alone (the image grids X, Y are shared)."""
+        return _Faces({k: t[idx] for k, t in self.p.items()}, self.X, self.Y, self.u[idx], self.v[idx],
+                      self.uf[idx], self.ua[idx], self.inv_soft[idx])
+
+
+def _occluders(f: _Faces) -> torch.Tensor:
     """Coverage (M, 48, 48) of each face's occluder, given its face coordinates."""
-
-    def col(name: str) -> torch.Tensor:
-        return p[name][:, None, None]
-
-    def inside(signed: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(signed * inside_scale)
-
+    col, inside, u, v, ua = f.col, f.inside, f.u, f.v, f.ua
     kind = col("occ_kind")
     ex, ey, ew = col("eye_x"), col("eye_y"), col("eye_w")
     occ = torch.zeros_like(u)
@@ -300,19 +333,16 @@ def _occluders(p: dict[str, torch.Tensor], u: torch.Tensor, v: torch.Tensor, ua:
     return torch.where(kind == 4, bar, occ)
 
 
-def _render_chunk(p: dict[str, torch.Tensor], g: torch.Generator) -> SynthRender:
-    n = p["skin"].shape[0]
-    size = IMAGE_SIZE
-    half = size / 2.0
+def _face_coordinates(p: dict[str, torch.Tensor]) -> _Faces:
+    """Invert each face's pose: image pixel -> face coordinates."""
+    half = IMAGE_SIZE / 2.0
+    axis = (torch.arange(IMAGE_SIZE, dtype=torch.float32) + 0.5) / half - 1.0
+    X = axis[None, None, :]
+    Y = axis[None, :, None]
 
     def col(name: str) -> torch.Tensor:
         return p[name][:, None, None]
 
-    # Pixel centres in [-1, 1] image units.
-    axis = (torch.arange(size, dtype=torch.float32) + 0.5) / half - 1.0
-    X = axis[None, None, :]
-    Y = axis[None, :, None]
-    # Inverse pose: image -> face coordinates (u right, v down; face ~[-0.8, 0.8] x [-1, 1]).
     ang, scale = col("angle"), col("scale")
     cos, sin = torch.cos(ang), torch.sin(ang)
     dx, dy = X - col("tx"), Y - col("ty")
@@ -321,19 +351,17 @@ def _render_chunk(p: dict[str, torch.Tensor], g: torch.Generator) -> SynthRender
     v = (cos * dy - sin * dx) / scale
     px = 1.0 / (half * scale)  # one pixel in face units
     soft = 0.45 * px * col("blur")  # sigmoid width: anti-aliasing plus per-image blur
-    inv_soft = 1.0 / soft
+    # features are mirrored about the (yaw-shifted) face midline
+    uf = u - 0.1 * col("yaw")
+    return _Faces(p, X, Y, u, v, uf, uf.abs(), 1.0 / soft)
 
-    def inside(signed: torch.Tensor) -> torch.Tensor:
-        """Coverage of a shape from its signed distance (positive inside, face units)."""
-        return torch.sigmoid(signed * inv_soft)
 
-    skin, con = col("skin"), col("contrast")
-
-    def tone(k: float) -> torch.Tensor:
-        return skin * (1.0 - k * con)
-
+def _draw_head(f: _Faces) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background, hair, neck, shaded skin and fringe. Returns (image, face coverage)."""
+    col, inside, u, v, X, Y = f.col, f.inside, f.u, f.v, f.X, f.Y
+    n, skin = u.shape[0], col("skin")
     # Background with its own gradient.
-    img = (col("bg") + 0.15 * col("light_y") * Y + 0.1 * (col("bg") - 0.5) * X).expand(n, size, size).contiguous()
+    img = (col("bg") + 0.15 * col("light_y") * Y + 0.1 * (col("bg") - 0.5) * X).expand(n, IMAGE_SIZE, IMAGE_SIZE).contiguous()
     # Face outline: an ellipse narrowing toward the chin.
     fw, fh = col("face_w"), col("face_h")
     w_eff = fw * (1.0 - col("jaw") * torch.clamp(v / fh, min=0.0) ** 2)
@@ -351,12 +379,13 @@ def _render_chunk(p: dict[str, torch.Tensor], g: torch.Generator) -> SynthRender
     # Hair fringe above the hairline (curving down at the temples).
     fringe = inside(col("hairline") + 0.35 * (u / fw) ** 2 - v) * torch.maximum(face_a, hair_back) * hair_on
     img = _blend(img, fringe, col("hair_tone"))
+    return img, face_a
 
-    # Features, mirrored about the (yaw-shifted) face midline.
-    uf = u - 0.1 * col("yaw")
-    ua = uf.abs()
+
+def _draw_brows_and_eyes(f: _Faces, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eye sockets, brows and eyes. Returns (image, brow coverage, eye coverage)."""
+    col, inside, tone, v, uf, ua = f.col, f.inside, f.tone, f.v, f.uf, f.ua
     ex, ey, ew = col("eye_x"), col("eye_y"), col("eye_w")
-
     # Soft eye-socket shadow (identity, not evidence).
     sock = inside(0.9 - torch.sqrt(((ua - ex) / (ew * 1.6)) ** 2 + ((v - ey + 0.06) / (ew * 1.3)) ** 2)) * 0.6
     img = _blend(img, sock, tone(0.12))
@@ -379,25 +408,36 @@ def _render_chunk(p: dict[str, torch.Tensor], g: torch.Generator) -> SynthRender
     outline_a = inside((1.0 - torch.sqrt((edx / (ew + lid)) ** 2 + (edy / (eh + lid)) ** 2)) * (eh + lid))
     img = _blend(img, outline_a, tone(0.7))
     white_a = inside((1.0 - e_r) * eh)
-    img = _blend(img, white_a, torch.clamp(skin + 0.25 * con, max=1.0))
+    img = _blend(img, white_a, torch.clamp(col("skin") + 0.25 * col("contrast"), max=1.0))
     pr = ew * 0.45
     pupil_a = inside(pr - torch.sqrt((uf.abs() - ex - col("gaze") * torch.sign(uf)) ** 2 + edy**2)) * white_a
     img = _blend(img, pupil_a, tone(0.85))
-    eye_a = torch.maximum(outline_a, white_a)
+    return img, brow_a, torch.maximum(outline_a, white_a)
 
-    # Nose: bridge shadow on one side, nostrils (identity, not evidence).
+
+def _draw_nose(f: _Faces, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bridge, nostrils and wrinkles. Returns (image, wrinkle geometry, wrinkle strength (M, 1, 1))."""
+    inside, tone, v, uf, ua = f.inside, f.tone, f.v, f.uf, f.ua
+    # Bridge shadow on one side, nostrils (identity, not evidence).
     bridge = inside(0.025 - (uf - 0.07).abs()) * inside(0.24 - v) * inside(v + 0.02) * 0.5
     img = _blend(img, bridge, tone(0.25))
     nostril = inside(0.035 - torch.sqrt(((ua - 0.075) / 1.3) ** 2 + (v - 0.28) ** 2))
     img = _blend(img, nostril, tone(0.5))
     # Nose wrinkles: three short lines across the bridge, weighted by strength (evidence).
-    wr = torch.clamp(col("nose_wrinkle"), 0.0, 1.0)
+    wr = torch.clamp(f.col("nose_wrinkle"), 0.0, 1.0)
     wv = torch.remainder(v + 0.02, 0.075) - 0.0375  # periodic rows, one line per 0.075
     wrinkle_geom = inside(0.016 - wv.abs()) * inside(0.14 - ua) * inside(v + 0.04) * inside(0.17 - v)
-    wrinkle_a = wrinkle_geom * wr
-    img = _blend(img, wrinkle_a, tone(0.45))
+    img = _blend(img, wrinkle_geom * wr, tone(0.45))
+    return img, wrinkle_geom, wr
 
-    # Mouth: centre line c(s) = my - curve * 0.12 * (s^2 - 0.5), s = u / W in [-1, 1]; the open
+
+def _draw_mouth(f: _Faces, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lips, the open interior and the nasolabial folds.
+
+    Returns (image, mouth coverage, fold geometry, fold strength (M, 1, 1)).
+    """
+    col, inside, tone, v, uf, ua = f.col, f.inside, f.tone, f.v, f.uf, f.ua
+    # Centre line c(s) = my - curve * 0.12 * (s^2 - 0.5), s = u / W in [-1, 1]; the open
     # interior spans c - 0.35 * h .. c + 0.65 * h with h = open * W * (1 - s^2) (the jaw drops).
     mw = col("mouth_w") * (1.0 + col("mouth_width"))
     s = uf / mw
@@ -418,24 +458,40 @@ def _render_chunk(p: dict[str, torch.Tensor], g: torch.Generator) -> SynthRender
     fold_t = torch.clamp((v - 0.2) / (col("mouth_y") + 0.05 - 0.2), 0.0, 1.0)
     fold_u = 0.14 + (corner_u - 0.14) * fold_t
     fold_geom = inside(0.02 - (ua - fold_u).abs()) * inside(v - 0.2) * inside(col("mouth_y") + 0.08 - v)
-    fold_a = fold_geom * ck
-    img = _blend(img, fold_a, tone(0.35))
+    img = _blend(img, fold_geom * ck, tone(0.35))
+    return img, mouth_a, fold_geom, ck
 
-    # Occluders (in face coordinates, so they follow the pose), rendered only for the faces
-    # that have one.
+
+def _draw_occluders(f: _Faces, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Occluders in face coordinates (so they follow the pose), drawn only on the faces that have
+    one. Returns (image, occluder coverage)."""
     occ = torch.zeros_like(img)
-    hit = torch.nonzero(p["occ_kind"] > 0).flatten()
+    hit = torch.nonzero(f.p["occ_kind"] > 0).flatten()
     if len(hit):
-        occ[hit] = _occluders({k: p[k][hit] for k in p}, u[hit], v[hit], ua[hit], inside_scale=inv_soft[hit])
-        occ_tone = torch.where(col("occ_kind") == 2, col("occ_tone") * 0.15, col("occ_tone"))
+        occ[hit] = _occluders(f.subset(hit))
+        occ_tone = torch.where(f.col("occ_kind") == 2, f.col("occ_tone") * 0.15, f.col("occ_tone"))
         img = _blend(img, occ, occ_tone)
+    return img, occ
 
-    # Capture: illumination gradient, noise.
-    img = img * (1.0 + col("light_x") * X + col("light_y") * Y)
-    noise = torch.randn(img.shape, generator=g) * col("noise")
-    img = torch.clamp(img + noise, 0.0, 1.0)
 
-    # Evidence masks.
+def _capture(f: _Faces, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Illumination gradient and pixel noise; clipped to [0, 1]."""
+    img = img * (1.0 + f.col("light_x") * f.X + f.col("light_y") * f.Y)
+    noise = torch.randn(img.shape, generator=g) * f.col("noise")
+    return torch.clamp(img + noise, 0.0, 1.0)
+
+
+def _render_chunk(p: dict[str, torch.Tensor], g: torch.Generator) -> SynthRender:
+    """Render one chunk of faces: draw each layer in order, then derive the evidence masks from
+    the coverages of the features as drawn."""
+    f = _face_coordinates(p)
+    img, face_a = _draw_head(f)
+    img, brow_a, eye_a = _draw_brows_and_eyes(f, img)
+    img, wrinkle_geom, wr = _draw_nose(f, img)
+    img, mouth_a, fold_geom, ck = _draw_mouth(f, img)
+    img, occ = _draw_occluders(f, img)
+    img = _capture(f, img, g)
+
     # Evidence is on the face and not hidden: the dilation may step over the face rim where a
     # turned head brings an eye or a fold close to it.
     visible = (occ <= 0.5) & (face_a > 0.5)
