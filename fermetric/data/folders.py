@@ -150,6 +150,152 @@ def _read_all(files: list[Path], reader, workers: int, desc: str) -> list[np.nda
         return list(tqdm(it, total=len(files), desc=desc, unit="img", disable=disable))
 
 
+def _find_split_dirs(root: Path) -> tuple[dict[str, Path], str, list[str]]:
+    """The split folders of `root`, or `root` itself as the train split.
+
+    Returns:
+        (split -> folder, layout "split folders" / "class folders", ignored top-level folders).
+    """
+    top = [d for d in _subdirs(root) if d.name != MASKS_FOLDER]
+    split_dirs: dict[str, Path] = {}
+    for d in (d for d in top if d.name.lower() in SPLIT_FOLDERS):
+        split = SPLIT_FOLDERS[d.name.lower()]
+        if split in split_dirs:
+            raise DataError(f"{root}: both {split_dirs[split].name}/ and {d.name}/ would be the {split} split; keep one")
+        split_dirs[split] = d
+    ignored: list[str] = []
+    if split_dirs:
+        layout = "split folders"
+        ignored += [f"{d.name}/" for d in top if d.name.lower() not in SPLIT_FOLDERS]
+    else:
+        layout = "class folders"
+        split_dirs = {"train": root}
+    if not top:
+        raise DataError(f"{root}: no class folders; expected train/<class>/ and test/<class>/ folders, or <class>/ folders")
+    return split_dirs, layout, ignored
+
+
+def _find_class_files(root: Path, split_dirs: dict[str, Path], ignored: list[str]) -> dict[str, dict[str, list[Path]]]:
+    """split -> class folder name -> its image files; what is not an image goes to `ignored`."""
+    found: dict[str, dict[str, list[Path]]] = {}
+    for split in (s for s in SPLITS if s in split_dirs):
+        sdir = split_dirs[split]
+        classes = [d for d in _subdirs(sdir) if not (sdir == root and d.name == MASKS_FOLDER)]
+        if not classes:
+            raise DataError(f"{sdir}: no class folders; expected one sub-folder per class (e.g. {sdir}/happy/)")
+        if sdir != root:
+            ignored += [str(f.relative_to(root)) for f in _files(sdir)]
+        found[split] = {}
+        for cdir in classes:
+            files = _files(cdir)
+            images = [f for f in files if is_image_file(f) and not _special(f)]
+            ignored += [str(f.relative_to(root)) for f in files if not is_image_file(f)]
+            ignored += [f"{f.relative_to(root)} (not a regular file)" for f in files if is_image_file(f) and _special(f)]
+            ignored += [f"{d.relative_to(root)}/" for d in _subdirs(cdir)]
+            found[split][cdir.name] = images
+    return found
+
+
+def _check_empty_classes(found: dict[str, dict[str, list[Path]]], folder_ids: dict[str, Optional[int]],
+                         split_dirs: dict[str, Path], real_names: dict[str, dict[str, str]]) -> None:
+    """An empty class folder is an error when the class has no images anywhere (a failed copy, a
+    wrong path); when another split has the class (a small test split), it is only a warning."""
+    filled = {folder_ids[c] for classes in found.values() for c, files in classes.items() if files}
+    for split, classes in found.items():
+        for cname, files in classes.items():
+            if files or folder_ids[cname] is None:
+                continue
+            if folder_ids[cname] not in filled:
+                raise DataError(
+                    f"{split_dirs[split] / real_names[split][cname]}: empty class folder; expected images "
+                    f"({' '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))})"
+                )
+            logger.warning("%s: empty class folder (the class has images in other splits)", split_dirs[split] / real_names[split][cname])
+
+
+def _split_items(found: dict[str, dict[str, list[Path]]],
+                 folder_ids: dict[str, Optional[int]]) -> tuple[dict[str, list[tuple[Path, int]]], Optional[str]]:
+    """split -> [(file, class id)] in class-id order (skipped classes left out), and where val
+    came from. Kaggle's FER2013 folders name test files PublicTest_* / PrivateTest_*: val and test."""
+    val_from = "val folder" if "val" in found else None
+    items: dict[str, list[tuple[Path, int]]] = {}
+    for split, classes in found.items():
+        kept = sorted((folder_ids[c], c) for c in classes if folder_ids[c] is not None)
+        entries = [(f, cid) for cid, c in kept for f in classes[c]]
+        if entries:
+            items[split] = entries
+    if "test" in items and "val" not in items and items["test"]:
+        prefix = [next((s for p, s in KAGGLE_TEST_PREFIXES.items() if f.name.startswith(p)), None) for f, _ in items["test"]]
+        if all(prefix):
+            test = items.pop("test")
+            for split in ("val", "test"):
+                chosen = [it for it, s in zip(test, prefix) if s == split]
+                if chosen:
+                    items[split] = chosen
+            val_from = "PublicTest_* files of test/"
+    return items, val_from
+
+
+def _read_masks(root: Path, entries: list[tuple[Path, int]], rel: list[Path], workers: int) -> Optional[torch.Tensor]:
+    """(N, 48, 48) bool masks of one split where root/masks/ mirrors it (None where it has no
+    masks folder); every image of a mirrored split must have its mask."""
+    masks_root = root / MASKS_FOLDER
+    if not (masks_root.is_dir() and (masks_root / rel[0].parts[0]).is_dir()):
+        return None
+    mask_files = []
+    for f, r in zip((f for f, _ in entries), rel):
+        m = masks_root / r.with_suffix(".png")
+        if not m.is_file() and (masks_root / r).is_file():
+            m = masks_root / r
+        if not m.is_file():
+            raise DataError(f"{f}: no mask {m} (the masks/ folder must mirror every image of {rel[0].parts[0]}/)")
+        mask_files.append(m)
+    return torch.from_numpy(np.stack(_read_all(mask_files, read_mask_image, workers, "reading masks")))
+
+
+def _build_splits(root: Path, items: dict[str, list[tuple[Path, int]]], pixels: list[np.ndarray],
+                  class_names: tuple[str, ...], workers: int) -> dict[str, FERDataset]:
+    """One FERDataset a split from the images read (in SPLITS order, as `pixels` is)."""
+    splits: dict[str, FERDataset] = {}
+    start = 0
+    for split in (s for s in SPLITS if s in items):
+        entries = items[split]
+        imgs = pixels[start:start + len(entries)]
+        start += len(entries)
+        rel = [f.relative_to(root) for f, _ in entries]
+        splits[split] = FERDataset(
+            images=torch.from_numpy(np.stack(imgs)).unsqueeze(1),
+            labels=torch.tensor([c for _, c in entries], dtype=torch.long),
+            class_names=class_names,
+            masks=_read_masks(root, entries, rel, workers),
+            sources=[r.as_posix() for r in rel],
+        )
+    return splits
+
+
+def _hold_out_val(splits: dict[str, FERDataset], val_fraction: float, seed: int) -> tuple[dict[str, FERDataset], bool]:
+    """Without a val split, a seeded, stratified `val_fraction` of train per class becomes val.
+
+    Returns:
+        (the splits in SPLITS order, whether val was held out).
+    """
+    if "val" in splits or "train" not in splits or val_fraction <= 0:
+        return splits, False
+    keep, held = stratified_split(splits["train"].labels, val_fraction, seed)
+    if not len(held):
+        return splits, False
+    train = splits["train"]
+    ordered = {}
+    for s in SPLITS:
+        if s == "train":
+            ordered["train"] = train.subset(keep)
+        elif s == "val":
+            ordered["val"] = train.subset(held)
+        elif s in splits:
+            ordered[s] = splits[s]
+    return ordered, True
+
+
 def load_folder(
     path: str | os.PathLike,
     class_map: Optional[Mapping[str, Optional[str]]] = None,
@@ -183,145 +329,44 @@ def load_folder(
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; expected an image folder (train/<class>/*.jpg or <class>/*.jpg)")
 
-    top = [d for d in _subdirs(root) if d.name != MASKS_FOLDER]
-    split_dirs: dict[str, Path] = {}
-    for d in (d for d in top if d.name.lower() in SPLIT_FOLDERS):
-        split = SPLIT_FOLDERS[d.name.lower()]
-        if split in split_dirs:
-            raise DataError(f"{root}: both {split_dirs[split].name}/ and {d.name}/ would be the {split} split; keep one")
-        split_dirs[split] = d
-    ignored: list[str] = []
-    if split_dirs:
-        layout = "split folders"
-        ignored += [f"{d.name}/" for d in top if d.name.lower() not in SPLIT_FOLDERS]
-    else:
-        layout = "class folders"
-        split_dirs = {"train": root}
-    if not top:
-        raise DataError(f"{root}: no class folders; expected train/<class>/ and test/<class>/ folders, or <class>/ folders")
-
-    # split -> class folder name -> files
-    found: dict[str, dict[str, list[Path]]] = {}
-    for split in (s for s in SPLITS if s in split_dirs):
-        sdir = split_dirs[split]
-        classes = [d for d in _subdirs(sdir) if not (sdir == root and d.name == MASKS_FOLDER)]
-        if not classes:
-            raise DataError(f"{sdir}: no class folders; expected one sub-folder per class (e.g. {sdir}/happy/)")
-        if sdir != root:
-            ignored += [str(f.relative_to(root)) for f in _files(sdir)]
-        found[split] = {}
-        for cdir in classes:
-            files = _files(cdir)
-            images = [f for f in files if is_image_file(f) and not _special(f)]
-            ignored += [str(f.relative_to(root)) for f in files if not is_image_file(f)]
-            ignored += [f"{f.relative_to(root)} (not a regular file)" for f in files if is_image_file(f) and _special(f)]
-            ignored += [f"{d.relative_to(root)}/" for d in _subdirs(cdir)]
-            found[split][cdir.name] = images
-
+    # 1. what is there: split folders, class folders and their files (everything else is ignored)
+    split_dirs, layout, ignored = _find_split_dirs(root)
+    found = _find_class_files(root, split_dirs, ignored)
     real_names = _unify_class_folders(found, split_dirs)
     class_names, folder_ids = _resolve_classes((c for s in found.values() for c in s), class_map, root)
-    # An empty class folder is an error when the class has no images anywhere (a failed copy, a
-    # wrong path); when another split has the class (a small test split), it is only a warning.
-    filled = {folder_ids[c] for classes in found.values() for c, files in classes.items() if files}
-    for split, classes in found.items():
-        for cname, files in classes.items():
-            if files or folder_ids[cname] is None:
-                continue
-            if folder_ids[cname] not in filled:
-                raise DataError(
-                    f"{split_dirs[split] / real_names[split][cname]}: empty class folder; expected images "
-                    f"({' '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))})"
-                )
-            logger.warning("%s: empty class folder (the class has images in other splits)", split_dirs[split] / real_names[split][cname])
+    _check_empty_classes(found, folder_ids, split_dirs, real_names)
     if ignored:
         logger.warning(
             "%s: ignored %d entries that are not images in class folders: %s%s", root, len(ignored),
             ", ".join(ignored[:_SHOW]), ", ..." if len(ignored) > _SHOW else "",
         )
 
-    # Kaggle's FER2013 folders name test files PublicTest_* / PrivateTest_*: val and test.
-    val_from = "val folder" if "val" in found else None
-    items: dict[str, list[tuple[Path, int]]] = {}
-    for split, classes in found.items():
-        kept = sorted((folder_ids[c], c) for c in classes if folder_ids[c] is not None)
-        entries = [(f, cid) for cid, c in kept for f in classes[c]]
-        if entries:
-            items[split] = entries
-    if "test" in items and "val" not in items and items["test"]:
-        prefix = [next((s for p, s in KAGGLE_TEST_PREFIXES.items() if f.name.startswith(p)), None) for f, _ in items["test"]]
-        if all(prefix):
-            test = items.pop("test")
-            for split in ("val", "test"):
-                chosen = [it for it, s in zip(test, prefix) if s == split]
-                if chosen:
-                    items[split] = chosen
-            val_from = "PublicTest_* files of test/"
-
-    masks_root = root / MASKS_FOLDER
-    order = [s for s in SPLITS if s in items]
-    all_files = [f for split in order for f, _ in items[split]]
+    # 2. which file goes to which split, then read them all at once
+    items, val_from = _split_items(found, folder_ids)
+    all_files = [f for split in SPLITS if split in items for f, _ in items[split]]
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     t_read = time.perf_counter()
     pixels = _read_all(all_files, read_face_image, workers, "reading images")
     read_seconds = time.perf_counter() - t_read
 
-    splits: dict[str, FERDataset] = {}
-    start = 0
-    has_masks = False
-    for split in order:
-        entries = items[split]
-        n = len(entries)
-        imgs = pixels[start:start + n]
-        start += n
-        rel = [f.relative_to(root) for f, _ in entries]
-        masks = None
-        if masks_root.is_dir() and (masks_root / rel[0].parts[0]).is_dir():
-            mask_files = []
-            for f, r in zip((f for f, _ in entries), rel):
-                m = masks_root / r.with_suffix(".png")
-                if not m.is_file() and (masks_root / r).is_file():
-                    m = masks_root / r
-                if not m.is_file():
-                    raise DataError(f"{f}: no mask {m} (the masks/ folder must mirror every image of {rel[0].parts[0]}/)")
-                mask_files.append(m)
-            masks = torch.from_numpy(np.stack(_read_all(mask_files, read_mask_image, workers, "reading masks")))
-            has_masks = True
-        splits[split] = FERDataset(
-            images=torch.from_numpy(np.stack(imgs)).unsqueeze(1),
-            labels=torch.tensor([c for _, c in entries], dtype=torch.long),
-            class_names=class_names,
-            masks=masks,
-            sources=[r.as_posix() for r in rel],
-        )
+    # 3. datasets (with their masks), and val held out of train where there is none
+    splits = _build_splits(root, items, pixels, class_names, workers)
     if not splits:
         raise DataError(f"{root}: no images found")
+    has_masks = any(ds.masks is not None for ds in splits.values())
+    splits, held_out = _hold_out_val(splits, val_fraction, seed)
+    if held_out:
+        val_from = f"{val_fraction:g} of train per class (seed {seed})"
 
-    if "val" not in splits and "train" in splits and val_fraction > 0:
-        keep, held = stratified_split(splits["train"].labels, val_fraction, seed)
-        if len(held):
-            train = splits["train"]
-            ordered = {}
-            for s in SPLITS:
-                if s == "train":
-                    ordered["train"] = train.subset(keep)
-                elif s == "val":
-                    ordered["val"] = train.subset(held)
-                elif s in splits:
-                    ordered[s] = splits[s]
-            splits = ordered
-            val_from = f"{val_fraction:g} of train per class (seed {seed})"
-
-    n_files = len(all_files)
-    seconds = time.perf_counter() - t0
     info = {
         "source": str(root),
         "format": "image folder",
         "layout": layout,
-        "files": n_files,
+        "files": len(all_files),
         "ignored": {"count": len(ignored), "examples": ignored[:_SHOW]},
         "val_from": val_from,
         "masks": has_masks,
-        "load_seconds": round(seconds, 3),
-        "images_per_second": round(n_files / read_seconds, 1) if read_seconds > 0 else None,
+        "load_seconds": round(time.perf_counter() - t0, 3),
+        "images_per_second": round(len(all_files) / read_seconds, 1) if read_seconds > 0 else None,
     }
     return DataSplits(name=root.name or str(root), splits=splits, info=info)
