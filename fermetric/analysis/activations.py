@@ -11,6 +11,7 @@ from fermetric.analysis.filters import check_channels
 from fermetric.analysis.layers import LayerCapture, as_module, default_gradcam_layer, eval_mode, get_layer
 from fermetric.analysis.scorers import as_image_batch, check_batch_size
 from fermetric.errors import ConfigError, ModelError
+from fermetric.utils.checks import check_int
 
 SELECTIONS = ("first", "top")
 
@@ -60,8 +61,7 @@ def layer_activations(
     """
     if select not in SELECTIONS:
         raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}; got {select!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer; got {k!r}")
+    check_int("k", k, 1)
     model = as_module(model_or_scorer)
     name = layer if layer is not None else default_gradcam_layer(model)
     module = get_layer(model, name, conv_only=False)

@@ -27,6 +27,7 @@ from fermetric.analysis.layers import parametrised_layers
 from fermetric.analysis.methods import METHODS, _check_method, explain, supports
 from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, resolve_targets
 from fermetric.errors import ConfigError, DataError
+from fermetric.utils.checks import check_int
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
 
@@ -134,8 +135,7 @@ def perturbation_curve(
     """
     if mode not in ("deletion", "insertion"):
         raise ConfigError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ConfigError(f"steps must be a positive integer; got {steps!r}")
+    check_int("steps", steps, 1)
     x = as_image_batch(images)
     n, _, h, w = x.shape
     a = _check_maps(attributions, n, h, w)
@@ -230,8 +230,7 @@ def pointing_game(attributions: Any, masks: Any, tolerance: int = 2) -> np.ndarr
     if a.ndim != 3:
         raise DataError(f"attributions must have shape (N, H, W); got {a.shape}")
     m = _check_masks(masks, a.shape)
-    if int(tolerance) < 0:
-        raise ConfigError(f"tolerance must be >= 0; got {tolerance}")
+    check_int("tolerance", tolerance, 0)
     mt = torch.from_numpy(m).float()[:, None]
     if tolerance:
         mt = F.max_pool2d(mt, 2 * int(tolerance) + 1, stride=1, padding=int(tolerance))

@@ -20,6 +20,7 @@ from fermetric.utils import runtime
 from fermetric.analysis.layers import LayerCapture, as_module, default_gradcam_layer, eval_mode, get_layer
 from fermetric.data.classes import IMAGE_SIZE
 from fermetric.errors import ConfigError, ModelError
+from fermetric.utils.checks import check_int, check_number
 
 
 @dataclass
@@ -117,10 +118,9 @@ def visualize_filters(
     module = get_layer(model, name, conv_only=False)
     chans = check_channels(channels, layer_channels(model, name), name, num_channels)
     for key, v, lo in (("steps", steps, 1), ("octaves", octaves, 1), ("jitter", jitter, 0), ("blur_every", blur_every, 0)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ConfigError(f"{key} must be an integer >= {lo}; got {v!r}")
-    if octaves > 1 and not octave_scale > 1:
-        raise ConfigError(f"octave_scale must be > 1; got {octave_scale}")
+        check_int(key, v, lo)
+    if octaves > 1:
+        check_number("octave_scale", octave_scale, above=1)
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     prec = runtime.resolve_precision(precision or getattr(model_or_scorer, "precision", "auto"), dev)
     g = torch.Generator().manual_seed(int(seed))

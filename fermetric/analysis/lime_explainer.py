@@ -20,6 +20,7 @@ import torch
 
 from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, resolve_targets
 from fermetric.errors import ConfigError
+from fermetric.utils.checks import check_int
 
 SEGMENTATIONS = ("slic", "grid", "quickshift")
 
@@ -73,8 +74,7 @@ def segment_image(image: np.ndarray, method: str = "slic", n_segments: int = 50,
         seg = slic(image.astype(np.float64), n_segments=int(n_segments), compactness=float(compactness),
                    channel_axis=None, start_label=0)
     elif method == "grid":
-        if int(cell_size) < 1:
-            raise ConfigError(f"cell_size must be >= 1; got {cell_size}")
+        check_int("cell_size", cell_size, 1)
         yy, xx = np.mgrid[0:h, 0:w] // int(cell_size)
         seg = yy * (-(-w // int(cell_size))) + xx
     elif method == "quickshift":
@@ -146,8 +146,7 @@ def lime_explanation(
     Returns:
         LimeResult with (N, 48, 48) weights and top-region masks.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 2:
-        raise ConfigError(f"num_samples must be an integer >= 2; got {num_samples!r}")
+    check_int("num_samples", num_samples, 2)
     if segmentation_fn is None and segmentation not in SEGMENTATIONS:
         raise ConfigError(f"unknown LIME segmentation {segmentation!r}; valid: {', '.join(SEGMENTATIONS)}")
     if isinstance(hide_color, str) and hide_color != "mean":

@@ -14,6 +14,7 @@ import torch
 
 from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, resolve_targets
 from fermetric.errors import ConfigError
+from fermetric.utils.checks import check_int
 
 
 def patch_positions(size: int, patch: int, stride: int, cover_edges: bool = True) -> list[int]:
@@ -66,8 +67,7 @@ def occlusion_saliency(
         (N, 48, 48) float32: positive where hiding the pixel lowers the target score.
     """
     for name, v in (("patch_size", patch_size), ("stride", stride)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ConfigError(f"{name} must be a positive integer; got {v!r}")
+        check_int(name, v, 1)
     x = as_image_batch(images)
     n, _, h, w = x.shape
     if patch_size > min(h, w):

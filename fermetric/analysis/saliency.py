@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, check_scores, require_differentiable, resolve_targets
-from fermetric.errors import ConfigError
+from fermetric.utils.checks import check_int, check_number
 
 
 def input_gradients(scorer: Scorer, x: torch.Tensor, targets: torch.Tensor, low_precision: bool = True) -> torch.Tensor:
@@ -67,10 +67,8 @@ def gradient_saliency(
         (N, 48, 48) float32 maps.
     """
     require_differentiable(scorer, "smoothgrad" if smooth_samples else "saliency")
-    if isinstance(smooth_samples, bool) or not isinstance(smooth_samples, (int, np.integer)) or smooth_samples < 0:
-        raise ConfigError(f"smooth_samples must be an integer >= 0; got {smooth_samples!r}")
-    if not noise_level >= 0:
-        raise ConfigError(f"noise_level must be >= 0; got {noise_level!r}")
+    check_int("smooth_samples", smooth_samples, 0)
+    check_number("noise_level", noise_level, minimum=0)
     x = as_image_batch(images)
     bs = check_batch_size(batch_size or scorer.batch_size)
     t = resolve_targets(scorer, x, target, bs)
@@ -111,7 +109,6 @@ def smoothgrad(
 
     See `gradient_saliency` for the arguments.
     """
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ConfigError(f"samples must be an integer >= 1; got {samples!r}")
+    check_int("samples", samples, 1)
     return gradient_saliency(scorer, images, target, smooth_samples=int(samples), noise_level=noise_level,
                              seed=seed, absolute=absolute, batch_size=batch_size)

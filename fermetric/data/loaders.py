@@ -11,6 +11,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from fermetric.data.dataset import FERDataset
+from fermetric.utils.checks import check_int
 from fermetric.utils.seeding import make_generator
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -50,8 +51,7 @@ class BatchLoader:
         world_size: int = 1,
         targets: Optional[torch.Tensor] = None,
     ):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive; got {batch_size}")
+        batch_size = check_int("batch_size", batch_size, 1)
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size; got rank {rank}, world_size {world_size}")
         if targets is not None and targets.shape[0] != len(dataset):

@@ -72,6 +72,7 @@ import torch
 from fermetric.data.classes import FER2013_CLASSES, FER2013_TRAIN_COUNTS, IMAGE_SIZE
 from fermetric.data.dataset import DataSplits, FERDataset
 from fermetric.errors import DataError
+from fermetric.utils.checks import check_int, check_number
 
 __all__ = [
     "CLASS_PROTOTYPES",
@@ -130,10 +131,7 @@ def _default_proportions() -> torch.Tensor:
 
 
 def _check_difficulty(difficulty: float) -> float:
-    d = float(difficulty)
-    if not math.isfinite(d) or d < 0:
-        raise DataError(f"SynthFER difficulty must be a finite number >= 0; got {difficulty!r}")
-    return d
+    return check_number("difficulty", difficulty, minimum=0, where="SynthFER", error=DataError)
 
 
 def _allocate_labels(n: int, proportions: Optional[Sequence[float]], g: torch.Generator) -> torch.Tensor:
@@ -575,9 +573,7 @@ def generate_synthfer(
     Raises:
         DataError: negative n, bad difficulty, proportions or labels.
     """
-    if int(n) != n or n < 0:
-        raise DataError(f"SynthFER needs a whole number of images >= 0; got n={n!r}")
-    n = int(n)
+    n = check_int("n", n, 0, where="SynthFER", error=DataError)
     difficulty = _check_difficulty(difficulty)
     g = torch.Generator().manual_seed(int(seed) % (2**63))
     if labels is not None:
@@ -620,10 +616,7 @@ def load_synthfer(
     difficulty = _check_difficulty(difficulty)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for name, k in sizes.items():
-        if int(k) != k or k < 0:
-            raise DataError(f"SynthFER n_{name} must be a whole number >= 0; got {k!r}")
-    if sizes["train"] <= 0:
-        raise DataError(f"SynthFER needs n_train > 0; got {n_train}")
+        check_int(f"n_{name}", k, 1 if name == "train" else 0, where="SynthFER", error=DataError)
     seeds = _split_seeds(seed)
     splits = {
         name: generate_synthfer(int(k), seed=seeds[name], difficulty=difficulty)
@@ -697,8 +690,7 @@ def write_synthfer_folder(
             raise DataError(f"{name} must lie in [0, 1); got {frac}")
     if val_fraction + test_fraction >= 1.0:
         raise DataError(f"val_fraction + test_fraction must be < 1; got {val_fraction} + {test_fraction}")
-    if int(n) != n or n <= 0:
-        raise DataError(f"n must be a whole number > 0; got {n!r}")
+    check_int("n", n, 1, error=DataError)
     n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
     n_train = int(n) - n_val - n_test
     out = Path(out)

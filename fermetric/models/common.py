@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fermetric.errors import ModelError
+from fermetric.utils import checks
 from fermetric.models.base import FERModel
 
 
@@ -25,9 +26,8 @@ def check_choice(model_name: str, arg: str, value: str, choices: Iterable[str]) 
 
 
 def check_int(model_name: str, arg: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"{model_name}: {arg} must be an integer >= {minimum}, got {value!r}")
-    return value
+    """fermetric.utils.checks.check_int for a model's argument (a ModelError naming the model)."""
+    return checks.check_int(arg, value, minimum, where=model_name, error=ModelError)
 
 
 def check_dropout(model_name: str, value: float, arg: str = "dropout") -> float:

@@ -12,6 +12,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from fermetric.data.dataset import FERDataset  # noqa: E402
+from fermetric.utils.checks import check_int  # noqa: E402
 
 
 def sample_grid(
@@ -33,8 +34,7 @@ def sample_grid(
     Returns:
         The Figure (the caller saves or closes it).
     """
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1; got {per_class}")
+    check_int("per_class", per_class, 1)
     n_cls = dataset.num_classes
     show_masks = bool(masks) and dataset.masks is not None
     g = torch.Generator().manual_seed(int(seed))

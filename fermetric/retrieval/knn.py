@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import fermetric
 from fermetric.errors import CheckpointError, ConfigError, DataError, FermetricError
+from fermetric.utils.checks import check_int, check_number
 from fermetric.utils.io import atomic_write_bytes, sha256_file, write_json
 
 __all__ = ["KNNClassifier", "NotFittedError", "faiss_threads", "default_nlist", "default_nprobe",
@@ -71,10 +72,9 @@ def faiss_threads(num_threads: int | None) -> Iterator[None]:
     if num_threads is None:
         yield
         return
-    if int(num_threads) < 1:
-        raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
+    num_threads = check_int("num_threads", num_threads, 1)
     before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(int(num_threads))
+    faiss.omp_set_num_threads(num_threads)
     try:
         yield
     finally:
@@ -284,8 +284,7 @@ class KNNClassifier:
         train_size: int | None = None,
         num_threads: int | None = None,
     ) -> None:
-        if not (isinstance(k, (int, np.integer)) and k >= 1):
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        check_int("k", k, 1)
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
         if index not in INDEX_TYPES:
@@ -295,14 +294,11 @@ class KNNClassifier:
             if num_classes is not None and num_classes != len(class_names):
                 raise ConfigError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
             num_classes = len(class_names)
-        if num_classes is not None and num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        check_int("num_classes", num_classes, 1, allow_none=True)
         for name, value in (("nlist", nlist), ("nprobe", nprobe), ("ef_search", ef_search), ("pq_m", pq_m),
                             ("train_size", train_size), ("hnsw_m", hnsw_m)):
-            if value is not None and not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
+            check_int(name, value, 1, allow_none=True)
+        check_number("temperature", temperature, above=0)
         self.k = int(k)
         self.weighting = weighting
         self.index_type = index
@@ -467,9 +463,7 @@ class KNNClassifier:
             idx: (M, k) int64 gallery indices; -1 where an approximate index found fewer than k.
         """
         q = self._queries(queries)
-        k = self.k if k is None else int(k)
-        if k < 1:
-            raise DataError(f"k must be >= 1, got {k}")
+        k = self.k if k is None else check_int("k", k, 1, error=DataError)
         ex = None
         if exclude is not None:
             ex = np.asarray(exclude, dtype=np.int64).reshape(-1)
