@@ -52,7 +52,7 @@ from fermetric.training.optim import build_optimizer
 from fermetric.training.schedule import LRSchedule
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
-from fermetric.utils.io import atomic_write_text, write_json
+from fermetric.utils.io import write_json
 from fermetric.utils.runlock import run_lock
 from fermetric.utils.seeding import make_generator, seed_everything
 
