@@ -63,15 +63,8 @@ def check_int(
     return int(value)
 
 
-def check_number(
-    arg: str,
-    value: Any,
-    *,
-    minimum: Optional[float] = None,
-    above: Optional[float] = None,
-    where: str = "",
-    error: type[FermetricError] = ConfigError,
-) -> float:
+def check_number(arg: str, value: Any, *, minimum: Optional[float] = None, above: Optional[float] = None,
+                 where: str = "", error: type[FermetricError] = ConfigError) -> float:
     """`value` as a float, when it is a finite real number (not a bool) that is >= `minimum`
     and > `above` (each None: unbounded).
 
