@@ -16,6 +16,7 @@ from fermetric.analysis.occlusion import occlusion_saliency
 from fermetric.analysis.saliency import gradient_saliency, smoothgrad
 from fermetric.analysis.scorers import Scorer, require_differentiable
 from fermetric.errors import ConfigError
+from fermetric.utils.checks import check_int
 
 # name -> (function, needs gradients)
 _METHODS: dict[str, tuple[Callable[..., Any], bool]] = {
@@ -91,8 +92,7 @@ def pick_per_class(labels: Any, per_class: int = 1, num_classes: Optional[int] =
     pred = None if predictions is None else np.asarray(predictions.cpu() if hasattr(predictions, "cpu") else predictions).ravel()
     if pred is not None and pred.shape != lab.shape:
         raise ConfigError(f"predictions must have {lab.shape[0]} entries like labels; got {pred.shape[0]}")
-    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
-        raise ConfigError(f"per_class must be a positive integer; got {per_class!r}")
+    check_int("per_class", per_class, 1)
     c = int(lab.max()) + 1 if num_classes is None and lab.size else int(num_classes or 0)
     rng = None if seed is None else np.random.default_rng(seed)
     out: list[int] = []
