@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,8 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
 
 
 def test_evaluate_tta_and_ensemble(classifier_run: Path, triplet_run: Path, tmp_path):
+    # on copies: the session runs are shared, and tests of untouched runs must not depend on the order
+    classifier_run = Path(shutil.copytree(classifier_run, tmp_path / "clf"))
     run_cli(["evaluate", str(classifier_run), "--split", "test", "--tta"])
     m = json.loads((classifier_run / "eval" / "test_tta.json").read_text())
     assert m["tta"] is True and m["n"] == 70
@@ -95,7 +98,9 @@ def test_evaluate_tta_and_ensemble(classifier_run: Path, triplet_run: Path, tmp_
     assert "soft vote" in res.output
 
 
-def test_retrieval_commands_on_both_families(classifier_run: Path, triplet_run: Path):
+def test_retrieval_commands_on_both_families(classifier_run: Path, triplet_run: Path, tmp_path):
+    classifier_run = Path(shutil.copytree(classifier_run, tmp_path / "clf"))
+    triplet_run = Path(shutil.copytree(triplet_run, tmp_path / "tri"))
     for run in (triplet_run, classifier_run):
         run_cli(["build-index", str(run)])
         assert (run / "index" / "meta.json").is_file()

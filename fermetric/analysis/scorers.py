@@ -28,6 +28,7 @@ from fermetric.analysis.layers import default_gradcam_layer, eval_mode
 from fermetric.data.classes import FER2013_CLASSES, IMAGE_SIZE
 from fermetric.errors import ConfigError, DataError, ModelError
 from fermetric.utils import runtime
+from fermetric.utils.checks import check_int
 
 log = logging.getLogger(__name__)
 
@@ -399,9 +400,7 @@ def check_scores(out: Any, n: int, scorer: Any = None) -> torch.Tensor:
 
 
 def check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or int(batch_size) < 1:
-        raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
-    return int(batch_size)
+    return check_int("batch_size", batch_size, 1)
 
 
 def as_image_batch(images: Any, keep_uint8: bool = False) -> torch.Tensor:

@@ -24,6 +24,7 @@ from fermetric.data.classes import IMAGE_SIZE
 from fermetric.data.images import IMAGE_EXTENSIONS as _DATA_IMAGE_EXTENSIONS
 from fermetric.data.images import check_image_size, check_regular_file, is_image_file, to_gray
 from fermetric.errors import DataError, FermetricError
+from fermetric.utils.checks import check_int, check_number
 
 __all__ = [
     "CROP_MAX_SIDE",
@@ -163,8 +164,7 @@ def detect_faces(
 
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise DataError(f"detect_faces needs a (H, W) uint8 image; got {gray.shape} {gray.dtype}")
-    if min_face < 1:
-        raise DataError(f"min_face must be >= 1 pixel; got {min_face}")
+    check_int("min_face", min_face, 1, where="detect_faces", error=DataError)
     clf = _cascade()
     h, w = gray.shape
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
@@ -211,8 +211,7 @@ def crop_face(gray: np.ndarray, box: Sequence[int], margin: float = DEFAULT_MARG
     """
     import cv2
 
-    if margin < 0:
-        raise DataError(f"margin must be >= 0; got {margin}")
+    check_number("margin", margin, minimum=0.0, where="crop_face", error=DataError)
     h, w = gray.shape
     x0, y0, x1, y1 = square_box(box, margin)
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
