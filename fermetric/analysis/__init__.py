@@ -38,6 +38,7 @@ from fermetric.analysis.methods import (
     one_per_class,
     pick_per_class,
     supports,
+    top_attribution_mask,
 )
 from fermetric.analysis.occlusion import occlusion_saliency
 from fermetric.analysis.saliency import gradient_saliency, smoothgrad
@@ -45,7 +46,7 @@ from fermetric.analysis.scorers import ClassifierScorer, KNNScorer, PrototypeSco
 
 __all__ = [
     "Scorer", "ClassifierScorer", "PrototypeScorer", "KNNScorer", "TTAScorer",
-    "explain", "METHODS", "GRADIENT_METHODS", "BLACK_BOX_METHODS", "method_options", "supports", "normalize_maps", "one_per_class", "pick_per_class",
+    "explain", "METHODS", "GRADIENT_METHODS", "BLACK_BOX_METHODS", "method_options", "supports", "normalize_maps", "one_per_class", "pick_per_class", "top_attribution_mask",
     "gradient_saliency", "smoothgrad", "occlusion_saliency", "gradcam", "lime_explanation", "LimeResult", "segment_image",
     "visualize_filters", "FilterImages", "layer_activations", "ActivationMaps", "conv_layer_names", "get_layer",
     "perturbation_curve", "deletion_curve", "insertion_curve", "PerturbationCurve", "mask_mass_ratio", "pointing_game",

@@ -71,6 +71,33 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     return maps / np.where(peak > 0, peak, 1.0)[:, None, None]
 
 
+def top_attribution_mask(maps: Any, fraction: float = 0.1) -> np.ndarray:
+    """The `fraction` of pixels with the largest attribution of each map (the "mask" of the
+    image / saliency / mask figures).
+
+    Ties at the threshold are kept (a flat region is all in or all out), and a map with no
+    positive value gives an empty mask: nothing there argues for the class.
+
+    Args:
+        maps: (N, H, W) attributions; larger = more evidence for the target class.
+        fraction: share of pixels to keep, in (0, 1].
+
+    Returns:
+        (N, H, W) bool.
+    """
+    m = np.asarray(maps.detach().cpu() if hasattr(maps, "detach") else maps, dtype=np.float64)
+    if m.ndim != 3:
+        raise ConfigError(f"maps must have shape (N, H, W); got {m.shape}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < float(fraction) <= 1:
+        raise ConfigError(f"fraction must be a number in (0, 1]; got {fraction!r}")
+    flat = m.reshape(len(m), -1)
+    if flat.shape[1] == 0:
+        return np.zeros(m.shape, bool)
+    k = max(1, int(round(float(fraction) * flat.shape[1])))
+    kth = -np.partition(-flat, k - 1, axis=1)[:, k - 1]  # the k-th largest value of each map
+    return ((flat >= kth[:, None]) & (flat > 0)).reshape(m.shape)
+
+
 def pick_per_class(labels: Any, per_class: int = 1, num_classes: Optional[int] = None, predictions: Any = None,
                    seed: Optional[int] = None) -> np.ndarray:
     """Up to `per_class` image indices of each class, in class order: the images that per-class

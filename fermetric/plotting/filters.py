@@ -125,3 +125,65 @@ def plot_activation_grid(
     if im is not None:
         fig.colorbar(im, ax=axes[:, extra:].ravel().tolist(), fraction=0.02, pad=0.01)
     return fig
+
+
+def plot_activation_rows(
+    maps: Any,
+    images: Any,
+    row_titles: Optional[Sequence[str]] = None,
+    cmap: str = "viridis",
+    title: Optional[str] = None,
+) -> Figure:
+    """A layer's outputs for several faces (e.g. one per emotion): a row per face, the face
+    first, then the same channels for every face on one colour scale, so rows compare.
+
+    Args:
+        maps: an ActivationMaps of N images (`layer_activations(..., channels=...)`: the same
+            channels in every row), or (N, K, h, w) maps.
+        images: (N, 1, 48, 48) or (N, 48, 48), uint8 or float in [0, 1].
+        row_titles: N captions (e.g. the emotions).
+        cmap: colour map of the activations.
+        title: figure title.
+    """
+    layer, chans = None, None
+    if hasattr(maps, "maps"):
+        layer = maps.layer
+        chans = np.asarray(maps.channels)
+        if chans.ndim == 2 and len(chans) and not (chans == chans[:1]).all():
+            raise DataError("every row must show the same channels; pass channels= to layer_activations "
+                            "(select='top' picks channels per image)")
+        chans = chans[0] if chans.ndim == 2 and len(chans) else chans
+        maps = maps.maps
+    a = np.asarray(maps, dtype=np.float32)
+    if a.ndim != 4 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise DataError(f"activation maps must have shape (N, K, h, w) with N, K >= 1; got {a.shape}")
+    n, k = a.shape[:2]
+    imgs = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    if imgs.ndim == 4 and imgs.shape[1] == 1:
+        imgs = imgs[:, 0]
+    if imgs.ndim != 3 or imgs.shape[0] != n:
+        raise DataError(f"images must be {n} faces of shape (H, W) (one per row of maps); got {imgs.shape}")
+    imgs = imgs / 255.0 if imgs.dtype == np.uint8 else imgs.astype(np.float32)
+    if row_titles is not None and len(row_titles) != n:
+        raise DataError(f"got {len(row_titles)} row titles for {n} rows")
+    chans = list(range(k)) if chans is None else [int(c) for c in np.asarray(chans).ravel()]
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.05 * (k + 1) + 0.6, 1.1 * n + 0.5), squeeze=False)
+    vmin, vmax = float(a.min()), float(a.max())
+    im = None
+    for i in range(n):
+        axes[i, 0].imshow(imgs[i], cmap="gray", vmin=0, vmax=1)
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(str(row_titles[i]), fontsize=8)
+        for j in range(k):
+            im = axes[i, j + 1].imshow(a[i, j], cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1e-6)
+            if i == 0:
+                axes[i, j + 1].set_title(f"ch {chans[j]}", fontsize=7)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("input", fontsize=7)
+    fig.suptitle(title or (f"{layer}: outputs" if layer else "layer outputs"), fontsize=10)
+    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), fraction=0.02, pad=0.01)
+    return fig
