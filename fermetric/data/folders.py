@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fermetric.data.classes import FER2013_CLASSES, FER2013_FOLDER_NAMES
+from fermetric.data.classes import FER2013_CLASSES, FER2013_FOLDER_NAMES, class_key
 from fermetric.data.dataset import SPLITS, DataSplits, FERDataset, stratified_split
 from fermetric.data.images import IMAGE_EXTENSIONS, is_image_file, read_face_image, read_mask_image
 from fermetric.errors import DataError
@@ -60,12 +60,6 @@ def _files(folder: Path) -> list[Path]:
 def _special(path: Path) -> bool:
     """A FIFO, socket or device (or a dangling link): never opened, only reported."""
     return not path.is_file()
-
-
-def class_key(folder_name: str) -> str:
-    """What identifies a class folder: its name without case, surrounding spaces, and with runs
-    of spaces, '-' and '_' read as one separator ("Very_Happy", "very happy", "very-happy ")."""
-    return re.sub(r"[\s_\-]+", " ", folder_name.strip().lower()).strip()
 
 
 def _unify_class_folders(found: dict[str, dict[str, list[Path]]], split_dirs: dict[str, Path]) -> dict[str, dict[str, str]]:

@@ -65,7 +65,7 @@ def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = C
     return out, used
 
 
-def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool = False) -> dict[str, Any]:
+def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False) -> dict[str, Any]:
     """Soft vote and val-accuracy-weighted vote of runs (fermetric.runs.Run) on a split.
 
     Returns:
@@ -87,7 +87,7 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool = Fals
     y_val = members[0].load_data()["val"].labels.numpy()
     probs, val_probs, rows = [], [], []
     for m in members:
-        m_tta = tta and m.kind == "classifier"
+        m_tta = tta if m.kind == "classifier" else False  # the mode itself ("tencrop"), not just True
         p = m.predict_proba(split, tta=m_tta)
         pv = p if split == "val" else m.predict_proba("val", tta=m_tta)
         for arr, labels, name in ((p, y, split), (pv, y_val, "val")):
