@@ -15,29 +15,9 @@ from fermetric.cli.options import (
     seed_option,
 )
 from fermetric.config import RunConfig, config_to_dict, load_config
+from fermetric.training.families import FAMILY_DEFAULTS, objective_for
 
 log = logging.getLogger("fermetric")
-
-# What each command fixes in the config before the user's --config / --set are applied.
-FAMILY_DEFAULTS: dict[str, list[str]] = {
-    "classifier": [],
-    # AdamW at 1e-3 suits metric losses better than the classifiers' SGD at 0.05
-    "siamese": ["metric.loss=ContrastiveLoss", "metric.miner=pairs", "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.0001"],
-    # all margin-violating triplets ("batch all", Hermans et al. 2017): measured on SynthFER, semi-hard
-    # mining stalls with 7 x m-image batches (FaceNet's used ~1,800 images) and hard mining collapses
-    "triplet": ["metric.loss=TripletMarginLoss", "metric.miner=all", "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.0001"],
-}
-
-
-def _objective(family: str, cfg: RunConfig):
-    if family == "classifier":
-        from fermetric.training.classifier import ClassifierObjective
-
-        return ClassifierObjective(cfg)
-    from fermetric.training.metric import MetricObjective
-
-    return MetricObjective(cfg)
-
 
 def run_training(
     family: str,
@@ -130,7 +110,7 @@ def _train(family: str, cfg: RunConfig, out: Optional[str], resume: bool, quiet:
     splits = load_data(None, cfg.data, seed=cfg.seed)
     log.info("data: %s (%.1f s)", splits.name, time.time() - t0)
     try:
-        result = Trainer(cfg, _objective(family, cfg), splits, out, resume=resume, quiet=quiet or not dist.is_main,
+        result = Trainer(cfg, objective_for(family, cfg), splits, out, resume=resume, quiet=quiet or not dist.is_main,
                          rank=dist.rank, world_size=dist.world_size, changes=changes,
                          command=["fermetric", *sys.argv[1:]]).fit()
     finally:

@@ -535,8 +535,10 @@ def extra_section(extra: ExtraSummary, notes: list[str]) -> str:
 
 # -- the page ---------------------------------------------------------------------------------------
 
-def render_report(runs: Sequence[RunSummary], extras: Sequence[ExtraSummary] = (), title: Optional[str] = None) -> str:
-    """The HTML page as a string."""
+def render_report(runs: Sequence[RunSummary], extras: Sequence[ExtraSummary] = (), title: Optional[str] = None,
+                  preface_html: str = "") -> str:
+    """The HTML page as a string; `preface_html` (trusted HTML, e.g. a study's results) comes
+    right after the table of contents."""
     from fermetric import __version__
 
     if title is None:
@@ -561,6 +563,7 @@ def render_report(runs: Sequence[RunSummary], extras: Sequence[ExtraSummary] = (
         f'<p class="meta">generated {e(now)} by fermetric {e(__version__)}; {len(runs)} run(s)'
         f"{', ' + str(len(extras)) + ' extra folder(s)' if extras else ''}</p>",
         "".join(toc),
+        preface_html,
     ]
     if len(runs) > 1:
         parts.append('<section id="comparison"><h2>Comparison</h2>' + comparison_table(runs) + "</section>")
@@ -576,6 +579,7 @@ def build_report(
     out_path: str | Path,
     title: Optional[str] = None,
     extra_dirs: Sequence[str | Path] = (),
+    preface_html: str = "",
 ) -> Path:
     """Write one self-contained HTML report of run directories (and extra output folders).
 
@@ -584,6 +588,7 @@ def build_report(
         out_path: the HTML file to write (parent folders are created).
         title: page title (default: "fermetric report: <run names>").
         extra_dirs: folders (or single JSON files) with ensemble_*.json, explain_eval.json, PNGs.
+        preface_html: HTML shown before the runs (built by fermetric, never from file contents).
 
     Returns:
         The path written.
@@ -600,4 +605,4 @@ def build_report(
     if out.is_dir():
         raise DataError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / 'report.html'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(out, render_report(runs, extras, title))
+    return atomic_write_text(out, render_report(runs, extras, title, preface_html))

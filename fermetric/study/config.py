@@ -1,0 +1,154 @@
+"""The study file (configs/study/*.yaml): which models a study trains, on what, and what it
+explains. Read into dataclasses with unknown keys refused, like run configs (fermetric.config).
+
+    name: synth
+    data: synth                  # default --data
+    seeds: [0]                   # --seed replaces them
+    set: [model.width=16]        # overrides for every model (run-config keys)
+    tta: tencrop                 # also evaluate classifiers with TTA: false, shift, tencrop
+    models:                      # in training order; the name is the run directory's
+      baseline: {family: classifier, config: ../classifier/baseline.yaml, set: [train.epochs=3]}
+      triplet:  {family: triplet, set: [model.name=baseline]}
+    ensemble: [baseline]         # default: every classifier
+    explain: {split: val, methods: [saliency, occlusion, gradcam, lime], filters: {model: baseline}}
+
+`config` paths are relative to the study file. A model's config is resolved as `train-<family>`
+resolves it: the family's defaults, then `config`, then the study's `set`, then the model's `set`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from fermetric.config import _from_dict, check_config, choice, num, read_yaml
+from fermetric.errors import ConfigError
+
+FAMILIES = ("classifier", "siamese", "triplet")
+
+
+@dataclass
+class ModelEntry:
+    """One model of a study."""
+
+    family: str = choice("classifier", "siamese", "triplet")
+    config: Optional[str] = None  # a run-config YAML (relative to the study file)
+    set: list = field(default_factory=list)  # run-config overrides, section.key=value
+    skip: bool = False  # left out (its finished runs are still reported)
+
+
+@dataclass
+class FiltersSpec:
+    """Figure (d): filters of one layer by gradient ascent, and its outputs per emotion."""
+
+    model: Optional[str] = None  # default: the first classifier
+    layer: Optional[str] = None  # default: the model's Grad-CAM layer
+    channels: int = num(16, 1, 512)
+    steps: int = num(60, 1, 10000)
+
+
+@dataclass
+class ExplainSpec:
+    split: str = choice("val", "test")
+    methods: list = field(default_factory=lambda: ["saliency", "occlusion", "gradcam", "lime"])
+    models: Optional[list] = None  # default: every model
+    mask_fraction: float = num(0.1, 0, 1, lo_open=True)  # the mask column: this share of top pixels
+    lime_samples: int = num(300, 10, 100000)
+    faithfulness: bool = True  # deletion / insertion, and mask mass / pointing game where the data has masks
+    faithfulness_per_class: int = num(2, 1, 1000)
+    filters: FiltersSpec = field(default_factory=FiltersSpec)
+
+
+@dataclass
+class StudyConfig:
+    name: str = "study"
+    data: str = "synth"
+    seeds: list = field(default_factory=lambda: [0])
+    set: list = field(default_factory=list)
+    tta: Union[bool, str] = False  # false, shift (or true), tencrop
+    models: dict = field(default_factory=dict)  # name -> ModelEntry
+    ensemble: Optional[list] = None  # model names; default: every classifier
+    explain: ExplainSpec = field(default_factory=ExplainSpec)
+    base_dir: str = "."  # where relative `config` paths start (the study file's folder)
+
+
+# The study of the issue, sized to finish on a CPU in minutes on SynthFER: the five backbones,
+# their ensemble, and the two metric-learning models. configs/study/*.yaml are larger versions.
+DEFAULT_STUDY: dict[str, Any] = {
+    "name": "default",
+    "data": "synth",
+    "set": ["data.synth_train=1400", "data.synth_val=350", "data.synth_test=350", "train.epochs=3",
+            "train.eval_batch_size=256", "model.width=16", "model.stem=pool", "optim.name=adamw", "optim.lr=0.003",
+            "optim.weight_decay=0.0005", "schedule.warmup_epochs=0"],
+    "models": {
+        "baseline": {"family": "classifier", "set": ["model.name=baseline", "train.batch_size=64"]},
+        "resnet18": {"family": "classifier", "set": ["model.name=resnet18", "train.batch_size=64"]},
+        "vgg16": {"family": "classifier", "set": ["model.name=vgg16", "train.batch_size=64"]},
+        "resnet50": {"family": "classifier", "set": ["model.name=resnet50", "train.batch_size=64"]},
+        "senet50": {"family": "classifier", "set": ["model.name=senet50", "train.batch_size=64"]},
+        "triplet": {"family": "triplet", "set": ["model.name=baseline", "metric.m_per_class=8", "metric.ce_weight=1.0",
+                                                 "optim.lr=0.001"]},
+        "siamese": {"family": "siamese", "set": ["model.name=baseline", "metric.m_per_class=8", "optim.lr=0.001"]},
+    },
+}
+
+
+def _entry(name: str, value: Any, where: str) -> ModelEntry:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}models.{name}: expected a mapping (family, config, set, skip); got {value!r}")
+    entry = _from_dict(ModelEntry, value, f"models.{name}")
+    if not isinstance(entry.set, list) or not all(isinstance(s, str) for s in entry.set):
+        raise ConfigError(f"{where}models.{name}.set: expected a list of section.key=value strings; got {entry.set!r}")
+    return check_config(entry)
+
+
+def study_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: str = "") -> StudyConfig:
+    """A checked StudyConfig from a parsed study file.
+
+    Raises:
+        ConfigError: unknown keys, bad values, no models, an ensemble or explain list naming a
+            model the study does not have, an unknown explanation method.
+    """
+    from fermetric.analysis.methods import METHODS
+    from fermetric.evaluation.predict import resolve_tta
+
+    data = dict(data or {})
+    models = data.pop("models", None)
+    if not isinstance(models, dict) or not models:
+        raise ConfigError(f"{where}a study needs `models:`, a mapping of run names to {{family, config, set}}")
+    try:
+        cfg = _from_dict(StudyConfig, data)
+        check_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    cfg.models = {str(k): _entry(str(k), v, where) for k, v in models.items()}
+    cfg.base_dir = str(base_dir)
+    if not isinstance(cfg.seeds, list) or not cfg.seeds or not all(isinstance(s, int) and s >= 0 for s in cfg.seeds):
+        raise ConfigError(f"{where}seeds: expected a list of non-negative integers; got {cfg.seeds!r}")
+    if not all(isinstance(s, str) for s in cfg.set):
+        raise ConfigError(f"{where}set: expected a list of section.key=value strings; got {cfg.set!r}")
+    try:
+        resolve_tta(cfg.tta)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}tta: {exc}") from None
+    for key, names in (("ensemble", cfg.ensemble), ("explain.models", cfg.explain.models),
+                       ("explain.filters.model", None if cfg.explain.filters.model is None else [cfg.explain.filters.model])):
+        bad = [n for n in names or () if n not in cfg.models]
+        if bad:
+            raise ConfigError(f"{where}{key} names {', '.join(map(str, bad))}, not a model of this study; "
+                              f"models: {', '.join(cfg.models)}")
+    bad = [m for m in cfg.explain.methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"{where}explain.methods: unknown method(s) {', '.join(map(str, bad))}; valid: {', '.join(METHODS)}")
+    return cfg
+
+
+def load_study(path: str | Path | None = None) -> StudyConfig:
+    """The study file at `path`, or DEFAULT_STUDY when None."""
+    if path is None:
+        return study_from_dict(copy.deepcopy(DEFAULT_STUDY))
+    path = Path(path)
+    return study_from_dict(read_yaml(path), base_dir=path.resolve().parent, where=f"{path}: ")
