@@ -52,7 +52,7 @@ class FiltersSpec:
 class ExplainSpec:
     split: str = choice("val", "test")
     methods: list = field(default_factory=lambda: ["saliency", "occlusion", "gradcam", "lime"])
-    models: Optional[list] = None  # default: every model
+    models: Optional[list] = None  # models whose figures are made (default: every model); the faithfulness table has all
     mask_fraction: float = num(0.1, 0, 1, lo_open=True)  # the mask column: this share of top pixels
     lime_samples: int = num(300, 10, 100000)
     faithfulness: bool = True  # deletion / insertion, and mask mass / pointing game where the data has masks
@@ -102,7 +102,10 @@ def _entry(name: str, value: Any, where: str) -> ModelEntry:
     entry = _from_dict(ModelEntry, value, f"models.{name}")
     if not isinstance(entry.set, list) or not all(isinstance(s, str) for s in entry.set):
         raise ConfigError(f"{where}models.{name}.set: expected a list of section.key=value strings; got {entry.set!r}")
-    return check_config(entry)
+    try:
+        return check_config(entry)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}models.{name}.{exc}") from None
 
 
 def study_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: str = "") -> StudyConfig:

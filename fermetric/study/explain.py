@@ -33,7 +33,10 @@ def _faces(run: Any, split: str, scorer: Any):
     return idx, images, ds.labels.numpy()[idx], preds[idx], masks
 
 
-def explain_study(study: StudyConfig, runs: dict[str, Any], out: Path, result: Any, say: Callable[[str], None]) -> None:
+def explain_study(study: StudyConfig, runs: dict[str, Any], everyone: dict[str, Any], out: Path, result: Any,
+                  say: Callable[[str], None]) -> None:
+    """Figures of `runs` (explain.models), the filters of explain.filters.model and the
+    faithfulness table of every model (`everyone`: one seed's runs)."""
     from fermetric.analysis import (
         explain, layer_activations, lime_explanation, normalize_maps, supports, top_attribution_mask, visualize_filters,
     )
@@ -42,7 +45,7 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
 
     spec = study.explain
     fig_dir = out / "figures"
-    seed = next(iter(runs.values())).cfg.seed if runs else 0
+    seed = next(iter(everyone.values())).cfg.seed if everyone else 0
     for name, run in runs.items():
         say(f"== explain {name}")
         sc = run.scorer("auto")
@@ -79,9 +82,9 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
                 images[0], every.top_mask, run.class_names, probabilities=probs, label=int(labels[0]),
                 title=f"{name}: LIME top regions of one face for every class"), fig_dir / f"lime_all_classes_{name}.png"))
     f = spec.filters
-    fname = f.model or next((n for n in runs if study.models[n].family == "classifier"), None)
-    if fname in runs:
-        run = runs[fname]
+    fname = f.model or next((n for n in everyone if study.models[n].family == "classifier"), None)
+    if fname in everyone:
+        run = everyone[fname]
         say(f"== filters of {fname}")
         layer = f.layer or getattr(run.model, "gradcam_layer", None)
         fi = visualize_filters(run.model, layer, num_channels=f.channels, steps=f.steps, seed=seed, precision=run.precision)
@@ -94,8 +97,8 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
         result.figures.append(save_figure(plot_activation_rows(
             acts, images, row_titles=[run.class_names[int(c)] for c in labels],
             title=f"{fname}: {fi.layer} outputs for one face of each emotion"), fig_dir / f"activations_{fname}_{safe}.png"))
-    if spec.faithfulness and runs:
-        _faithfulness(study, runs, out, result, say, seed)
+    if spec.faithfulness and everyone:
+        _faithfulness(study, everyone, out, result, say, seed)
 
 
 def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: Any, say: Callable[[str], None],

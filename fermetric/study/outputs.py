@@ -99,8 +99,9 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         t = time.time()
         from fermetric.study.explain import explain_study
 
-        chosen = study.explain.models or list(study.models)
-        explain_study(study, {n: runs[(n, first_seed)] for n in chosen if (n, first_seed) in runs}, out, result, say)
+        everyone = {n: runs[(n, first_seed)] for n in study.models if (n, first_seed) in runs}
+        chosen = {n: r for n, r in everyone.items() if not study.explain.models or n in study.explain.models}
+        explain_study(study, chosen, everyone, out, result, say)
         result.steps.append(("explain", time.time() - t))
     result.paths["report.html"] = write_study_report(study, out, [r.path for (n, s), r in runs.items() if s == first_seed],
                                                      rows, class_names)

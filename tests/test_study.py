@@ -1,0 +1,156 @@
+"""`fermetric study`: a tiny study (two tiny models, SynthFER) interrupted in its second model,
+then run again: finished runs reused (not retrained), the interrupted one resumed, and every
+figure and table written."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from fermetric.errors import ConfigError, FermetricError
+from fermetric.study import run_study, study_from_dict
+from tests.conftest import snapshot
+
+TINY = {
+    "name": "tiny", "data": "synth", "seeds": [0],
+    "set": ["data.synth_train=210", "data.synth_val=70", "data.synth_test=70", "model.width=8",
+            "train.batch_size=32", "train.eval_batch_size=128", "train.epochs=1"],
+    "models": {
+        "cnn": {"family": "classifier", "set": ["model.name=baseline"]},
+        # two epochs, so that it can be interrupted after a finished one
+        "tri": {"family": "triplet", "set": ["model.name=baseline", "metric.m_per_class=4", "train.epochs=2"]},
+    },
+    "ensemble": ["cnn", "tri"],
+    "tta": "tencrop",
+    # figures of one model (each figure is a second of matplotlib); the faithfulness table has both
+    "explain": {"models": ["tri"], "methods": ["saliency", "lime"], "lime_samples": 12, "faithfulness_per_class": 1,
+                "filters": {"channels": 2, "steps": 2}},
+}
+
+
+@pytest.fixture(scope="module")
+def study_dirs(tmp_path_factory):
+    """The tiny study interrupted (Ctrl-C) in the second epoch of its second model, then run again."""
+    from fermetric.training.metric import MetricObjective
+
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    calls = {"n": 0}
+    validate = MetricObjective.validate
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # tri's second epoch: its first is checkpointed
+            raise KeyboardInterrupt
+        return validate(self, *args, **kwargs)
+
+    MetricObjective.validate = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_study(study_from_dict(TINY), out=out)
+    finally:
+        MetricObjective.validate = validate
+    runs = out / "runs"
+    after_interrupt = {"cnn": snapshot(runs / "cnn-seed0"), "tri_files": sorted(snapshot(runs / "tri-seed0"))}
+    result = run_study(study_from_dict(TINY), out=out)
+    return out, result, after_interrupt
+
+
+def test_interrupted_study_resumes_without_retraining(study_dirs):
+    out, result, before = study_dirs
+    assert "metrics.json" not in before["tri_files"] and "checkpoints/last.pt" in before["tri_files"]
+    status = {r.name: r.status for r in result.runs}
+    assert status == {"cnn": "reused", "tri": "resumed"}
+    cnn = out / "runs" / "cnn-seed0"
+    now = snapshot(cnn)
+    # the finished run is untouched: same weights, same metrics (outputs may only add files)
+    for key in ("checkpoints/best.pt", "checkpoints/last.pt", "metrics.json", "history.csv", "config.yaml"):
+        assert now[key] == before["cnn"][key], key
+    tri = json.loads((out / "runs" / "tri-seed0" / "metrics.json").read_text())
+    assert tri["epochs_run"] == 2
+    assert len(tri["sittings"]) == 2 and tri["sittings"][-1]["end"] == "finished"
+
+
+def test_tiny_study_writes_every_figure_and_table(study_dirs):
+    out, result, _ = study_dirs
+    figs = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"confusion_grid.png", "explain_tri.png", "lime_tri.png", "lime_all_classes_tri.png"} <= figs
+    assert "explain_cnn.png" not in figs  # explain.models
+    assert any(f.startswith("filters_cnn_") for f in figs) and any(f.startswith("activations_cnn_") for f in figs)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["model"] for r in rows] == ["cnn", "tri", "ensemble"]
+    for r in rows:
+        assert 0 <= float(r["accuracy"]) <= 1 and r["seed"] == "0" and r["split"] == "test"
+        assert r["f1_Angry"] != "" and int(r["parameters"]) > 0
+    assert rows[0]["tta"] == "tencrop" and rows[0]["tta_accuracy"] != ""
+    assert rows[1]["tta_accuracy"] == ""  # TTA is for classifiers
+    cnn_metrics = json.loads((out / "runs" / "cnn-seed0" / "metrics.json").read_text())
+    assert float(rows[0]["accuracy"]) == pytest.approx(cnn_metrics["test"]["accuracy"], abs=1e-6)  # 6 digits in CSV
+    assert (out / "ensemble" / "seed0" / "ensemble_test.json").is_file()
+    md = (out / "results.md").read_text()
+    assert "| cnn | classifier | 0 | test |" in md and "±" not in md
+    table = json.loads((out / "explain_eval" / "explain_eval.json").read_text())
+    assert table["masks"] is True  # SynthFER: mask mass and pointing game per method and model
+    pairs = {(r["model"].split()[0], r["method"]) for r in table["rows"]}
+    assert pairs == {("cnn", "saliency"), ("cnn", "lime"), ("tri", "saliency"), ("tri", "lime")}
+    assert all(r["mask_mass_ratio"] is not None and r["pointing_game"] is not None for r in table["rows"])
+    html = (out / "report.html").read_text()
+    assert "Study results" in html and "confusion_grid" in html
+
+
+def test_second_seed_adds_mean_and_std(study_dirs):
+    out, _, _ = study_dirs
+    res = run_study(study_from_dict(TINY), out=out, seeds=[1], only=["cnn"], explain=False, tta=False)
+    assert [(r.name, r.seed, r.status) for r in res.runs] == [("cnn", 1, "trained")]
+    seeds = sorted((r["model"], r["seed"]) for r in res.rows if r["model"] == "cnn")
+    assert seeds == [("cnn", 0), ("cnn", 1)]  # seed 0's finished run joins the table
+    md = (out / "results.md").read_text()
+    assert "Mean ± sample standard deviation over seeds" in md and "| cnn | 0 1 |" in md
+    summary = list(csv.DictReader((out / "results_summary.csv").open()))
+    cnn = next(s for s in summary if s["model"] == "cnn")
+    accs = [r["accuracy"] for r in res.rows if r["model"] == "cnn"]
+    assert float(cnn["accuracy_mean"]) == pytest.approx(sum(accs) / 2, rel=1e-5)
+
+
+def test_finished_run_with_another_config_is_refused_not_overwritten(study_dirs):
+    out, _, _ = study_dirs
+    changed = json.loads(json.dumps(TINY))
+    changed["models"]["cnn"]["set"].append("model.dropout=0.1")
+    before = snapshot(out / "runs" / "cnn-seed0")
+    with pytest.raises(FermetricError, match=r"model.dropout.*another --out"):
+        run_study(study_from_dict(changed), out=out, explain=False)
+    assert snapshot(out / "runs" / "cnn-seed0") == before
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": {}}, "needs `models:`"),
+    ({"modles": 1}, "unknown config key modles"),
+    ({"ensemble": ["cnn", "vgg"]}, "ensemble names vgg"),
+    ({"explain": {"methods": ["saliency", "shap"]}}, "unknown method"),
+    ({"tta": "twelvecrop"}, "unknown TTA"),
+    ({"models": {"cnn": {"family": "svm"}}}, "models.cnn.family='svm'"),
+])
+def test_bad_study_files_name_the_key(change, message):
+    with pytest.raises(ConfigError, match=message):
+        study_from_dict({**json.loads(json.dumps(TINY)), **change})
+
+
+def test_bad_override_found_before_any_training(tmp_path):
+    bad = json.loads(json.dumps(TINY))
+    bad["models"]["tri"]["set"].append("train.epochs=0")
+    with pytest.raises(ConfigError, match="study model 'tri'.*train.epochs"):
+        run_study(study_from_dict(bad), out=tmp_path / "s")
+    assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_study_configs_parse():
+    from fermetric.study import load_study
+
+    for path in sorted(Path(__file__).resolve().parents[1].joinpath("configs", "study").glob("*.yaml")):
+        study = load_study(path)
+        for name in study.models:
+            from fermetric.study.runner import resolve_model_config
+
+            resolve_model_config(study, name, 0)
+    load_study(None)
