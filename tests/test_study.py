@@ -144,13 +144,26 @@ def test_bad_override_found_before_any_training(tmp_path):
     assert not (tmp_path / "s" / "runs").exists()
 
 
-def test_study_configs_parse():
+def test_study_and_recipe_configs_resolve():
+    from fermetric.config import load_config
     from fermetric.study import load_study
+    from fermetric.study.runner import resolve_model_config
 
-    for path in sorted(Path(__file__).resolve().parents[1].joinpath("configs", "study").glob("*.yaml")):
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    studies = sorted((configs / "study").glob("*.yaml"))
+    assert {p.stem for p in studies} >= {"synth", "cpu_fer2013", "gpu_full"}
+    for path in studies:
         study = load_study(path)
+        assert list(study.models) == ["baseline", "resnet18", "vgg16", "resnet50", "senet50", "triplet", "siamese"]
         for name in study.models:
-            from fermetric.study.runner import resolve_model_config
-
-            resolve_model_config(study, name, 0)
-    load_study(None)
+            resolve_model_config(study, name, 0, data="synth")
+    # the built-in default is configs/study/synth.yaml written out
+    default, synth = load_study(None), load_study(configs / "study" / "synth.yaml")
+    for name in default.models:
+        assert resolve_model_config(default, name, 0) == resolve_model_config(synth, name, 0)
+    recipes = {p.stem: load_config(p) for p in sorted((configs / "recipes").glob("*.yaml"))}
+    k = recipes["khaireddin2021_vgg"]
+    assert (k.optim.name, k.optim.lr, k.optim.nesterov) == ("sgd", 0.01, True)
+    assert (k.schedule.name, k.schedule.plateau_factor, k.schedule.plateau_patience, k.train.epochs) == ("plateau", 0.75, 5, 300)
+    assert k.data.augment.crop_padding == 4  # ten-crop positions of a 40-px crop of a 48-px face
+    assert {"pramerdorfer2016_vgg", "cs230_baseline"} <= set(recipes)
