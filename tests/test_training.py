@@ -91,7 +91,7 @@ def test_evaluate_tta_and_ensemble(classifier_run: Path, triplet_run: Path, tmp_
     classifier_run = Path(shutil.copytree(classifier_run, tmp_path / "clf"))
     run_cli(["evaluate", str(classifier_run), "--split", "test", "--tta"])
     m = json.loads((classifier_run / "eval" / "test_tta.json").read_text())
-    assert m["tta"] is True and m["n"] == 70
+    assert m["tta"] == "shift" and m["n"] == 70  # the TTA mode (shift or tencrop), false without
     res = run_cli(["ensemble", str(classifier_run), str(triplet_run), "--out", str(tmp_path / "ens")])
     out = json.loads((tmp_path / "ens" / "ensemble_val.json").read_text())
     assert len(out["members"]) == 2 and {"soft_vote", "val_weighted_vote"} <= set(out)
