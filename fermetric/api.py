@@ -47,33 +47,69 @@ def _load(run: PathLike, device: Optional[str], precision: Optional[str]):
     return load_run(run, device=device or "auto", precision=precision or "auto")
 
 
-def evaluate_run(run: PathLike, split: str = "val", tta: bool = False, out: Optional[PathLike] = None,
-                 device: Optional[str] = "auto", precision: Optional[str] = "auto") -> tuple[dict[str, Any], list[Path]]:
+def _data_tag(data: str) -> str:
+    """A file-name-safe tag of a data source ("/data/CK+" -> "CK")."""
+    import re
+
+    tag = re.sub(r"[^A-Za-z0-9]+", "_", Path(str(data)).name.split(".")[0]).strip("_")
+    return tag or "data"
+
+
+def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = False, out: Optional[PathLike] = None,
+                 device: Optional[str] = "auto", precision: Optional[str] = "auto", data: Optional[str] = None,
+                 class_map: Optional[Sequence[str] | dict] = None) -> tuple[dict[str, Any], list[Path]]:
     """`fermetric evaluate`: accuracy, macro-F1, per-class scores and the confusion matrix of a run
-    on a split, written as <split>[_tta].json / .md / _confusion.png into `out` (default RUN/eval).
+    on a split, written as <split>[_tta|_tencrop].json / .md / _confusion.png into `out` (default
+    RUN/eval).
+
+    Args:
+        split: val (default), test or train of the run's data; with `data`, a split of that data
+            or None for all its images.
+        tta: False, True / "shift" (5 crops shifted by 2 px x flip) or "tencrop" (centre and
+            corner crops at the run's training crop padding x flip); classifiers only.
+        data: another data set (folder, fer2013.csv, synth) to evaluate on: its classes are
+            matched to the model's by name and emotion (fermetric.evaluation.crossdata), images
+            of classes the model does not know are counted and left out; the mapping is stored
+            under metrics["cross_data"] and the files are named <data>_<split>[...].
+        class_map: with `data`: "DATA_CLASS=MODEL_CLASS" entries (or a dict; "" / None leaves a
+            class out) that override the matching by name.
 
     Returns:
         (metrics, paths written).
     """
+    from fermetric.evaluation.predict import resolve_tta
+
+    mode = resolve_tta(tta)
+    if class_map and data is None:
+        raise ConfigError("--class-map maps the classes of another data set; give that data set with --data")
+    suffix = {None: "", "shift": "_tta", "tencrop": "_tencrop"}[mode]
+    tta_text = {None: "", "shift": " + TTA", "tencrop": " + ten-crop TTA"}[mode]
     with _writing(run, out is None):
         from fermetric.evaluation.metrics import classification_metrics, write_metrics
 
         r = _load(run, device, precision)
-        ds = r.load_data()[split]
-        m = classification_metrics(ds.labels.numpy(), r.predict(split, tta=tta), r.class_names)
-        m.update({"run": str(r.path), "split": split, "tta": tta, "kind": r.kind, "checkpoint": r.fingerprint})
-        if r.kind == "embedding":
-            knn = r.knn()
-            m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,
-                        "index_source": str(r.index_dir) if r.index_dir.exists() else "exact index fitted on train",
-                        "self_matches_excluded": split == "train"}
-        name = f"{split}{'_tta' if tta else ''}"
-        paths = write_metrics(Path(out) if out else r.path / "eval", name, m,
-                              f"{r.cfg.model.name} on {split}{' + TTA' if tta else ''}")
+        if data is None:
+            split = split or "val"
+            ds = r.load_data()[split]
+            m = classification_metrics(ds.labels.numpy(), r.predict(split, tta=mode), r.class_names)
+            if r.kind == "embedding":
+                knn = r.knn()
+                m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,
+                            "index_source": str(r.index_dir) if r.index_dir.exists() else "exact index fitted on train",
+                            "self_matches_excluded": split == "train"}
+            name, where = f"{split}{suffix}", split
+        else:
+            from fermetric.evaluation.crossdata import evaluate_on_data
+
+            m = evaluate_on_data(r, data, split, mode, class_map)
+            split = m["cross_data"]["split"]
+            name, where = f"{_data_tag(data)}_{split}{suffix}", f"{m['cross_data']['data']} ({split})"
+        m.update({"run": str(r.path), "split": split, "tta": mode or False, "kind": r.kind, "checkpoint": r.fingerprint})
+        paths = write_metrics(Path(out) if out else r.path / "eval", name, m, f"{r.cfg.model.name} on {where}{tta_text}")
     return m, paths
 
 
-def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool = False, out: PathLike = "ensemble",
+def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool | str = False, out: PathLike = "ensemble",
              device: Optional[str] = "auto", precision: Optional[str] = "auto") -> tuple[dict[str, Any], list[Path]]:
     """`fermetric ensemble`: soft vote and val-accuracy-weighted vote of runs on a split
     (fermetric.evaluation.ensemble.ensemble_report), written as OUT/ensemble_<split>.json / .md.
@@ -101,20 +137,32 @@ def build_index(run: PathLike, index_type: str = "flat", k: Optional[int] = None
         return r, r.build_index(index_type, k=k, weighting=weighting)
 
 
-def knn_eval(run: PathLike, split: str = "val", k: Optional[int] = None, weighting: Optional[str] = None,
-             out: Optional[PathLike] = None, device: Optional[str] = "auto") -> tuple[dict[str, Any], list[Path]]:
-    """`fermetric knn-eval`: the kNN report of a split against the train gallery (Run.knn_report),
-    written into `out` (default RUN/knn_<split>).
+def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None, weighting: Optional[str] = None,
+             out: Optional[PathLike] = None, device: Optional[str] = "auto", data: Optional[str] = None,
+             class_map: Optional[Sequence[str] | dict] = None) -> tuple[dict[str, Any], list[Path]]:
+    """`fermetric knn-eval`: the kNN report of a split (default val) against the train gallery
+    (Run.knn_report), written into `out` (default RUN/knn_<split>); with `data`, of another data
+    set's images, classes mapped as in `evaluate_run` (default RUN/knn_<data>_<split>).
 
     Returns:
         (report, paths written).
     """
     from fermetric.retrieval import write_knn_report
 
+    if class_map and data is None:
+        raise ConfigError("--class-map maps the classes of another data set; give that data set with --data")
     with _writing(run):  # the embedding cache is written into RUN whatever `out` is
         r = _load(run, device, None)
-        rep = r.knn_report(split, k=k, weighting=weighting)
-        return rep, write_knn_report(rep, Path(out) if out else r.path / f"knn_{split}")
+        if data is None:
+            split = split or "val"
+            rep = r.knn_report(split, k=k, weighting=weighting)
+            folder = f"knn_{split}"
+        else:
+            from fermetric.evaluation.crossdata import knn_report_on_data
+
+            rep = knn_report_on_data(r, data, split, class_map, k=k, weighting=weighting)
+            folder = f"knn_{_data_tag(data)}_{rep['split']}"
+        return rep, write_knn_report(rep, Path(out) if out else r.path / folder)
 
 
 def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Optional[PathLike] = None,
@@ -145,15 +193,19 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
 def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per_class: int = 2, scorer: str = "auto",
                 target: str = "predicted", out: Optional[PathLike] = None, seed: int = 0,
                 device: Optional[str] = "auto", precision: Optional[str] = "auto",
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False, mask_fraction: float = 0.1) -> dict[str, Any]:
     """`fermetric explain`: maps of `method` ("all": every method the scorer supports) for
     `per_class` seeded images of each class of a split, as OUT/<method>_<split>.npy and .png
-    (image / map / overlay rows) and OUT/explain_<split>.json (default OUT: RUN/explain).
+    (image / map / overlay / mask rows; the data's evidence masks, SynthFER's, outlined in
+    green) and OUT/explain_<split>.json (default OUT: RUN/explain).
 
     Args:
         scorer: "auto", "classifier", "prototype" or "knn" (see Run.scorer).
         target: "predicted" (explain the predicted class) or "label" (the true one).
         progress: a progress bar over the methods.
+        mask_fraction: the mask column shows this share of the pixels with the largest
+            attributions (`top_attribution_mask`); for LIME, its top regions (as lime's
+            get_image_and_mask).
 
     Returns:
         The JSON record (indices, labels, predictions, methods done, skipped with why) plus
@@ -162,7 +214,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
     import torch
     from tqdm.auto import tqdm
 
-    from fermetric.analysis import METHODS, explain
+    from fermetric.analysis import METHODS, explain, lime_explanation, top_attribution_mask
     from fermetric.analysis.methods import pick_per_class
     from fermetric.plotting import save_figure
     from fermetric.plotting.explanations import plot_explanations
@@ -181,14 +233,20 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         images = ds.float_images(torch.as_tensor(idx))
         preds = sc.scores(images).argmax(1).cpu().numpy()
         tgt = labels[idx] if target == "label" else None
+        evidence = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
         out_dir = Path(out) if out else r.path / "explain"
         out_dir.mkdir(parents=True, exist_ok=True)
         methods = list(METHODS) if method == "all" else [method]
         written, done, skipped = [], [], []
         for m in tqdm(methods, desc="methods", disable=not progress or len(methods) == 1):
             try:
-                options = {"seed": seed} if m in ("smoothgrad", "lime") else {}
-                maps = explain(sc, images, m, target=tgt, **options)
+                if m == "lime":  # its top regions are the mask, as in lime's own figures
+                    res = lime_explanation(sc, images, tgt, seed=seed)
+                    maps, mask, mask_title = res.weights, res.top_mask, "LIME top regions"
+                else:
+                    options = {"seed": seed} if m == "smoothgrad" else {}
+                    maps = explain(sc, images, m, target=tgt, **options)
+                    mask, mask_title = top_attribution_mask(maps, mask_fraction), f"top {mask_fraction:.0%}"
             except FermetricError as exc:  # a gradient method on a black-box scorer: say so, go on
                 if len(methods) == 1:
                     raise
@@ -197,7 +255,8 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
             np.save(out_dir / f"{m}_{split}.npy", maps)
             done.append(m)
             fig = plot_explanations(images, maps, labels=labels[idx], predictions=preds, class_names=r.class_names,
-                                    method=m, title=f"{m} · {r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
+                                    method=m, masks=mask, mask_title=mask_title, contours=evidence,
+                                    title=f"{m} · {r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
             written.append(save_figure(fig, out_dir / f"{m}_{split}.png"))
         record = {"run": str(r.path), "split": split, "scorer": type(sc).__name__, "target": target,
                   "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped}

@@ -12,29 +12,49 @@ from fermetric.cli.options import OutPath, RUN, device_option, precision_option
 def register(main: click.Group) -> None:
     @main.command("evaluate")
     @click.argument("run", type=RUN)
-    @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
-    @click.option("--tta", is_flag=True, help="Test-time augmentation: mean softmax over 5 crops x flip.")
+    @click.option("--split", type=click.Choice(["val", "test", "train", "all"]), default=None,
+                  help="Default: val of the run's data; with --data, all images of that data.")
+    @click.option("--tta", type=click.Choice(["shift", "tencrop"]), is_flag=False, flag_value="shift", default=None,
+                  help="Test-time augmentation, mean softmax over 10 views. --tta alone (shift): 5 crops shifted "
+                       "by 2 px x flip; --tta tencrop: centre and 4 corner crops where the model's random "
+                       "training crops came from (data.augment.crop_padding) x flip.")
+    @click.option("--data", default=None, metavar="PATH",
+                  help="Evaluate on another data set (folder, fer2013.csv, synth): classes matched by name.")
+    @click.option("--class-map", "class_map", multiple=True, metavar="DATA_CLASS=MODEL_CLASS",
+                  help="With --data: map a data class to a model class (DATA_CLASS= leaves it out). Repeatable.")
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/eval.")
     @device_option
     @precision_option
-    def evaluate(run: str, split: str, tta: bool, out: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
-        """Evaluate a trained run on a split: accuracy, macro-F1, per-class scores, confusion matrix."""
+    def evaluate(run: str, split: Optional[str], tta: Optional[str], data: Optional[str], class_map: tuple[str, ...],
+                 out: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
+        """Evaluate a trained run on a split, or on another data set (--data): accuracy, macro-F1,
+        per-class scores, confusion matrix. With --data, classes the model does not know are
+        reported and left out of the metrics; the class mapping is printed."""
         from fermetric.api import evaluate_run
+        from fermetric.evaluation.crossdata import mapping_lines
 
-        m, paths = evaluate_run(run, split, tta, out, device=device, precision=precision)
-        click.echo(f"{Path(m['run']).name} {split}{' (TTA)' if tta else ''}: accuracy {m['accuracy'] * 100:.2f} %, "
-                   f"macro-F1 {m['macro_f1'] * 100:.2f} %")
+        if split == "all" and data is None:
+            raise click.BadParameter("'all' is for --data (all images of another data set); choose val, test or train",
+                                     param_hint="--split")
+        m, paths = evaluate_run(run, split, tta, out, device=device, precision=precision, data=data, class_map=class_map)
+        if "cross_data" in m:
+            for line in mapping_lines(m["cross_data"], m["class_names"]):
+                click.echo(f"  {line}")
+        where = f"{m['cross_data']['data']} ({m['split']})" if "cross_data" in m else m["split"]
+        click.echo(f"{Path(m['run']).name} {where}{f' (TTA {tta})' if tta else ''}: accuracy {m['accuracy'] * 100:.2f} %, "
+                   f"macro-F1 {m['macro_f1'] * 100:.2f} % (n = {m['n']})")
         for p in paths:
             click.echo(f"  {p}")
 
     @main.command("ensemble")
     @click.argument("runs", nargs=-1, required=True, type=RUN)
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
-    @click.option("--tta", is_flag=True, help="TTA for the classifier members.")
+    @click.option("--tta", type=click.Choice(["shift", "tencrop"]), is_flag=False, flag_value="shift", default=None,
+                  help="TTA for the classifier members (--tta alone: shift; --tta tencrop).")
     @click.option("--out", type=OutPath(file_okay=False), default="ensemble", show_default=True)
     @device_option
     @precision_option
-    def ensemble(runs: tuple[str, ...], split: str, tta: bool, out: str, device: Optional[str], precision: Optional[str] = None) -> None:
+    def ensemble(runs: tuple[str, ...], split: str, tta: Optional[str], out: str, device: Optional[str], precision: Optional[str] = None) -> None:
         """Soft-vote and val-accuracy-weighted ensembles of classifier and embedding (kNN) runs.
 
         With --split test the weights are the members' val accuracies; with --split val they are
@@ -43,6 +63,6 @@ def register(main: click.Group) -> None:
         from fermetric.api import ensemble as run_ensemble
         from fermetric.evaluation.ensemble import ensemble_markdown
 
-        results, paths = run_ensemble(runs, split, tta, out, device=device, precision=precision)
+        results, paths = run_ensemble(runs, split, tta or False, out, device=device, precision=precision)
         click.echo(ensemble_markdown(results))
         click.echo("\n".join(f"  {p}" for p in paths))

@@ -35,22 +35,37 @@ def register(main: click.Group) -> None:
 
     @main.command("knn-eval")
     @click.argument("run", type=RUN)
-    @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+    @click.option("--split", type=click.Choice(["val", "test", "all"]), default=None,
+                  help="Default: val of the run's data; with --data, all images of that data.")
     @click.option("-k", "--k", type=click.IntRange(min=1), default=None, help="Neighbours for the headline metrics (default: the index's).")
     @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None,
                   help="Default: the index's.")
-    @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/knn_<split>.")
+    @click.option("--data", default=None, metavar="PATH",
+                  help="Query with another data set's images (folder, fer2013.csv, synth): classes matched by name.")
+    @click.option("--class-map", "class_map", multiple=True, metavar="DATA_CLASS=MODEL_CLASS",
+                  help="With --data: map a data class to a model class (DATA_CLASS= leaves it out). Repeatable.")
+    @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/knn_<split> (RUN/knn_<data>_<split>).")
     @device_option
-    def knn_eval(run: str, split: str, k: Optional[int], weighting: Optional[str], out: Optional[str], device: Optional[str]) -> None:
-        """kNN report of a split against the train gallery: accuracy, macro-F1, per-class scores,
-        confusion, precision@1, R-precision, MAP@R, accuracy against k.
+    def knn_eval(run: str, split: Optional[str], k: Optional[int], weighting: Optional[str], data: Optional[str],
+                 class_map: tuple[str, ...], out: Optional[str], device: Optional[str]) -> None:
+        """kNN report of a split (or of another data set's images, --data) against the train
+        gallery: accuracy, macro-F1, per-class scores, confusion, precision@1, R-precision, MAP@R,
+        accuracy against k.
 
         Searches through RUN/index when build-index built one (refused when stale), else an
         exact index over the train embeddings: the index predict, evaluate and ensemble use."""
         from fermetric.api import knn_eval as run_knn_eval
+        from fermetric.evaluation.crossdata import mapping_lines
 
-        rep, paths = run_knn_eval(run, split, k=k, weighting=weighting, out=out, device=device)
-        click.echo(f"{Path(rep['run']).name} kNN on {split}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
+        if split == "all" and data is None:
+            raise click.BadParameter("'all' is for --data (all images of another data set); choose val or test",
+                                     param_hint="--split")
+        rep, paths = run_knn_eval(run, split, k=k, weighting=weighting, out=out, device=device, data=data,
+                                  class_map=class_map)
+        if "cross_data" in rep:
+            for line in mapping_lines(rep["cross_data"], rep["class_names"]):
+                click.echo(f"  {line}")
+        click.echo(f"{Path(rep['run']).name} kNN on {rep['split']}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
                    f"MAP@R {rep.get('mean_average_precision_at_r', float('nan')):.4f} "
                    f"(k={rep['k']}, {rep['weighting']}, {rep['index']} index: {rep['index_source']})")
         for p in paths:

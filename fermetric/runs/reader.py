@@ -144,32 +144,69 @@ class Run:
                                   f"rebuild the index: fermetric build-index {self.path}")
         return np.arange(n)
 
-    def predict_proba(self, split: str, tta: bool = False, batch_size: int = 512) -> np.ndarray:
+    @property
+    def crop_padding(self) -> int:
+        """The padding of the random crops the model was trained on (0 without augmentation):
+        where a ten-crop TTA takes its corner crops."""
+        aug = self.cfg.data.augment
+        return int(aug.crop_padding) if aug.enabled else 0
+
+    def predict_proba(self, split: str, tta: bool | str = False, batch_size: int = 512) -> np.ndarray:
         """(N, C) class probabilities of a split through the run's scorer: softmax for classifiers
-        (TTAScorer with `tta`), kNN vote fractions (gallery = the train split) for embedding runs,
-        voted from the cached embeddings; train images never vote for themselves."""
-        key = f"proba:{split}:{tta}"
+        (TTAScorer with `tta`: True / "shift" or "tencrop"), kNN vote fractions (gallery = the
+        train split) for embedding runs, voted from the cached embeddings; train images never
+        vote for themselves."""
+        from fermetric.evaluation.predict import resolve_tta
+
+        mode = resolve_tta(tta)
+        key = f"proba:{split}:{mode}"
         if key in self._cache:
             return self._cache[key]
         if self.kind == "classifier":
             # one pass over a split: a compile (40-90 s) would not repay itself
-            sc = self.scorer("classifier", output="softmax", batch_size=batch_size, tta=tta, compile=False)
+            sc = self.scorer("classifier", output="softmax", batch_size=batch_size, tta=mode or False, compile=False)
             probs = sc.scores(self.load_data()[split].images).numpy()
         else:
-            if tta:
+            if mode:
                 raise FermetricError("TTA is for classifier runs; embedding runs vote through the kNN index")
             probs = self.scorer("knn").vote(self.embed(split, batch_size), exclude=self._gallery_exclude(split))
         self._cache[key] = probs
         return probs
 
-    def predict(self, split: str, tta: bool = False) -> np.ndarray:
+    def predict(self, split: str, tta: bool | str = False) -> np.ndarray:
         """(N,) predicted class ids of a split: the softmax arg-max for classifiers; for embedding
         runs the kNN prediction (ties to the nearest neighbour's class, as knn-eval counts them)."""
         if self.kind == "classifier" or tta:
             return self.predict_proba(split, tta=tta).argmax(1)
         return self.knn().predict(self.embed(split), exclude=self._gallery_exclude(split))
 
-    def scorer(self, kind: str = "auto", output: str = "softmax", batch_size: int = 256, tta: bool = False,
+    def embed_images(self, dataset, batch_size: int = 512) -> np.ndarray:
+        """(N, D) float32 embeddings (pre-logit features for classifiers) of any FERDataset,
+        e.g. another data set's images (not cached: only the run's own splits are)."""
+        from fermetric.evaluation.predict import embed_dataset
+
+        self.model.eval()
+        fn = self.model.embed if hasattr(self.model, "embed") else self.model
+        return embed_dataset(fn, dataset, batch_size, self.device, precision=self.precision)
+
+    def predict_images(self, dataset, tta: bool | str = False, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class ids (N,) and probabilities (N, C) of any FERDataset (another data
+        set's images): the softmax (TTA on request) for classifiers, the kNN vote over the run's
+        train gallery for embedding runs (no image of `dataset` is in the gallery)."""
+        from fermetric.evaluation.predict import resolve_tta
+
+        mode = resolve_tta(tta)
+        if self.kind == "classifier":
+            sc = self.scorer("classifier", output="softmax", batch_size=batch_size, tta=mode or False, compile=False)
+            probs = sc.scores(dataset.images).numpy()
+            return probs.argmax(1), probs
+        if mode:
+            raise FermetricError("TTA is for classifier runs; embedding runs vote through the kNN index")
+        emb = self.embed_images(dataset, batch_size)
+        knn = self.knn()
+        return knn.predict(emb), knn.predict_proba(emb)
+
+    def scorer(self, kind: str = "auto", output: str = "softmax", batch_size: int = 256, tta: bool | str = False,
                compile: Any = "auto"):
         """The run as a Scorer (images -> class scores): the one path from images to class scores
         that evaluation, ensembles, the face predictor and every analysis method take.
@@ -180,11 +217,14 @@ class Run:
                 "knn" (kNN vote fractions through the FAISS index, black box).
             output: classifier scores as "softmax" probabilities or raw "logits".
             batch_size: images per forward pass.
-            tta: wrap the scorer in a TTAScorer (mean scores over 5 crops x flip).
+            tta: wrap the scorer in a TTAScorer: True / "shift" (mean scores over 5 crops x flip)
+                or "tencrop" (the crops at the run's training crop padding, see
+                fermetric.evaluation.predict.tta_views).
             compile: the scorer's torch.compile setting (see Scorer.compile); False for one pass
                 over a split or for small batches of varying size.
         """
-        from fermetric.analysis import ClassifierScorer, KNNScorer, PrototypeScorer, TTAScorer
+        from fermetric.analysis import ClassifierScorer, KNNScorer, PrototypeScorer
+        from fermetric.evaluation.predict import tta_scorer
 
         kinds = ("auto", "classifier", "prototype", "knn")
         if kind not in kinds:
@@ -206,7 +246,7 @@ class Run:
                 sc = KNNScorer(embed_model, self.knn(), num_classes=len(self.class_names),
                                class_names=self.class_names, batch_size=batch_size, precision=self.precision)
         sc.compile = compile
-        return TTAScorer(sc) if tta else sc
+        return tta_scorer(sc, tta, self.crop_padding)
 
     def scorers(self, knn: bool = True, **kwargs: Any) -> dict[str, Any]:
         """The run's scorers for comparing explanations, labelled "<run> (<model>)": the classifier

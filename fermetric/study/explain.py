@@ -112,7 +112,7 @@ def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
     first = next(iter(runs.values()))
     ds = first.load_data()[spec.split]
     labels = ds.labels.numpy()
-    idx = pick_per_class(labels, spec.faithfulness_per_class, len(first.class_names), seed)
+    idx = pick_per_class(labels, spec.faithfulness_per_class, len(first.class_names), seed=seed)
     images = ds.float_images(torch.as_tensor(idx))
     masks = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
     scorers = {f"{n} ({r.cfg.model.name})": r.scorer("auto") for n, r in runs.items()}

@@ -53,9 +53,9 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         split = _report_split(m)
         tta_m = None
         if tta and run.kind == "classifier":
-            from fermetric.evaluation.evaluate import evaluate_run
+            from fermetric.api import evaluate_run
 
-            tta_m = evaluate_run(run, split=split, tta=tta).metrics
+            tta_m = evaluate_run(run.path, split=split, tta=tta, device=device)[0]
         rows.append(result_row(name, study.models[name].family, run.cfg.model.name, seed, str(m.get("data")), split,
                                m[split], val_metrics=m.get("val"), tta=tta if tta_m else None, tta_metrics=tta_m,
                                parameters=_parameters(run.model), train_seconds=m.get("train_seconds"),

@@ -109,7 +109,7 @@ def run_state(run_dir: Path, cfg: RunConfig) -> str:
         FermetricError: the directory holds a run with another config (finished or not): the
             study never overwrites it.
     """
-    from fermetric.training.trainer import read_history
+    from fermetric.runs.history import read_history
     from fermetric.utils.io import read_json
 
     cfg_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.json"
