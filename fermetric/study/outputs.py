@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 
 from fermetric.errors import FermetricError
