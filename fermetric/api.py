@@ -193,7 +193,7 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
 def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per_class: int = 2, scorer: str = "auto",
                 target: str = "predicted", out: Optional[PathLike] = None, seed: int = 0,
                 device: Optional[str] = "auto", precision: Optional[str] = "auto",
-                progress: bool = False, mask_fraction: float = 0.1) -> dict[str, Any]:
+                progress: bool = False, mask_fraction: float = 0.1, data: Optional[PathLike] = None) -> dict[str, Any]:
     """`fermetric explain`: maps of `method` ("all": every method the scorer supports) for
     `per_class` seeded images of each class of a split, as OUT/<method>_<split>.npy and .png
     (image / map / overlay / mask rows; the data's evidence masks, SynthFER's, outlined in
@@ -203,6 +203,8 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         scorer: "auto", "classifier", "prototype" or "knn" (see Run.scorer).
         target: "predicted" (explain the predicted class) or "label" (the true one).
         progress: a progress bar over the methods.
+        data: the run's own data at another path (same classes; Run.use_data), e.g. the
+            fer2013.csv a pretrained model was trained on.
         mask_fraction: the mask column shows this share of the pixels with the largest
             attributions (`top_attribution_mask`); for LIME, its top regions (as lime's
             get_image_and_mask).
@@ -226,6 +228,8 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
                           "would match themselves; explain --split val or test, or use --scorer prototype")
     with _writing(run, out is None):
         r = _load(run, device, precision)
+        if data is not None:
+            r.use_data(data)
         sc = r.scorer(scorer)
         ds = r.load_data()[split]
         labels = ds.labels.numpy()
@@ -266,7 +270,8 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
 
 def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[Sequence[int]] = None, num: int = 16,
                 steps: int = 100, image_index: int = 0, out: Optional[PathLike] = None,
-                device: Optional[str] = "auto", precision: Optional[str] = "auto") -> dict[str, Any]:
+                device: Optional[str] = "auto", precision: Optional[str] = "auto",
+                data: Optional[PathLike] = None) -> dict[str, Any]:
     """`fermetric filters`: images that excite a conv layer's filters (regularised gradient
     ascent) and that layer's outputs for val image `image_index`, as OUT/filters_<layer>.png and
     OUT/activations_<layer>.png (default OUT: RUN/figures; layer default: the Grad-CAM layer).
@@ -283,6 +288,8 @@ def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[S
 
     with _writing(run, out is None):
         r = _load(run, device, precision)
+        if data is not None:  # the run's own data at another path (Run.use_data)
+            r.use_data(data)
         ds = r.load_data()["val"]
         if not 0 <= image_index < len(ds):
             raise ConfigError(f"--image-index must lie in 0..{len(ds) - 1}; got {image_index}")

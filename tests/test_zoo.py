@@ -3,6 +3,7 @@ are tested on FER2013 faces in test_zoo_shipped)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,12 +37,12 @@ def test_stored_fp16_weights_predict_like_the_run(zoo, classifier_run):
     """The card's accuracy is measured on the stored fp16 weights and matches the fp32 run closely."""
     run = load_run(classifier_run, device="cpu", precision="fp32")
     entry = load_pretrained("tiny-clf", device="cpu", precision="fp32", root=zoo)
-    entry._data = run.load_data()
+    entry.use_data(run.load_data())
     p_run, p_zoo = run.predict_proba("val"), entry.predict_proba("val")
     assert np.abs(p_run - p_zoo).max() < 0.02
     assert (p_run.argmax(1) == p_zoo.argmax(1)).mean() > 0.98
     card = get_entry("tiny-clf", zoo).card
-    assert card["test"]["accuracy"] == pytest.approx(float((p_zoo.argmax(1) == entry._data["val"].labels.numpy()).mean()))
+    assert card["test"]["accuracy"] == pytest.approx(float((p_zoo.argmax(1) == entry.load_data()["val"].labels.numpy()).mean()))
 
 
 def test_embedding_entry_classifies_without_the_training_data(zoo, triplet_run):
@@ -124,3 +125,39 @@ def test_cli_uses_a_zoo_model_by_name_and_by_default(zoo, monkeypatch, tmp_path,
     assert "== tiny-clf" in res.output and "SHA-256" in res.output and "Retrain:" in res.output
     res = run_cli(["evaluate", "no-such-model"], expect=2)
     assert "no pretrained model of that name" in res.output
+
+
+def test_zoo_model_names_its_data_and_explains_with_data(zoo, monkeypatch, tmp_path, classifier_run):
+    """A pretrained model's data is not on the user's machine: the error says to pass --data;
+    with --data (the same classes) explain and filters work; other classes are refused."""
+    from conftest import run_cli
+    from fermetric.errors import DataError
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    entry = load_pretrained("tiny-clf", device="cpu")
+    entry.cfg.data.source = str(tmp_path / "gone" / "fer2013.csv")  # as on a machine without the data
+    with pytest.raises(DataError, match=r"pretrained model 'tiny-clf' was trained on .*--data PATH"):
+        entry.load_data()
+    res = run_cli(["explain", "tiny-clf", "--data", "synth", "--per-class", "1", "--method", "saliency",
+                   "--out", str(tmp_path / "ex")])
+    assert (tmp_path / "ex" / "saliency_val.png").is_file(), res.output
+    res = run_cli(["filters", "tiny-clf", "--data", "synth", "--num", "2", "--steps", "2", "--out", str(tmp_path / "fi")])
+    assert len(list((tmp_path / "fi").glob("*.png"))) == 2, res.output
+
+
+def test_use_data_keys_the_embedding_cache_to_the_data(classifier_run, tmp_path):
+    import shutil
+
+    run_dir = Path(shutil.copytree(classifier_run, tmp_path / "clf"))
+    run = load_run(run_dir, device="cpu")
+    a = run.embed("val")
+    run.use_data(run.load_data())  # same data: the disk cache is used again
+    assert np.array_equal(run.embed("val"), a)
+    meta = json.loads((run_dir / "embeddings" / "val.json").read_text())
+    assert meta["data"] == str(run.cfg.data.source)
+    meta["data"] = "/elsewhere/fer2013.csv"
+    (run_dir / "embeddings" / "val.json").write_text(json.dumps(meta))
+    fresh = load_run(run_dir, device="cpu")
+    assert np.allclose(fresh.embed("val"), a, atol=1e-5)  # recomputed, not trusted
+    assert json.loads((run_dir / "embeddings" / "val.json").read_text())["data"] == str(run.cfg.data.source)

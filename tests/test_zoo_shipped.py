@@ -26,11 +26,7 @@ def test_entry_loads_with_a_complete_card(entry):
 
 @pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])
 def test_entry_reproduces_its_card_on_fer2013_publictest(entry, fer2013_dev_csv):
-    from fermetric.config import DataConfig
-    from fermetric.data.sources import load_data
-
     run = load_pretrained(entry.name, device="cpu", precision="fp32", root=ZOO_ROOT)
-    run._data = load_data(str(fer2013_dev_csv), DataConfig())
-    y = run._data["val"].labels.numpy()
+    y = run.use_data(fer2013_dev_csv)["val"].labels.numpy()
     acc = float((run.predict("val") == y).mean())
     assert acc == pytest.approx(entry.card["test"]["accuracy"], abs=1e-9)

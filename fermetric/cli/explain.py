@@ -4,11 +4,13 @@ or kNN scorers)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import click
 
 from fermetric.cli.options import OutPath, RUN, SEED, device_option, precision_option
+
+RUN_DATA_HELP = ("The run's own data at another path (same classes), e.g. the fer2013.csv a pretrained model "
+                 "was trained on. Another data set: evaluate --data.")
 
 METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
@@ -25,17 +27,19 @@ def register(main: click.Group) -> None:
     @click.option("--target", type=click.Choice(["predicted", "label"]), default="predicted", show_default=True)
     @click.option("--mask-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
                   help="The mask column: this share of the pixels with the largest attributions (LIME: its top regions).")
+    @click.option("--data", default=None, metavar="PATH", help=RUN_DATA_HELP)
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/explain.")
     @click.option("--seed", type=SEED, default=0, show_default=True)
     @device_option
     @precision_option
     @click.pass_context
-    def explain_cmd(ctx, run, method, split, per_class, scorer, target, mask_fraction, out, seed, device, precision=None):
+    def explain_cmd(ctx, run, method, split, per_class, scorer, target, mask_fraction, data, out, seed, device,
+                    precision=None):
         """Explain a run's predictions: a row per image of image / map / overlay, per method."""
         from fermetric.api import explain_run
 
         rec = explain_run(run, method, split, per_class, scorer, target, out, seed, device=device, precision=precision,
-                          progress=not ctx.obj.get("quiet"), mask_fraction=mask_fraction)
+                          progress=not ctx.obj.get("quiet"), mask_fraction=mask_fraction, data=data)
         for s in rec["skipped"]:
             click.echo(f"skipped {s}", err=True)
         click.echo(f"explained {len(rec['indices'])} {split} images of {Path(rec['run']).name} with "
@@ -50,10 +54,11 @@ def register(main: click.Group) -> None:
     @click.option("--num", type=click.IntRange(min=1), default=16, show_default=True)
     @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Gradient-ascent steps.")
     @click.option("--image-index", type=click.IntRange(min=0), default=0, show_default=True, help="val image whose layer outputs are shown.")
+    @click.option("--data", default=None, metavar="PATH", help=RUN_DATA_HELP)
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/figures.")
     @device_option
     @precision_option
-    def filters_cmd(run, layer, channels, num, steps, image_index, out, device, precision=None):
+    def filters_cmd(run, layer, channels, num, steps, image_index, data, out, device, precision=None):
         """Filter visualisation by regularised gradient ascent, and the layer's outputs for one image."""
         from fermetric.api import filters_run
 
@@ -62,7 +67,7 @@ def register(main: click.Group) -> None:
         except ValueError:
             raise click.BadParameter(f"expected comma-separated channel ids such as 0,3,7; got {channels!r}",
                                      param_hint="--channels") from None
-        res = filters_run(run, layer, chans, num, steps, image_index, out, device=device, precision=precision)
+        res = filters_run(run, layer, chans, num, steps, image_index, out, device=device, precision=precision, data=data)
         click.echo(f"{res['layer']}: {res['filters']} filters")
         click.echo("\n".join(f"  {p}" for p in res["paths"]))
 

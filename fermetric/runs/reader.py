@@ -20,8 +20,8 @@ from torch import nn
 
 from fermetric.config import RunConfig, load_config
 from fermetric.data.dataset import DataSplits
-from fermetric.data.sources import load_data
-from fermetric.errors import CheckpointError, FermetricError
+from fermetric.data.sources import is_synth, load_data
+from fermetric.errors import CheckpointError, DataError, FermetricError
 from fermetric.models.factory import RUN_KINDS, build_model
 from fermetric.runs.history import read_history
 from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
@@ -47,6 +47,9 @@ class Run:
     precision: str = "auto"  # forward passes: auto, fp32, bf16, fp16 (fermetric.utils.runtime)
     checkpoint_path: Optional[Path] = None
     checkpoint_sha256: str = ""  # fingerprint of the weights: keys the embedding cache and the index
+    pretrained: str = ""  # the zoo entry's name when the run is a pretrained model (fermetric.zoo)
+    # a pretrained embedding model's shipped train embeddings and labels: kNN and prototypes without the data
+    gallery: Optional[tuple[np.ndarray, np.ndarray]] = field(default=None, repr=False)
     _data: Optional[DataSplits] = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -69,13 +72,40 @@ class Run:
         if source is not None:
             return load_data(source, self.cfg.data, seed=self.cfg.seed)
         if self._data is None:
-            self._data = load_data(None, self.cfg.data, seed=self.cfg.seed)
-            if tuple(self._data.class_names) != tuple(self.class_names):
-                raise FermetricError(
-                    f"run {self.path} was trained on classes {list(self.class_names)} but its data now has "
-                    f"{list(self._data.class_names)}"
-                )
+            try:
+                data = load_data(None, self.cfg.data, seed=self.cfg.seed)
+            except DataError as e:
+                if not self.pretrained:
+                    raise
+                raise DataError(f"the pretrained model {self.pretrained!r} was trained on {self.cfg.data.source}, "
+                                f"which is not here ({e}); give this machine's copy with --data PATH "
+                                "(Python: run.use_data(PATH))") from None
+            self._check_classes(data, f"its data {self.cfg.data.source}")
+            self._data = data
         return self._data
+
+    def use_data(self, source: str | Path | DataSplits) -> DataSplits:
+        """Read the run's own data from `source` from now on: a path (the copy of FER2013 a
+        pretrained model was trained on, a run's data that moved) or loaded DataSplits. The
+        classes must be the run's; another data set is for `evaluate --data` (classes mapped).
+        In-memory caches are dropped; the disk cache of embeddings is keyed to the source."""
+        if isinstance(source, DataSplits):
+            data = source
+        else:
+            data = load_data(source, self.cfg.data, seed=self.cfg.seed)
+            self.cfg.data.source = str(source) if is_synth(str(source)) else str(Path(source).expanduser().absolute())
+        self._check_classes(data, f"--data {data.name}")
+        self._data = data
+        self._cache.clear()
+        return data
+
+    def _check_classes(self, data: DataSplits, where: str) -> None:
+        if tuple(data.class_names) != tuple(self.class_names):
+            raise DataError(
+                f"run {self.path} was trained on classes {list(self.class_names)} but {where} has "
+                f"{list(data.class_names)}; to score another data set use evaluate / knn-eval --data "
+                "(classes matched by name)"
+            )
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -94,6 +124,8 @@ class Run:
         <split>.json; the JSON records the checkpoint's SHA-256, and a cache made by other
         weights (or without a record) is recomputed and overwritten.
         """
+        if split == "train" and self.gallery is not None:
+            return self.gallery
         key = f"embed:{split}"
         if key not in self._cache:
             folder = self.path / EMBEDDINGS_DIR
@@ -111,11 +143,16 @@ class Run:
                     save_npy(emb_path, cached[0])
                     save_npy(lab_path, cached[1])
                     # written last: arrays without a matching record are never trusted
-                    write_json(meta_path, {**self.fingerprint, "split": split, "shape": list(cached[0].shape)})
+                    write_json(meta_path, {**self.fingerprint, "split": split, "data": self._data_key,
+                                           "shape": list(cached[0].shape)})
                 except OSError as e:  # a read-only run still evaluates, just without the disk cache
                     log.warning("could not cache embeddings in %s (%s); they are recomputed next time", folder, e)
             self._cache[key] = cached
         return self._cache[key]
+
+    @property
+    def _data_key(self) -> str:
+        return str(self.cfg.data.source)
 
     def _read_embedding_cache(self, emb_path: Path, lab_path: Path, meta_path: Path):
         if not (emb_path.is_file() and lab_path.is_file() and meta_path.is_file()):
@@ -124,6 +161,9 @@ class Run:
             meta = read_json(meta_path)
             if not isinstance(meta, dict) or meta.get("checkpoint_sha256") != self.checkpoint_sha256:
                 log.info("embedding cache %s was made by other weights; recomputing it", emb_path)
+                return None
+            if meta.get("data", self._data_key) != self._data_key:  # records without "data" predate use_data
+                log.info("embedding cache %s was made from other data (%s); recomputing it", emb_path, meta.get("data"))
                 return None
             emb, labels = np.load(emb_path, allow_pickle=False), np.load(lab_path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:

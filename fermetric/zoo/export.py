@@ -75,8 +75,7 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         write_json(tmp / "card.json", card)
         # measure the stored weights, not the run's fp32 ones
         entry_run = load_pretrained(tmp.name, device=device, precision="fp32", root=base)
-        entry_run._data = src.load_data()
-        y = entry_run._data[split].labels.numpy()
+        y = entry_run.use_data(src.load_data())[split].labels.numpy()
         pred = entry_run.predict(split)
         m = classification_metrics(y, pred, list(src.class_names))
         test: dict[str, Any] = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],

@@ -77,9 +77,8 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     load_state_dict_checked(model, as_fp32(ckpt["state_dict"]), entry.weights)
     model.to(dev).eval()
     runtime.prepare_for_inference(model, dev, prec)
-    run = Run(path=zoo_run_dir(entry.name), cfg=cfg, kind=kind, class_names=class_names, model=model,
-              checkpoint=ckpt, device=dev, checkpoint_path=entry.weights, checkpoint_sha256=sha, precision=precision)
-    if entry.gallery is not None:
-        # the shipped gallery stands in for the train split: kNN and prototypes need no data
-        run._cache["embed:train"] = read_gallery(entry)
-    return run
+    # the shipped gallery stands in for the train split: kNN and prototypes need no data
+    gallery = read_gallery(entry) if entry.gallery is not None else None
+    return Run(path=zoo_run_dir(entry.name), cfg=cfg, kind=kind, class_names=class_names, model=model,
+               checkpoint=ckpt, device=dev, checkpoint_path=entry.weights, checkpoint_sha256=sha, precision=precision,
+               pretrained=entry.name, gallery=gallery)
