@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.hub
@@ -48,6 +48,19 @@ class WeightsReport:
     folded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # notes, "key: reason"
 
+
+def state_dict_mismatch(mismatched: Sequence[str], missing: Sequence[str], unexpected: Sequence[str]) -> str:
+    """One description of why weights do not fit a model (for weights files and checkpoints):
+    "N of other shape: key (file shape) vs model (shape); ... | N missing from the weights: ... |
+    N not in the model: ...", a few examples of each."""
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} of other shape: {'; '.join(mismatched[:_SHOW])}")
+    if missing:
+        parts.append(f"{len(missing)} missing from the weights: {', '.join(missing[:_SHOW])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} not in the model: {', '.join(unexpected[:_SHOW])}")
+    return " | ".join(parts)
 
 def _model_label(model: nn.Module) -> str:
     name = getattr(model, "model_name", "") or type(model).__name__
@@ -156,15 +169,8 @@ def fit_state_dict(
         and not k.endswith("num_batches_tracked")
     ]
     if mismatched or unexpected or missing:
-        parts = []
-        if mismatched:
-            parts.append(f"{len(mismatched)} of other shape: {'; '.join(mismatched[:_SHOW])}")
-        if missing:
-            parts.append(f"{len(missing)} missing from the weights: {', '.join(missing[:_SHOW])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} not in the model: {', '.join(unexpected[:_SHOW])}")
         raise ModelError(
-            f"{source} does not fit {_model_label(model)}: " + " | ".join(parts)
+            f"{source} does not fit {_model_label(model)}: " + state_dict_mismatch(mismatched, missing, unexpected)
             + ". Were the weights saved from another model, stem or width?"
         )
     skipped_model_keys = [k for k in target if k not in fitted and not k.endswith("num_batches_tracked")]

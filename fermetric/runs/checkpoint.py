@@ -88,17 +88,13 @@ def load_state_dict_checked(module: torch.nn.Module, state_dict: dict[str, torch
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     mismatched = [
-        f"{k}: {tuple(state_dict[k].shape)} in file, {tuple(v.shape)} in model"
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
         for k, v in own.items()
         if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
     ]
     if missing or unexpected or mismatched:
-        parts = []
-        if mismatched:
-            parts.append(f"{len(mismatched)} tensors differ in shape (first: {mismatched[0]})")
-        if missing:
-            parts.append(f"{len(missing)} missing (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
-        raise CheckpointError(f"weights in {path} do not fit this model: " + "; ".join(parts))
+        from fermetric.models.weights import state_dict_mismatch
+
+        raise CheckpointError(f"weights in {path} do not fit this model (tensors differ in shape or name): "
+                              + state_dict_mismatch(mismatched, missing, unexpected))
     module.load_state_dict(state_dict)
