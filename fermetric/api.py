@@ -8,8 +8,8 @@ these and prints what it returns; Python users call the same functions:
 Each function loads the run(s) through the run reader (fermetric.runs), calls the library
 (evaluation, retrieval, analysis, plotting) and writes its files. A function that writes into a
 run directory holds that run's lock (fermetric.utils.runlock) while it works, so it is refused,
-not interleaved, while a training or another command writes the same run. Training is
-`fermetric.cli.train.run_training` (the train-* commands) and `fermetric.training.Trainer`.
+not interleaved, while a training or another command writes the same run. Training is `train`
+(fermetric.training.launch: the train-* commands), a study `run_study` (fermetric.study).
 """
 from __future__ import annotations
 
@@ -419,5 +419,15 @@ def write_report(runs: Sequence[PathLike], out: PathLike = "report.html", title:
     return build_report(runs, out, title=title, extra_dirs=extras)
 
 
-__all__ = ["evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
+def train(family: str, **options):
+    """`fermetric train-classifier / train-siamese / train-triplet`: train a run of `family`
+    ("classifier", "siamese", "triplet") with the commands' options (model=, data=, config_path=,
+    overrides=["train.epochs=5"], out=, resume=, ...); returns the TrainResult
+    (fermetric.training.launch.train)."""
+    from fermetric.training.launch import train as _train
+
+    return _train(family, **options)
+
+
+__all__ = ["train", "evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
            "explain_eval", "data_info", "predict", "write_report"]

@@ -397,3 +397,47 @@ def save_config(cfg: RunConfig, path: str | Path) -> Path:
     from fermetric.utils.io import atomic_write_text
 
     return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def resolve_config(
+    config_path: Optional[str],
+    overrides: tuple[str, ...],
+    *,
+    data: Optional[str] = None,
+    ferplus: Optional[str] = None,
+    seed: Optional[int] = None,
+    device: Optional[str] = None,
+    base: Optional[dict] = None,
+) -> RunConfig:
+    """defaults <- `base` (a command's own defaults) <- config file <- --set overrides <- explicit
+    flags (flags win: they are the most specific); then file paths made absolute and every
+    value checked against its declared range (fermetric.config.check_config).
+
+    Flag values are set as given, not parsed as YAML, so any path works.
+    """
+    cfg = load_config(Path(config_path) if config_path else None, tuple(overrides), base=base, check=False)
+    if data is not None:
+        cfg.data.source = str(data)
+    if ferplus is not None:
+        cfg.data.ferplus = str(ferplus)
+    if seed is not None:
+        cfg.seed = int(seed)
+    if device is not None:
+        cfg.device = str(device)
+    absolute_paths(cfg)
+    return check_config(cfg)
+
+
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Make the config's file paths (data.source, data.ferplus, model.weights) absolute, in place:
+    a run's config.yaml must find its data from any working directory (evaluate, explain,
+    report), not only from the one it was trained in."""
+    from fermetric.data.sources import is_synth  # data imports config: imported here
+
+    if not is_synth(cfg.data.source):
+        cfg.data.source = str(Path(cfg.data.source).expanduser().absolute())
+    if cfg.data.ferplus:
+        cfg.data.ferplus = str(Path(cfg.data.ferplus).expanduser().absolute())
+    if cfg.model.weights:
+        cfg.model.weights = str(Path(cfg.model.weights).expanduser().absolute())
+    return cfg

@@ -61,9 +61,24 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_nothing_outside_training_imports_training():
-    # the train-* commands and a study (fermetric.study.runner) start trainings
-    allowed = {PACKAGE / "cli" / "train.py", PACKAGE / "study" / "runner.py"}
+    # the train-* commands, fermetric.train (api.train) and a study (fermetric.study.runner) start trainings
+    allowed = {PACKAGE / "cli" / "train.py", PACKAGE / "api.py", PACKAGE / "study" / "runner.py"}
     offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                  if "training" not in p.relative_to(PACKAGE).parts[:1] and p not in allowed
                  and any(m == "fermetric.training" or m.startswith("fermetric.training.") for m in _imports(p))]
     assert offenders == []
+
+
+def test_train_is_one_call(tmp_path):
+    """fermetric.train does what train-classifier does: the same run directory, from Python."""
+    from conftest import TINY_TRAIN_ARGS
+    from fermetric.errors import ConfigError
+
+    overrides = [a for a, prev in zip(TINY_TRAIN_ARGS, ["", *TINY_TRAIN_ARGS]) if prev == "--set"]
+    res = fermetric.train("classifier", model="baseline", epochs=1, overrides=overrides, out=str(tmp_path / "clf"),
+                          quiet=True)
+    assert (tmp_path / "clf" / "metrics.json").is_file() and res.metrics["epochs_run"] == 1
+    with pytest.raises(ConfigError, match="--resume needs --out"):
+        fermetric.train("classifier", resume=True)
+    with pytest.raises(ConfigError, match="unknown training family"):
+        fermetric.train("softmax")

@@ -108,7 +108,7 @@ def test_floats_written_without_a_dot_are_numbers(override):
 
 
 def test_ranges_are_checked_after_flags_too():
-    from fermetric.cli.options import resolve_config
+    from fermetric.config import resolve_config
 
     with pytest.raises(ConfigError, match="data.ferplus_mode=crossentropy"):
         resolve_config(None, ("data.ferplus_mode=crossentropy",))
@@ -120,7 +120,7 @@ def test_ranges_are_checked_after_flags_too():
 def test_paths_are_stored_absolute(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from fermetric.cli.options import resolve_config
+    from fermetric.config import resolve_config
 
     monkeypatch.chdir(tmp_path)
     cfg = resolve_config(None, ("model.weights=w/x.pt",), data="data/fer.csv", ferplus="~/new.csv")

@@ -33,7 +33,7 @@ def register(main: click.Group) -> None:
         PATH is a fer2013.csv(.gz), an image folder, or 'synth' (the default: SynthFER).
         """
         from fermetric.api import data_info
-        from fermetric.cli.options import resolve_config
+        from fermetric.config import resolve_config
 
         cfg = resolve_config(config_path, overrides, data=path, ferplus=ferplus, seed=seed)
         if skip_bad_rows:

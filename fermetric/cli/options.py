@@ -1,13 +1,10 @@
-"""Options shared by many commands, and the config resolution they feed."""
+"""Options shared by many commands (the config they feed is resolved by fermetric.config.resolve_config)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import click
-
-from fermetric.config import RunConfig, check_config, load_config
-
 
 # numpy and torch take seeds in [0, 2**32); config key `seed` has the same range
 SEED = click.IntRange(0, 2**32 - 1)
@@ -104,45 +101,3 @@ def compile_option(f: Callable) -> Callable:
     )(f)
 
 
-def resolve_config(
-    config_path: Optional[str],
-    overrides: tuple[str, ...],
-    *,
-    data: Optional[str] = None,
-    ferplus: Optional[str] = None,
-    seed: Optional[int] = None,
-    device: Optional[str] = None,
-    base: Optional[dict] = None,
-) -> RunConfig:
-    """defaults <- `base` (a command's own defaults) <- config file <- --set overrides <- explicit
-    flags (flags win: they are the most specific); then file paths made absolute and every
-    value checked against its declared range (fermetric.config.check_config).
-
-    Flag values are set as given, not parsed as YAML, so any path works.
-    """
-    cfg = load_config(Path(config_path) if config_path else None, tuple(overrides), base=base, check=False)
-    if data is not None:
-        cfg.data.source = str(data)
-    if ferplus is not None:
-        cfg.data.ferplus = str(ferplus)
-    if seed is not None:
-        cfg.seed = int(seed)
-    if device is not None:
-        cfg.device = str(device)
-    absolute_paths(cfg)
-    return check_config(cfg)
-
-
-def absolute_paths(cfg: RunConfig) -> RunConfig:
-    """Make the config's file paths (data.source, data.ferplus, model.weights) absolute, in place:
-    a run's config.yaml must find its data from any working directory (evaluate, explain,
-    report), not only from the one it was trained in."""
-    from fermetric.data.sources import is_synth
-
-    if not is_synth(cfg.data.source):
-        cfg.data.source = str(Path(cfg.data.source).expanduser().absolute())
-    if cfg.data.ferplus:
-        cfg.data.ferplus = str(Path(cfg.data.ferplus).expanduser().absolute())
-    if cfg.model.weights:
-        cfg.model.weights = str(Path(cfg.model.weights).expanduser().absolute())
-    return cfg
