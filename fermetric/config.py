@@ -104,6 +104,9 @@ class ModelConfig:
     width: int = num(64, 1, 4096)  # baseline: channels of the first block
     dropout: float = num(0.3, 0, 1, hi_open=True)
     weights: Optional[str] = None  # a state-dict file to start from
+    # a run directory (classifier or embedding) whose trained backbone this run starts from
+    # (fermetric.training.warmstart); applied at the start of a run, not on --resume
+    init_from: Optional[str] = None
     pretrained: bool = False  # torchvision ImageNet weights (needs a download)
     embedding_dim: int = num(128, 1, 65536)  # embedding models only
 
@@ -158,9 +161,18 @@ class MetricConfig:
     miner_kwargs: dict[str, Any] = field(default_factory=dict)
     margin: float = num(0.2, 0, 10)
     m_per_class: int = num(16, 2)  # MPerClassSampler: images per class in each batch (batch = m x classes)
+    # "m_per_class": balanced batches of m_per_class x classes images (every class, rare ones
+    # oversampled); "random": shuffled batches of train.batch_size with the data's class priors
+    sampler: str = choice("m_per_class", "random")
+    projection: str = choice("mlp", "linear")  # embedding head on the backbone's pre-logits
+    logit_scale: float = num(16.0, 0, lo_open=True)  # joint cross-entropy: the cosine classifier's scale
     ce_weight: float = num(0.0, 0)  # > 0 adds cross-entropy on a linear head (joint training)
     knn_k: int = num(10, 1)
     knn_weighting: str = "distance"  # "majority" or "distance"
+    # stop training once the embeddings have collapsed (fermetric.training.collapse) in this many
+    # consecutive epochs; the best checkpoint so far is kept
+    stop_on_collapse: bool = False
+    collapse_patience: int = num(2, 1)
 
 
 @dataclass

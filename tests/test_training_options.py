@@ -49,19 +49,6 @@ def test_unknown_miner_lists_valid_ones(tmp_path):
     assert "lucky" in res.output and "semihard" in res.output and "TripletMarginMiner" in res.output
 
 
-def test_collapse_detector():
-    from fermetric.training.metric import COLLAPSE_COSINE, mean_pairwise_cosine
-
-    rng = np.random.default_rng(0)
-    spread = rng.normal(size=(200, 16))
-    one_point = np.ones((200, 16)) + 1e-4 * rng.normal(size=(200, 16))
-    assert abs(mean_pairwise_cosine(spread)) < 0.05
-    assert mean_pairwise_cosine(one_point) > COLLAPSE_COSINE
-    # by hand: two orthogonal unit vectors -> 0; two equal ones -> 1
-    assert mean_pairwise_cosine(np.eye(2)) == pytest.approx(0.0)
-    assert mean_pairwise_cosine(np.ones((2, 3))) == pytest.approx(1.0)
-
-
 def test_inverse_frequency_weights_by_hand():
     from fermetric.training.classifier import inverse_frequency_weights
 

@@ -165,7 +165,8 @@ def create_embedding_model(
                           hidden_dim=hidden_dim, logit_scale=logit_scale)
 
 
-def embedding_model_from_config(model_cfg: Any, num_classes: Optional[int] = None, *, joint: bool = True) -> EmbeddingModel:
+def embedding_model_from_config(model_cfg: Any, num_classes: Optional[int] = None, *, joint: bool = True,
+                                **head_kwargs: Any) -> EmbeddingModel:
     """The EmbeddingModel a ModelConfig describes (backbone as `model_from_config`, D = embedding_dim).
 
     The backbone is built with its `num_classes` head (so a classifier's weights file of the same
@@ -177,8 +178,9 @@ def embedding_model_from_config(model_cfg: Any, num_classes: Optional[int] = Non
         num_classes: classes of the data.
         joint: add the cosine classifier on the embedding (joint cross-entropy training) when
             num_classes is given.
+        **head_kwargs: EmbeddingModel's projection, hidden_dim, logit_scale.
     """
     from fermetric.models.registry import model_from_config
 
     backbone = model_from_config(model_cfg, num_classes=num_classes or 0)
-    return EmbeddingModel(backbone, model_cfg.embedding_dim, num_classes if joint else None)
+    return EmbeddingModel(backbone, model_cfg.embedding_dim, num_classes if joint else None, **head_kwargs)

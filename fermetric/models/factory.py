@@ -35,5 +35,6 @@ def build_model(kind: str, cfg: Any, num_classes: int) -> nn.Module:
     if kind == "classifier":
         return model_from_config(cfg.model, num_classes)
     if kind == "embedding":
-        return embedding_model_from_config(cfg.model, num_classes, joint=cfg.metric.ce_weight > 0)
+        return embedding_model_from_config(cfg.model, num_classes, joint=cfg.metric.ce_weight > 0,
+                                           projection=cfg.metric.projection, logit_scale=cfg.metric.logit_scale)
     raise ModelError(f"unknown run kind {kind!r}; expected one of {', '.join(map(repr, RUN_KINDS))}")

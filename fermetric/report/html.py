@@ -217,8 +217,8 @@ def metrics_block(label: str, m: dict[str, Any]) -> str:
     if m.get("tta"):
         extra.append("test-time augmentation")
     if m.get("collapsed"):
-        extra.append("embeddings collapsed (mean pairwise cosine "
-                     f"{num(m.get('mean_pairwise_cosine'), 3)})")
+        reason = (m.get("collapse") or {}).get("reason") or f"mean pairwise cosine {num(m.get('mean_pairwise_cosine'), 3)}"
+        extra.append(f"embeddings collapsed ({reason})")
     note = f'<p class="warn">{e("; ".join(extra))}</p>' if extra else ""
     return head + note + f'<div class="row"><div>{per_class_table(m)}</div><div>{confusion_table(m)}</div></div>'
 

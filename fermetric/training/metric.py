@@ -22,6 +22,7 @@ from fermetric.errors import ConfigError
 from fermetric.evaluation.metrics import classification_metrics
 from fermetric.evaluation.predict import embed_dataset
 from fermetric.models.factory import build_model
+from fermetric.training.collapse import CollapseCheck, check_collapse, collapse_advice, majority_share
 from fermetric.training.objective import Objective
 
 log = logging.getLogger("fermetric.train")
@@ -41,8 +42,6 @@ LOSS_ALIASES = {
     "supcon": "SupConLoss", "arcface": "ArcFaceLoss", "cosface": "CosFaceLoss", "ntxent": "NTXentLoss",
     "circle": "CircleLoss", "proxyanchor": "ProxyAnchorLoss", "margin": "MarginLoss",
 }
-# A mean pairwise cosine similarity of val embeddings above this means they sit at one point.
-COLLAPSE_COSINE = 0.95
 
 
 def _pml_names(module) -> list[str]:
@@ -89,17 +88,6 @@ def build_miner(cfg) -> Optional[nn.Module]:
         raise ConfigError(f"metric.miner_kwargs do not fit {name}: {exc}") from None
 
 
-def mean_pairwise_cosine(emb: np.ndarray, max_n: int = 2000) -> float:
-    """Mean cosine similarity over distinct pairs of (up to max_n) embeddings."""
-    e = emb[:max_n].astype(np.float64)
-    e = e / np.clip(np.linalg.norm(e, axis=1, keepdims=True), 1e-12, None)
-    n = len(e)
-    if n < 2:
-        return 0.0
-    s = e.sum(0)
-    return float((s @ s - n) / (n * (n - 1)))
-
-
 class MetricObjective(Objective):
     kind = "embedding"
     main_metric = "val_acc"  # kNN accuracy on val against the train gallery
@@ -109,6 +97,7 @@ class MetricObjective(Objective):
         self.loss_fn: Optional[nn.Module] = None
         self.miner: Optional[nn.Module] = None
         self._last_loss = float("nan")
+        self._collapsed_epochs = 0  # consecutive epochs whose val embeddings collapsed
 
     def build_model(self, num_classes: int) -> nn.Module:
         model = build_model("embedding", self.cfg, num_classes)
@@ -137,8 +126,11 @@ class MetricObjective(Objective):
         return [self.loss_fn] if self.loss_fn is not None and any(True for _ in self.loss_fn.parameters()) else []
 
     def train_loader(self, train: FERDataset, seed: int, rank: int = 0, world_size: int = 1) -> BatchLoader:
-        sampler = MPerClassBatches(train.labels, self.cfg.metric.m_per_class)
         aug = BatchAugment(self.cfg.data.augment) if self.cfg.data.augment.enabled else None
+        if self.cfg.metric.sampler == "random":
+            return BatchLoader(train, self.cfg.train.batch_size, shuffle=True, augment=aug, seed=seed,
+                               drop_last=True, rank=rank, world_size=world_size)
+        sampler = MPerClassBatches(train.labels, self.cfg.metric.m_per_class)
         return BatchLoader(train, sampler.batch_size, augment=aug, seed=seed, batch_sampler=sampler,
                            rank=rank, world_size=world_size)
 
@@ -180,26 +172,40 @@ class MetricObjective(Objective):
         probs, query = self._knn_probs(model, data, device, "val")
         y = data["val"].labels.numpy()
         m = classification_metrics(y, probs.argmax(1), data.class_names)
-        self._val_cosine = mean_pairwise_cosine(query)
+        self._collapse = check_collapse(query, m["accuracy"], majority_share(data["train"].labels.numpy(), y))
         return {"val_loss": "", "val_acc": m["accuracy"], "val_macro_f1": m["macro_f1"]}
 
     def epoch_notes(self, model, data, device) -> dict[str, Any]:
-        cos = getattr(self, "_val_cosine", 0.0)
-        notes: dict[str, Any] = {"val_mean_cosine": round(cos, 4)}
-        if cos > COLLAPSE_COSINE:
+        check: Optional[CollapseCheck] = getattr(self, "_collapse", None)
+        if check is None:
+            return {}
+        notes: dict[str, Any] = {"val_mean_cosine": round(check.mean_cosine, 4),
+                                 "val_effective_rank": round(check.effective_rank, 2)}
+        self._collapsed_epochs = self._collapsed_epochs + 1 if check.collapsed else 0
+        if check.collapsed:
             notes["collapse"] = 1
-            log.warning(
-                "embedding collapse: val embeddings have mean pairwise cosine %.3f (> %.2f): they sit near one "
-                "point. If it persists, lower optim.lr, try another metric.miner or metric.margin, or add "
-                "joint cross-entropy (metric.ce_weight).",
-                cos, COLLAPSE_COSINE,
-            )
+            notes["collapse_reason"] = check.reason
+        # one collapsed epoch can be an untrained network's first; a persisting one is collapse
+        if self._collapsed_epochs >= self.cfg.metric.collapse_patience:
+            stopping = self.cfg.metric.stop_on_collapse
+            log.warning("embedding collapse (%d epochs in a row): %s. To fix it: %s.%s", self._collapsed_epochs,
+                        check.reason, collapse_advice(self.cfg),
+                        " Stopping (metric.stop_on_collapse)." if stopping else
+                        " --set metric.stop_on_collapse=true stops such a run early.")
         return notes
+
+    def stop_reason(self) -> str:
+        if self.cfg.metric.stop_on_collapse and self._collapsed_epochs >= self.cfg.metric.collapse_patience:
+            return f"embedding collapse in {self._collapsed_epochs} consecutive epochs"
+        return ""
 
     def final_metrics(self, model, data, device, split):
         probs, query = self._knn_probs(model, data, device, split)
-        m = classification_metrics(data[split].labels.numpy(), probs.argmax(1), data.class_names)
+        y = data[split].labels.numpy()
+        m = classification_metrics(y, probs.argmax(1), data.class_names)
         m["knn_k"] = self.cfg.metric.knn_k
-        m["mean_pairwise_cosine"] = mean_pairwise_cosine(query)
-        m["collapsed"] = m["mean_pairwise_cosine"] > COLLAPSE_COSINE
+        check = check_collapse(query, m["accuracy"], majority_share(data["train"].labels.numpy(), y))
+        m["mean_pairwise_cosine"] = check.mean_cosine
+        m["collapsed"] = check.collapsed
+        m["collapse"] = check.to_dict()
         return m

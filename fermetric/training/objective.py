@@ -61,3 +61,7 @@ class Objective:
     def epoch_notes(self, model: nn.Module, data: DataSplits, device: torch.device) -> dict[str, Any]:
         """Extra per-epoch facts to log and keep in metrics.json (e.g. embedding collapse)."""
         return {}
+
+    def stop_reason(self) -> str:
+        """A reason to stop training after this epoch (e.g. embedding collapse), or ""."""
+        return ""

@@ -294,7 +294,13 @@ class Trainer:
         # resolved here, on this machine, every time (a resumed run may move to another machine)
         precision = runtime.resolve_precision(cfg.train.precision, self.device, amp=cfg.train.amp)
         channels_last = cfg.train.channels_last and runtime.use_channels_last(self.device, precision)
-        model = obj.build_model(self.data.num_classes).to(self.device)
+        model = obj.build_model(self.data.num_classes)
+        self._warm_note = ""
+        if cfg.model.init_from and not self.resume:  # a resumed run's weights come from its last.pt
+            from fermetric.training import warmstart
+
+            self._warm_note = warmstart.describe(warmstart.init_from_run(model, cfg.model.init_from))
+        model = model.to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         obj.setup(model, self.data, self.device)
@@ -373,6 +379,8 @@ class Trainer:
             obj.kind, cfg.model.name, self.data.name, len(self.data["train"]), len(self.data["val"]),
             cfg.train.epochs, self.device, torch.get_num_threads(),
         )
+        if getattr(self, "_warm_note", ""):
+            log.info(self._warm_note)
         log.info("precision %s (asked: %s), torch.compile %s (asked: %s), channels_last %s",
                  fit.precision, cfg.train.precision, self.runtime["compile"], cfg.train.compile, fit.channels_last)
         # the step's model, compiled or not (parameters shared with `model`, which checkpoints and validation use)
@@ -503,6 +511,9 @@ class Trainer:
             return Stop("early stopping", f"early stopping: no improvement of {self.objective.main_metric} for {patience} epochs")
         if budget > 0 and (time.time() - fit.t_start) / 60.0 >= budget:
             return Stop("time budget", f"time budget of {budget:.1f} min reached after epoch {epoch + 1}")
+        reason = self.objective.stop_reason()  # e.g. embedding collapse (metric.stop_on_collapse)
+        if reason:
+            return Stop(reason, f"training stopped after epoch {epoch + 1}: {reason}")
         return None
 
     def _checkpoint(self, fit: _Fit, epoch: int, improved: bool, stop: Optional[Stop]) -> None:
