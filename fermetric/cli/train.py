@@ -29,6 +29,9 @@ def _train_options(f):
     f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                      help="Start from this state-dict file (3-channel first convs are folded to 1).")(f)
     f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")(f)
+    f = click.option("--init-from", "init_from", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Start from the trained backbone of this run (classifier or embedding; same --model, "
+                          "width and stem); sets model.init_from.")(f)
     f = compile_option(f)
     f = precision_option(f)
     f = seed_option(f)
@@ -47,14 +50,14 @@ def _make_command(family: str, name: str, help_text: str):
     @click.command(name=name, help=help_text)
     @_train_options
     @click.pass_context
-    def command(ctx, model, data, ferplus, config_path, overrides, out, device, epochs, seed, resume, weights, quiet_bars,
+    def command(ctx, model, data, ferplus, config_path, overrides, out, device, epochs, seed, resume, init_from, weights, quiet_bars,
                 precision, compile_):
         from fermetric.training.distributed import dist_info_from_env
         from fermetric.training.launch import train
 
         result = train(
             family, model=model, data=data, ferplus=ferplus, config_path=config_path, overrides=overrides,
-            out=out, device=device, epochs=epochs, seed=seed, resume=resume, weights=weights,
+            out=out, device=device, epochs=epochs, seed=seed, resume=resume, weights=weights, init_from=init_from,
             quiet=bool(ctx.obj.get("quiet")) or quiet_bars, threads=ctx.obj.get("threads"),
             precision=precision, compile_=compile_,
         )

@@ -431,7 +431,7 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     kind = ckpt.get("kind", "")
     class_names = tuple(ckpt.get("class_names", ()))
     # the checkpoint holds the trained weights: do not re-apply the run's starting weights
-    cfg.model.weights, cfg.model.pretrained = None, False
+    cfg.model.weights, cfg.model.pretrained, cfg.model.init_from = None, False, None
     if kind not in RUN_KINDS:
         raise CheckpointError(f"{ckpt_path} is of unknown run kind {kind!r}; expected one of {', '.join(RUN_KINDS)}")
     model = build_model(kind, cfg, len(class_names))

@@ -37,6 +37,7 @@ def train(
     precision: Optional[str] = None,
     compile_: Optional[str] = None,
     command: Optional[Sequence[str]] = None,
+    init_from: Optional[str] = None,
 ) -> TrainResult:
     """Train a run of `family` ("classifier", "siamese", "triplet") and return its TrainResult.
 
@@ -58,6 +59,8 @@ def train(
         extra.append(f"model.name={model}")
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")
+    if init_from is not None:  # a run to start from (fermetric.training.warmstart)
+        extra.append(f"model.init_from={init_from}")
     if threads is not None:  # the global --threads wins over the config's train.threads
         extra.append(f"train.threads={threads}")
     # how the run computes, not what it learns: may change on resume (checkpoints are fp32)
