@@ -165,6 +165,23 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
         return rep, write_knn_report(rep, Path(out) if out else r.path / folder)
 
 
+def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Optional[str] = "auto"):
+    """`fermetric similarity`: the probability that two face images show the same expression
+    (fermetric.retrieval.similarity.same_expression_probability); the images are read and checked
+    before the run is opened. The calibration (and the val embeddings it needs) is kept in RUN.
+
+    Returns:
+        A SimilarityResult (cosine, probability, calibration).
+    """
+    from fermetric.data.images import read_face_image
+    from fermetric.retrieval.similarity import same_expression_probability
+
+    for image in (image_a, image_b):  # a missing or bad file is refused before any model work
+        read_face_image(image)
+    with _writing(run):
+        return same_expression_probability(_load(run, device, None), image_a, image_b)
+
+
 def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Optional[PathLike] = None,
                device: Optional[str] = "auto") -> tuple[np.ndarray, list[Path]]:
     """`fermetric embed-plot`: a 2-D projection (umap, pca, tsne) of a split's embeddings (pre-logit

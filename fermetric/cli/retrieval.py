@@ -1,4 +1,4 @@
-"""`fermetric build-index RUN`, `fermetric knn-eval RUN`, `fermetric embed-plot RUN`.
+"""`fermetric build-index RUN`, `fermetric knn-eval RUN`, `fermetric similarity RUN A B`, `fermetric embed-plot RUN`.
 
 All three work on embedding runs and on classifier runs (their pre-logit features), so both
 families can be compared on one table. Embeddings are cached by the run reader
@@ -68,8 +68,34 @@ def register(main: click.Group) -> None:
         click.echo(f"{Path(rep['run']).name} kNN on {rep['split']}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
                    f"MAP@R {rep.get('mean_average_precision_at_r', float('nan')):.4f} "
                    f"(k={rep['k']}, {rep['weighting']}, {rep['index']} index: {rep['index_source']})")
+        ver = rep.get("verification")
+        if ver and ver.get("roc_auc") is not None:
+            click.echo(f"  verification of {ver['n_pairs']} {split} pairs: ROC AUC {ver['roc_auc']:.4f}, accuracy "
+                       f"{ver['accuracy'] * 100:.2f} % ({ver['same_share'] * 100:.1f} % same-expression pairs)")
         for p in paths:
             click.echo(f"  {p}")
+
+    @main.command("similarity")
+    @click.argument("run", type=RUN)
+    @click.argument("image_a", type=click.Path())
+    @click.argument("image_b", type=click.Path())
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @device_option
+    def similarity(run: str, image_a: str, image_b: str, as_json: bool, device: Optional[str]) -> None:
+        """Probability that two face images show the same expression (cosine of the run's
+        embeddings, Platt-calibrated on val pairs and kept in RUN/similarity.json). Images are
+        used whole as face crops."""
+        import json
+
+        from fermetric.api import similarity as run_similarity
+
+        res = run_similarity(run, image_a, image_b, device=device)
+        if as_json:
+            click.echo(json.dumps(res.to_dict(), indent=2))
+            return
+        cal = res.calibration
+        click.echo(f"same expression: probability {res.probability:.3f} (cosine {res.cosine:.4f}; calibrated on "
+                   f"{cal['n_pairs']} {cal['split']} pairs, {cal['same_share'] * 100:.1f} % of them the same expression)")
 
     @main.command("embed-plot")
     @click.argument("run", type=RUN)

@@ -249,6 +249,17 @@ def knn_report_markdown(report: dict[str, Any]) -> str:
     curve = report["accuracy_vs_k"]
     for kk, acc, f1 in zip(curve["k"], curve["accuracy"], curve["macro_f1"]):
         lines.append(f"| {kk} | {_fmt(acc)} | {_fmt(f1)} |")
+    ver = report.get("verification")
+    if ver:
+        lines += [
+            "", "## Verification (same expression or not, by cosine similarity)", "",
+            f"{ver['n_pairs']} pairs of the queries, {_fmt(ver['same_share'])} of them the same expression; "
+            f"probabilities calibrated on {ver['calibrated_on']}.", "",
+            "| metric | value |", "|---|---:|",
+            f"| ROC AUC | {'n/a' if ver['roc_auc'] is None else format(ver['roc_auc'], '.4f')} |",
+            f"| accuracy (p >= 0.5) | {_fmt(ver['accuracy'])} |",
+            f"| balanced accuracy | {_fmt(ver['balanced_accuracy'])} |",
+        ]
     lines += ["", metrics_to_markdown(report, title=f"Per class (k = {report['k']})").rstrip(), ""]
     names = report["class_names"]
     lines += [

@@ -379,6 +379,10 @@ class Run:
             "exact (flat) index fitted on the train embeddings (no RUN/index)",
             "checkpoint": self.fingerprint,
         })
+        from fermetric.retrieval.similarity import split_verification
+
+        # pairs of the split: same expression or not, by cosine (calibrated on val pairs)
+        rep["verification"] = split_verification(self, split)
         return rep
 
 
