@@ -54,3 +54,23 @@ def test_tta_views_shapes_and_identity():
     assert torch.equal(views[0], x) and torch.equal(views[1], x.flip(-1))
     # a shifted crop moves content: pixel (10, 10) of the (2, 2) crop is pixel (12, 12) of x
     assert torch.equal(views[8][..., 10, 10], x[..., 12, 12])
+
+
+def test_searched_weights_keep_a_sharp_weak_member_from_outvoting():
+    """A kNN-like member with one-hot votes and lower accuracy drags an equal-weight soft vote
+    below the classifier; weights searched on other images drop or shrink it."""
+    from fermetric.evaluation.ensemble import _simplex_grid, cross_fitted_vote, searched_weights
+
+    rng = np.random.default_rng(0)
+    n, c = 600, 4
+    y = rng.integers(0, c, n)
+    clf = np.full((n, c), 0.1)
+    right = rng.random(n) < 0.8
+    clf[np.arange(n), np.where(right, y, (y + 1) % c)] = 0.7  # 80 % accurate, soft
+    knn = np.eye(c)[np.where(rng.random(n) < 0.6, y, rng.integers(0, c, n))]  # ~70 %, one-hot
+    assert (soft_vote([clf, knn]).argmax(1) == y).mean() < (clf.argmax(1) == y).mean()
+    w = searched_weights([clf, knn], y)
+    assert w[0] > w[1] and sum(w) == pytest.approx(1.0)
+    ens, used = cross_fitted_vote([clf, knn], y, fit="search")
+    assert (ens.argmax(1) == y).mean() >= (clf.argmax(1) == y).mean() - 0.01 and len(used) == 2
+    assert _simplex_grid(3, 10).shape == (66, 3)  # C(12, 2) points of the 0.1 grid on the 3-simplex

@@ -1,5 +1,7 @@
 """Ensembles of anything that yields class probabilities: soft vote (mean of the members'
-probabilities) and a vote weighted by each member's validation accuracy.
+probabilities), a vote weighted by each member's validation accuracy, and a vote with weights
+searched on the simplex for the best validation accuracy (`fitted_vote`; a kNN member's sharp
+vote fractions need it).
 
 Weights fitted on the split being reported would flatter the ensemble. `ensemble_report` fits
 them on val and reports test; when the report is on val itself, the weights are cross-fitted:
@@ -36,15 +38,54 @@ def soft_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = Non
 CROSS_FIT_FOLDS = 2
 
 
+def accuracy_weights(probs: Sequence[np.ndarray], y: np.ndarray) -> list[float]:
+    """Each member's accuracy on (probs, y); all 1 when every member is always wrong."""
+    w = [float((p.argmax(1) == y).mean()) for p in probs]
+    return w if sum(w) > 0 else [1.0] * len(probs)
+
+
+def _simplex_grid(m: int, steps: int) -> np.ndarray:
+    """All weight vectors of m members in multiples of 1/steps that sum to 1, (G, m)."""
+    import itertools
+
+    # stars and bars: each way of cutting `steps` units into m parts
+    rows = [np.diff([0, *cuts, steps]) for cuts in itertools.combinations_with_replacement(range(steps + 1), m - 1)]
+    return np.asarray(rows, dtype=np.float64) / steps
+
+
+def searched_weights(probs: Sequence[np.ndarray], y: np.ndarray) -> list[float]:
+    """Weights on a grid over the simplex (steps of 0.05 for 2 members, 0.1 for up to 4, 0.2
+    beyond) that maximise the soft vote's accuracy on (probs, y), ties going to the lower
+    negative log-likelihood. A weight of 0 drops a member: this is member selection too. kNN vote
+    fractions are far sharper than a softmax, so equal or accuracy weights let a kNN member
+    outvote a better classifier; fitted weights do not."""
+    m = len(probs)
+    grid = _simplex_grid(m, 20 if m == 2 else (10 if m <= 4 else 5))
+    stack = np.stack(probs).astype(np.float64)  # (m, N, C)
+    best, best_key = None, None
+    for w in grid:
+        ens = np.tensordot(w, stack, axes=1)
+        acc = float((ens.argmax(1) == y).mean())
+        nll = float(-np.log(np.clip(ens[np.arange(len(y)), y], 1e-6, None)).mean())
+        key = (round(acc, 12), -nll)
+        if best_key is None or key > best_key:
+            best, best_key = w, key
+    return [float(x) for x in best]
+
+
+WEIGHT_FITS = {"accuracy": accuracy_weights, "search": searched_weights}
+
+
 def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = CROSS_FIT_FOLDS,
-                      seed: int = 0) -> tuple[np.ndarray, list[list[float]]]:
-    """Accuracy-weighted soft vote where no image is voted with weights its own label fitted.
+                      seed: int = 0, fit: str = "accuracy") -> tuple[np.ndarray, list[list[float]]]:
+    """Weighted soft vote where no image is voted with weights its own label fitted.
 
     Args:
         probs: the members' (N, C) probabilities on one split.
         y: (N,) labels of that split.
         folds: parts the split is cut into (a shuffle seeded by `seed`); each part is voted with
-            the members' accuracies on the other parts.
+            weights fitted on the other parts.
+        fit: "accuracy" (each member's accuracy) or "search" (`searched_weights`).
 
     Returns:
         (N, C) ensemble probabilities and the weights used for each part.
@@ -57,20 +98,20 @@ def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = C
     used = []
     for part in parts:
         rest = np.setdiff1d(np.arange(n), part)
-        w = [float((p[rest].argmax(1) == y[rest]).mean()) for p in probs]
-        if sum(w) <= 0:
-            w = [1.0] * len(probs)  # every member wrong on the other half: no basis to weight them
+        w = WEIGHT_FITS[fit]([p[rest] for p in probs], y[rest])
         out[part] = soft_vote([p[part] for p in probs], w)
         used.append(w)
     return out, used
 
 
 def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False) -> dict[str, Any]:
-    """Soft vote and val-accuracy-weighted vote of runs (fermetric.runs.Run) on a split.
+    """Soft vote, val-accuracy-weighted vote and searched-weight vote of runs
+    (fermetric.runs.Run) on a split.
 
     Returns:
         {"members": [{member, kind, model, val_acc, <split>_acc}], "split", "tta",
-         "soft_vote": metrics, "val_weighted_vote": metrics + "weights", "weights_fitted_on"}.
+         "soft_vote": metrics, "val_weighted_vote" and "fitted_vote": metrics + "weights",
+         "weights_fitted_on"}.
 
     Raises:
         FermetricError: the runs disagree on classes or on the number of images.
@@ -102,30 +143,31 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
                      f"{split}_acc": acc})
     results: dict[str, Any] = {"members": rows, "split": split, "tta": tta}
     results["soft_vote"] = classification_metrics(y, soft_vote(probs).argmax(1), class_names)
-    if split == "val":
-        ens, weights = cross_fitted_vote(probs, y, seed=members[0].cfg.seed)
-        fitted_on = (f"val, {CROSS_FIT_FOLDS}-fold cross-fitted (each half of val voted with the members' "
-                     "accuracies on the other half)")
-    else:
-        weights = [[float((pv.argmax(1) == y_val).mean()) for pv in val_probs]]
-        ens = soft_vote(probs, weights[0])
-        fitted_on = "val"
-    results["val_weighted_vote"] = {**classification_metrics(y, ens.argmax(1), class_names), "weights": weights}
-    results["weights_fitted_on"] = fitted_on
+    for key, fit in (("val_weighted_vote", "accuracy"), ("fitted_vote", "search")):
+        if split == "val":
+            ens, weights = cross_fitted_vote(probs, y, seed=members[0].cfg.seed, fit=fit)
+        else:
+            weights = [WEIGHT_FITS[fit](val_probs, y_val)]
+            ens = soft_vote(probs, weights[0])
+        results[key] = {**classification_metrics(y, ens.argmax(1), class_names), "weights": weights}
+    results["weights_fitted_on"] = (
+        f"val, {CROSS_FIT_FOLDS}-fold cross-fitted (each half of val voted with weights fitted on the other half)"
+        if split == "val" else "val")
     return results
 
 
 def ensemble_markdown(results: dict[str, Any]) -> str:
-    """The members' and both votes' accuracies of `ensemble_report` output as a Markdown table."""
+    """The members' and the votes' accuracies of `ensemble_report` output as a Markdown table."""
     from pathlib import Path
 
     split = results["split"]
     lines = [f"| member | kind | {split} accuracy |", "|---|---|---:|"]
     for r in results["members"]:
         lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % |")
-    for vote in ("soft_vote", "val_weighted_vote"):
-        lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** |")
-    return "\n".join(lines) + f"\n\nval-weighted vote: weights fitted on {results['weights_fitted_on']}.\n"
+    for vote in ("soft_vote", "val_weighted_vote", "fitted_vote"):
+        if vote in results:
+            lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** |")
+    return "\n".join(lines) + f"\n\nval-weighted and fitted votes: weights fitted on {results['weights_fitted_on']}.\n"
 
 
 def write_ensemble(results: dict[str, Any], out_dir: Any) -> list:

@@ -495,7 +495,7 @@ def ensemble_block(name: str, data: dict[str, Any]) -> str:
             f'<td class="l">{e(m.get("model", "?"))}</td>' + (f'<td>{pct(m.get("val_acc"))}</td>' if val_col else "")
             + f"<td>{pct(m.get(key))}</td><td>–</td></tr>"
         )
-    for vote in ("soft_vote", "val_weighted_vote"):
+    for vote in ("soft_vote", "val_weighted_vote", "fitted_vote"):
         v = data.get(vote)
         if isinstance(v, dict):
             rows.append(
@@ -506,7 +506,7 @@ def ensemble_block(name: str, data: dict[str, Any]) -> str:
     tta = " (TTA for classifier members)" if data.get("tta") else ""
     out = [f"<h3>Ensemble: {e(name)} on {e(split)}{e(tta)}</h3>", f"<table>{head}{''.join(rows)}</table>"]
     if data.get("weights_fitted_on"):
-        out.append(f"<p>val-weighted vote: weights fitted on {e(data['weights_fitted_on'])}.</p>")
+        out.append(f"<p>val-weighted and fitted votes: weights fitted on {e(data['weights_fitted_on'])}.</p>")
     best_vote = next((data[v] for v in ("soft_vote", "val_weighted_vote") if isinstance(data.get(v), dict)), None)
     if best_vote:
         out.append(f"<details><summary>soft vote per class and confusion</summary>{metrics_block('soft vote', best_vote)}</details>")
