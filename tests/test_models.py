@@ -347,3 +347,21 @@ def test_pretrained_offline_says_to_pass_a_weights_file(monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(ModelError, match=r"could not download torchvision's ResNet18_Weights.IMAGENET1K_V1.*--weights FILE"):
         create_model("resnet18", pretrained=True)
+
+
+def test_embedding_model_linear_head_reads_pre_logits() -> None:
+    """head="linear": the joint classifier is a linear layer on the backbone's pre-logits (the
+    softmax classifier's head), and forward(with_logits=True) gives both outputs in one pass."""
+    torch.manual_seed(0)
+    model = create_embedding_model("baseline", embedding_dim=16, num_classes=5, head="linear", width=8).eval()
+    x = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        emb, logits = model(x, with_logits=True)
+        z = model.backbone.embed(x)
+        torch.testing.assert_close(logits, model.classifier(z))
+        torch.testing.assert_close(emb, model(x))
+    assert isinstance(model.classifier, torch.nn.Linear) and model.classifier.in_features == model.backbone.num_features
+    with pytest.raises(ModelError, match="pre-logits"):
+        model.logits_from_embedding(emb)
+    with pytest.raises(ModelError, match="head"):
+        create_embedding_model("baseline", num_classes=5, head="softmax", width=8)

@@ -20,9 +20,9 @@ DEMO_SETTINGS = [
     "model.width=16", "train.eval_batch_size=256", "optim.name=adamw", "optim.lr=0.003", "optim.weight_decay=0.0005",
 ]
 CLASSIFIER_SETTINGS = ["train.batch_size=64"]
-# Joint triplet + cross-entropy: on a CPU budget of a few epochs a pure triplet loss has barely
-# started to separate SynthFER's classes (see the README's benchmarks); joint training has.
-TRIPLET_SETTINGS = ["metric.m_per_class=8", "metric.miner=all", "metric.ce_weight=1.0"]
+# The triplet model with train-triplet's own defaults (triplet loss jointly with cross-entropy on
+# a linear head, batches with the data's class priors): what a user gets.
+TRIPLET_SETTINGS: list[str] = []
 
 
 def register(main: click.Group) -> None:

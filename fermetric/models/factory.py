@@ -24,8 +24,9 @@ def build_model(kind: str, cfg: Any, num_classes: int) -> nn.Module:
 
     Args:
         kind: "classifier" (the registry model of cfg.model with a num_classes head) or
-            "embedding" (EmbeddingModel on that backbone; a cosine classifier on the embedding
-            when joint cross-entropy is on, cfg.metric.ce_weight > 0).
+            "embedding" (EmbeddingModel on that backbone; with joint cross-entropy,
+            cfg.metric.ce_weight > 0, a classifier: cfg.metric.ce_head "linear" on the backbone's
+            pre-logits or "cosine" on the embedding).
         cfg: a fermetric.config.RunConfig.
         num_classes: classes of the data.
 
@@ -36,5 +37,6 @@ def build_model(kind: str, cfg: Any, num_classes: int) -> nn.Module:
         return model_from_config(cfg.model, num_classes)
     if kind == "embedding":
         return embedding_model_from_config(cfg.model, num_classes, joint=cfg.metric.ce_weight > 0,
-                                           projection=cfg.metric.projection, logit_scale=cfg.metric.logit_scale)
+                                           projection=cfg.metric.projection, logit_scale=cfg.metric.logit_scale,
+                                           head=cfg.metric.ce_head)
     raise ModelError(f"unknown run kind {kind!r}; expected one of {', '.join(map(repr, RUN_KINDS))}")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fermetric.config import RunConfig, load_config
+from fermetric.config import RunConfig, load_run_config
 from fermetric.data.dataset import DataSplits
 from fermetric.data.sources import is_synth, load_data
 from fermetric.errors import CheckpointError, DataError, FermetricError
@@ -426,7 +426,7 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
             ckpt_path = fallback
         else:
             raise CheckpointError(f"{ckpt_path} does not exist; has the run finished an epoch?")
-    cfg = load_config(cfg_path)
+    cfg = load_run_config(cfg_path)
     dev = resolve_device(device)
     prec = runtime.resolve_precision(precision, dev)  # a bad value or one this device cannot run fails here
     ckpt = load_checkpoint(ckpt_path, map_location=dev)

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from fermetric.config import RunConfig
 
-# What each family fixes in the config before the user's --config / --set are applied.
+# What each family fixes in the config before the user's --config / --set are applied. Both metric
+# families train the metric loss jointly with cross-entropy on a linear head over the backbone's
+# pre-logits (metric.ce_weight=1, metric.ce_head=linear) on batches with the data's class priors
+# (metric.sampler=random), with AdamW at 0.003: measured on SynthFER and FER2013 (README), pure
+# metric losses on m-per-class batches at AdamW 1e-3 learn far slower than softmax, and these
+# defaults reach or beat its accuracy in kNN at the same budget, without collapse.
+_METRIC_COMMON = ["optim.name=adamw", "optim.lr=0.003", "optim.weight_decay=0.0005", "metric.sampler=random",
+                  "metric.ce_weight=1.0", "metric.ce_head=linear"]
 FAMILY_DEFAULTS: dict[str, list[str]] = {
     "classifier": [],
-    # AdamW at 1e-3 suits metric losses better than the classifiers' SGD at 0.05
-    "siamese": ["metric.loss=ContrastiveLoss", "metric.miner=pairs", "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.0001"],
-    # all margin-violating triplets ("batch all", Hermans et al. 2017): measured on SynthFER, semi-hard
-    # mining stalls with 7 x m-image batches (FaceNet's used ~1,800 images) and hard mining collapses
-    "triplet": ["metric.loss=TripletMarginLoss", "metric.miner=all", "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0.0001"],
+    # contrastive loss on the pairs of each batch: positives pulled together, negatives closer than
+    # 0.8 (Euclidean on the unit sphere) pushed past 1.0
+    "siamese": ["metric.loss=ContrastiveLoss", "metric.miner=pairs", *_METRIC_COMMON],
+    # all margin-violating triplets ("batch all", Hermans et al. 2017): semi-hard mining stalls with
+    # 128-image batches (FaceNet's used ~1,800 images) and hard mining collapses
+    "triplet": ["metric.loss=TripletMarginLoss", "metric.miner=all", *_METRIC_COMMON],
 }
 
 

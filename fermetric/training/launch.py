@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fermetric.config import RunConfig, apply_overrides, config_to_dict, load_config, resolve_config
+from fermetric.config import RunConfig, apply_overrides, config_to_dict, load_run_config, resolve_config
 from fermetric.errors import ConfigError
 from fermetric.training.families import FAMILY_DEFAULTS, objective_for
 from fermetric.training.trainer import TrainResult
@@ -81,7 +81,7 @@ def train(
         from fermetric.training.resume import resume_config
 
         # a resumed run keeps its own config; what may change is listed in fermetric.training.resume
-        run_cfg = load_config(run_cfg_path)
+        run_cfg = load_run_config(run_cfg_path)
         given = resolve_config(config_path, tuple(extra), data=data, ferplus=ferplus, seed=seed, device=device,
                                base=config_to_dict(run_cfg))
         if weights is not None:

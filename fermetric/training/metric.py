@@ -135,7 +135,12 @@ class MetricObjective(Objective):
                            rank=rank, world_size=world_size)
 
     def training_step(self, model, images, labels, generator):
-        emb = model(images).float()
+        joint = self.cfg.metric.ce_weight > 0
+        if joint:  # one pass for both terms, through the wrapper's forward (DDP, torch.compile)
+            emb, logits = model(images, with_logits=True)
+            emb = emb.float()
+        else:
+            emb = model(images).float()
         # mining, distances and losses in fp32 whatever the step's autocast (bf16 distances
         # between near-unit vectors lose the margins the losses work with)
         with torch.autocast(emb.device.type, enabled=False):
@@ -144,8 +149,7 @@ class MetricObjective(Objective):
             else:
                 loss = self.loss_fn(emb, labels)
             n_correct = None
-            if self.cfg.metric.ce_weight > 0:
-                logits = getattr(model, "module", model).logits_from_embedding(emb)
+            if joint:
                 loss = loss + self.cfg.metric.ce_weight * F.cross_entropy(logits.float(), labels)
                 n_correct = int((logits.argmax(1) == labels).sum())
         return loss, n_correct

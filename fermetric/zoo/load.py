@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fermetric.config import load_config
+from fermetric.config import load_run_config
 from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
@@ -62,7 +62,7 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     entry = get_entry(name, root)
     check_card(entry)
     sha = entry.verify()
-    cfg = load_config(entry.config)
+    cfg = load_run_config(entry.config)
     dev = resolve_device(device)
     prec = runtime.resolve_precision(precision, dev)
     ckpt = load_checkpoint(entry.weights, map_location=dev)
