@@ -212,7 +212,7 @@ def _damaged_run(tmp: Path, src: Path, damage: str, command: str = "evaluate", o
 
 RUN_CASES = [
     Case("run-stale-index-evaluate", lambda t, tri: _damaged_run(t, tri, "stale-index"), FermetricError,
-         ("stale", "index", "fermetric build-index", "-k 10 --weighting distance"), no_output="run/eval", runs=("triplet_run",)),
+         ("stale", "index", "fermetric build-index", "-k 20 --weighting distance"), no_output="run/eval", runs=("triplet_run",)),
     Case("run-stale-index-knn-eval", lambda t, tri: _damaged_run(t, tri, "stale-index", "knn-eval"), FermetricError,
          ("stale", "fermetric build-index"), no_output="run/knn_val", runs=("triplet_run",)),
     Case("run-stale-index-ensemble", lambda t, tri: _damaged_run(t, tri, "stale-index", "ensemble"), FermetricError,
