@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from fermetric.config import RunConfig, apply_overrides, check_config, config_to_dict, load_config
+from fermetric.config import RunConfig, apply_overrides, check_config, config_to_dict, load_config, load_run_config
 from fermetric.errors import ConfigError, FermetricError
 from fermetric.study.config import StudyConfig, load_study
 
@@ -118,7 +118,7 @@ def run_state(run_dir: Path, cfg: RunConfig) -> str:
         return "new"  # nothing trained to keep (a run that failed before its first checkpoint)
     if not cfg_path.is_file():
         raise FermetricError(f"{run_dir} holds checkpoints but no config.yaml; move it away or choose another --out")
-    diffs = config_differences(load_config(cfg_path), cfg)
+    diffs = config_differences(load_run_config(cfg_path), cfg)
     if metrics_path.is_file():
         metrics = read_json(metrics_path)
         history = read_history(run_dir / "history.csv")
@@ -172,7 +172,7 @@ def train_model(study: StudyConfig, name: str, seed: int, out: Path, data_cache:
         return mr
     changes: dict = {}
     if state == "interrupted":
-        cfg, changes = resume_config(load_config(run_dir / "config.yaml"), cfg, run_dir)
+        cfg, changes = resume_config(load_run_config(run_dir / "config.yaml"), cfg, run_dir)
         log.info("%s (seed %d): resuming the interrupted run %s", name, seed, run_dir)
     else:
         log.info("%s (seed %d): training %s (%s) into %s", name, seed, cfg.model.name, entry.family, run_dir)
