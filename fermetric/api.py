@@ -446,5 +446,5 @@ def train(family: str, **options):
     return _train(family, **options)
 
 
-__all__ = ["train", "evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
+__all__ = ["train", "similarity", "evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
            "explain_eval", "data_info", "predict", "write_report"]
