@@ -167,3 +167,18 @@ def test_study_and_recipe_configs_resolve():
     assert (k.schedule.name, k.schedule.plateau_factor, k.schedule.plateau_patience, k.train.epochs) == ("plateau", 0.75, 5, 300)
     assert k.data.augment.crop_padding == 4  # ten-crop positions of a 40-px crop of a 48-px face
     assert {"pramerdorfer2016_vgg", "cs230_baseline"} <= set(recipes)
+
+
+def test_a_classifier_is_not_another_run_because_of_metric_defaults():
+    """A finished classifier trained before a newer fermetric changed the metric.* defaults is the
+    same run for the study (a classifier never reads metric.*); an embedding run is not."""
+    from fermetric.config import RunConfig
+    from fermetric.study.runner import config_differences
+
+    old, new = RunConfig(), RunConfig()
+    old.metric.knn_k, new.metric.knn_k = 10, 20
+    assert config_differences(old, new, family="classifier") == []
+    assert config_differences(old, new, family="triplet") == ["metric.knn_k: 10 in the run, 20 in the study"]
+    old.train.epochs = new.train.epochs + 1
+    assert config_differences(old, new, family="classifier") == [
+        f"train.epochs: {old.train.epochs} in the run, {new.train.epochs} in the study"]

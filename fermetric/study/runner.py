@@ -93,16 +93,20 @@ def resolve_model_config(study: StudyConfig, name: str, seed: int, data: Optiona
         raise ConfigError(f"study model {name!r}: {exc}") from None
 
 
-def config_differences(have: RunConfig, want: RunConfig, ignore: Sequence[str] = RUNTIME_KEYS) -> list[str]:
-    """'key: run value != study value' for every key that differs (except `ignore`)."""
+def config_differences(have: RunConfig, want: RunConfig, ignore: Sequence[str] = RUNTIME_KEYS,
+                       family: Optional[str] = None) -> list[str]:
+    """'key: run value != study value' for every key that differs (except `ignore`; for a
+    classifier also the metric.* section, which a classifier never reads: a default changed
+    there by a newer fermetric must not make a finished classifier look like another run)."""
     from fermetric.training.resume import _flat, _same
 
     a, b = _flat(config_to_dict(have)), _flat(config_to_dict(want))
     return [f"{k}: {a.get(k)!r} in the run, {b.get(k)!r} in the study" for k in sorted(set(a) | set(b))
-            if k not in ignore and not _same(k, a.get(k), b.get(k))]
+            if k not in ignore and not (family == "classifier" and k.startswith("metric."))
+            and not _same(k, a.get(k), b.get(k))]
 
 
-def run_state(run_dir: Path, cfg: RunConfig) -> str:
+def run_state(run_dir: Path, cfg: RunConfig, family: Optional[str] = None) -> str:
     """"new" (nothing to keep), "finished" (reuse), or "interrupted" (resume).
 
     Raises:
@@ -118,7 +122,7 @@ def run_state(run_dir: Path, cfg: RunConfig) -> str:
         return "new"  # nothing trained to keep (a run that failed before its first checkpoint)
     if not cfg_path.is_file():
         raise FermetricError(f"{run_dir} holds checkpoints but no config.yaml; move it away or choose another --out")
-    diffs = config_differences(load_run_config(cfg_path), cfg)
+    diffs = config_differences(load_run_config(cfg_path), cfg, family=family)
     if metrics_path.is_file():
         metrics = read_json(metrics_path)
         history = read_history(run_dir / "history.csv")
@@ -163,7 +167,7 @@ def train_model(study: StudyConfig, name: str, seed: int, out: Path, data_cache:
     entry = study.models[name]
     cfg = resolve_model_config(study, name, seed, data, device)
     run_dir = run_dir_of(out, name, seed)
-    state = run_state(run_dir, cfg)
+    state = run_state(run_dir, cfg, entry.family)
     mr = ModelRun(name, entry.family, seed, run_dir)
     t0 = time.time()
     if state == "finished":
@@ -193,7 +197,8 @@ def _finished_seeds(study: StudyConfig, name: str, out: Path, data: Optional[str
         if not tail.isdigit():
             continue
         try:
-            if run_state(d, resolve_model_config(study, name, int(tail), data, device)) == "finished":
+            if run_state(d, resolve_model_config(study, name, int(tail), data, device),
+                         study.models[name].family) == "finished":
                 seeds.append(int(tail))
         except FermetricError:
             continue  # another configuration: not this study's
