@@ -161,3 +161,12 @@ def test_use_data_keys_the_embedding_cache_to_the_data(classifier_run, tmp_path)
     fresh = load_run(run_dir, device="cpu")
     assert np.allclose(fresh.embed("val"), a, atol=1e-5)  # recomputed, not trusted
     assert json.loads((run_dir / "embeddings" / "val.json").read_text())["data"] == str(run.cfg.data.source)
+
+
+def test_predict_without_run_and_without_a_zoo_says_what_to_do(monkeypatch, tmp_path):
+    from conftest import run_cli
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(tmp_path / "empty-zoo"))
+    res = run_cli(["predict", str(tmp_path / "face.png")], expect=2)
+    assert "default pretrained model 'fer2013-baseline' is not installed" in res.output
+    assert "fermetric predict RUN IMAGE" in res.output

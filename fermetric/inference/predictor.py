@@ -217,6 +217,10 @@ def split_run_and_images(args: Sequence[str], model: Optional[str] = None) -> tu
         run = args.pop(0)
     else:
         run = DEFAULT_CLASSIFIER
+        if not is_pretrained_name(run):
+            raise ValueError(f"no RUN given, and the default pretrained model {run!r} is not installed "
+                             "(fermetric models --pretrained lists what is); give a trained run: "
+                             "fermetric predict RUN IMAGE [IMAGE ...]")
     if not args:
         raise ValueError("no IMAGE given: fermetric predict [RUN] IMAGE [IMAGE ...]")
     return run, args
