@@ -17,7 +17,7 @@ from fermetric.config import config_to_dict, save_config
 from fermetric.evaluation.metrics import classification_metrics
 from fermetric.runs import load_run
 from fermetric.runs.checkpoint import save_checkpoint
-from fermetric.utils.io import atomic_write_text, read_json, sha256_file, write_json
+from fermetric.utils.io import atomic_write_text, sha256_file, write_json
 from fermetric.zoo.registry import ZooError, card_markdown, zoo_root
 
 
@@ -25,8 +25,8 @@ def _fp16(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()) for k, v in state_dict.items()}
 
 
-def _train_minutes_and_machine(run_dir: Path) -> tuple[float, str, int]:
-    m = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+def _train_minutes_and_machine(m: dict[str, Any]) -> tuple[float, str, int]:
+    """Training minutes, host names and epochs from a run's metrics.json (Run.metrics)."""
     sittings = m.get("sittings") or []
     hosts = sorted({str(s.get("host", "")) for s in sittings if s.get("host")})
     return float(m.get("train_seconds", 0.0)) / 60.0, ", ".join(hosts), int(m.get("epochs_run", 0))
@@ -63,7 +63,7 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         if src.kind == "embedding":
             emb, labels = src.embeddings("train")
             np.savez_compressed(tmp / "gallery.npz", embeddings=emb.astype(np.float16), labels=labels.astype(np.int16))
-        minutes, hosts, epochs = _train_minutes_and_machine(Path(run_dir))
+        minutes, hosts, epochs = _train_minutes_and_machine(src.metrics)
         card: dict[str, Any] = {
             "name": name, "kind": src.kind, "model": cfg.model.name, "description": description,
             "parameters": sum(p.numel() for p in src.model.parameters()), "data": data_name, "split": split_name,
