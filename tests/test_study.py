@@ -182,3 +182,52 @@ def test_a_classifier_is_not_another_run_because_of_metric_defaults():
     old.train.epochs = new.train.epochs + 1
     assert config_differences(old, new, family="classifier") == [
         f"train.epochs: {old.train.epochs} in the run, {new.train.epochs} in the study"]
+
+
+@pytest.mark.parametrize("name, objective", [("cnn", "fermetric.training.classifier.ClassifierObjective"),
+                                             ("tri", "fermetric.training.metric.MetricObjective")])
+def test_interrupted_run_with_other_metric_values_resumes_only_if_a_classifier(tmp_path, monkeypatch, name, objective):
+    """A run interrupted before a newer fermetric changed the metric.* defaults: a classifier (which
+    never reads metric.*) is resumed, the new values recorded as changes; an embedding run, whose
+    training they set, is refused as another configuration and left as it was."""
+    import importlib
+
+    import yaml
+
+    from fermetric.study.runner import _DataCache, train_model
+
+    module, cls = objective.rsplit(".", 1)
+    obj = getattr(importlib.import_module(module), cls)
+    validate, calls = obj.validate, {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second epoch: the first is checkpointed
+            raise KeyboardInterrupt
+        return validate(self, *args, **kwargs)
+
+    spec = json.loads(json.dumps(TINY))
+    spec["models"], spec["ensemble"], spec["explain"]["models"] = {name: spec["models"][name]}, [name], [name]
+    spec["models"][name]["set"] = spec["models"][name]["set"] + ["train.epochs=2"]
+    study = study_from_dict(spec)
+    monkeypatch.setattr(obj, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(study, name, 0, tmp_path, _DataCache())
+    monkeypatch.setattr(obj, "validate", validate)
+    run = tmp_path / "runs" / f"{name}-seed0"
+    assert not (run / "metrics.json").exists() and (run / "checkpoints" / "last.pt").is_file()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    knn_k = cfg["metric"]["knn_k"]
+    cfg["metric"]["knn_k"], cfg["metric"]["margin"] = knn_k + 3, 0.5  # an older fermetric's defaults
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if name == "tri":
+        before = snapshot(run)
+        with pytest.raises(ConfigError, match=rf"cannot resume .*metric.knn_k is {knn_k + 3} in the run but {knn_k}"):
+            train_model(study, name, 0, tmp_path, _DataCache())
+        assert snapshot(run) == before
+        return
+    assert train_model(study, name, 0, tmp_path, _DataCache()).status == "resumed"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["sittings"][-1]["end"] == "finished"
+    assert metrics["sittings"][-1]["changes"] == {"metric.knn_k": [knn_k + 3, knn_k], "metric.margin": [0.5, 0.2]}
+    assert yaml.safe_load((run / "config.yaml").read_text())["metric"]["knn_k"] == knn_k

@@ -175,6 +175,27 @@ def test_refused_resume_leaves_the_run_as_it_was(tmp_path, classifier_run):
     assert snapshot(run) == before
 
 
+def test_resume_lets_a_classifier_change_only_what_it_never_reads_in_training():
+    """--resume compares configs by family: a classifier's metric.* may change (recorded as
+    changes), an embedding run's may not; everything else stays refused for both."""
+    from fermetric.config import RunConfig
+    from fermetric.errors import ConfigError
+    from fermetric.training.resume import resume_config
+
+    run, given = RunConfig(), RunConfig()
+    given.metric.knn_k, given.train.epochs = run.metric.knn_k + 5, run.train.epochs + 1
+    cfg, changes = resume_config(run, given, "RUN", "classifier")
+    assert changes == {"metric.knn_k": [run.metric.knn_k, given.metric.knn_k],
+                       "train.epochs": [run.train.epochs, given.train.epochs]}
+    assert cfg.metric.knn_k == given.metric.knn_k
+    for family in ("triplet", "siamese", None):
+        with pytest.raises(ConfigError, match=rf"metric.knn_k is {run.metric.knn_k} in the run"):
+            resume_config(run, given, "RUN", family)
+    given.train.batch_size = run.train.batch_size * 2
+    with pytest.raises(ConfigError, match=r"train.batch_size is .*\(and metric\.\*, which a classifier does not read\)"):
+        resume_config(run, given, "RUN", "classifier")
+
+
 # --- interruption ------------------------------------------------------------------------------------
 
 def test_ctrl_c_in_the_first_epoch_does_not_point_at_a_missing_checkpoint(tmp_path):

@@ -95,15 +95,13 @@ def resolve_model_config(study: StudyConfig, name: str, seed: int, data: Optiona
 
 def config_differences(have: RunConfig, want: RunConfig, ignore: Sequence[str] = RUNTIME_KEYS,
                        family: Optional[str] = None) -> list[str]:
-    """'key: run value != study value' for every key that differs (except `ignore`; for a
-    classifier also the metric.* section, which a classifier never reads: a default changed
-    there by a newer fermetric must not make a finished classifier look like another run)."""
-    from fermetric.training.resume import _flat, _same
+    """'key: run value != study value' for every key that differs (except `ignore`), compared as
+    --resume compares them (fermetric.training.resume.differing_keys: for a classifier not the
+    metric.* section, which it never reads, so a default changed there by a newer fermetric does
+    not make a finished classifier look like another run)."""
+    from fermetric.training.resume import differing_keys
 
-    a, b = _flat(config_to_dict(have)), _flat(config_to_dict(want))
-    return [f"{k}: {a.get(k)!r} in the run, {b.get(k)!r} in the study" for k in sorted(set(a) | set(b))
-            if k not in ignore and not (family == "classifier" and k.startswith("metric."))
-            and not _same(k, a.get(k), b.get(k))]
+    return [f"{k}: {a!r} in the run, {b!r} in the study" for k, a, b in differing_keys(have, want, family, ignore)]
 
 
 def run_state(run_dir: Path, cfg: RunConfig, family: Optional[str] = None) -> str:
@@ -176,7 +174,7 @@ def train_model(study: StudyConfig, name: str, seed: int, out: Path, data_cache:
         return mr
     changes: dict = {}
     if state == "interrupted":
-        cfg, changes = resume_config(load_run_config(run_dir / "config.yaml"), cfg, run_dir)
+        cfg, changes = resume_config(load_run_config(run_dir / "config.yaml"), cfg, run_dir, entry.family)
         log.info("%s (seed %d): resuming the interrupted run %s", name, seed, run_dir)
     else:
         log.info("%s (seed %d): training %s (%s) into %s", name, seed, cfg.model.name, entry.family, run_dir)

@@ -86,7 +86,7 @@ def train(
                                base=config_to_dict(run_cfg))
         if weights is not None:
             given.model.weights = str(weights)
-        cfg, changes = resume_config(run_cfg, given, out)
+        cfg, changes = resume_config(run_cfg, given, out, family)
     else:
         cfg = resolve_config(config_path, tuple(extra), data=data, ferplus=ferplus, seed=seed, device=device,
                              base=apply_overrides({}, FAMILY_DEFAULTS[family]))

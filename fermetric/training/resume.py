@@ -9,11 +9,18 @@ refused with the key, the run's value and the given one.
 Changing optim.lr or train.grad_clip changes the rest of the run (that is the point, after a
 divergence); train.epochs stretches or shortens the cosine schedule from the resumed epoch on,
 and must stay above the epochs already trained (checked by the Trainer).
+
+The comparison knows the training family (`unread_in_training`): a classifier never reads the
+metric.* section in training, so a metric.* default changed by a newer fermetric (or a metric.*
+key given on the command line) does not make an interrupted classifier another configuration: the
+new values are applied and recorded with the sitting's other changes. Studies
+(fermetric.study.runner) use the same comparison, `differing_keys`, to decide whether a finished
+run is reused.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from fermetric.config import RunConfig, config_from_dict, config_to_dict
 from fermetric.errors import ConfigError
@@ -52,12 +59,36 @@ def _same(key: str, a: Any, b: Any) -> bool:
     return False
 
 
-def resume_config(run_cfg: RunConfig, given: RunConfig, run_dir: str | Path) -> tuple[RunConfig, dict[str, list]]:
+def unread_in_training(key: str, family: Optional[str]) -> bool:
+    """Whether training a run of `family` never reads the flattened config `key`: for a
+    classifier, the metric.* section (embedding losses, miners, heads; kNN settings are read
+    only when a kNN is fitted on the finished run's features, from its config.yaml)."""
+    return family == "classifier" and key.startswith("metric.")
+
+
+def differing_keys(have: RunConfig, want: RunConfig, family: Optional[str] = None,
+                   ignore: Sequence[str] = ()) -> list[tuple[str, Any, Any]]:
+    """(key, value in `have`, value in `want`) for every flattened key whose values differ, in
+    key order; keys in `ignore` and keys that training a run of `family` never reads are skipped.
+
+    Args:
+        have: the run's config; want: the config it is compared with.
+        family: "classifier", "siamese" or "triplet"; None compares every key.
+    """
+    a, b = _flat(config_to_dict(have)), _flat(config_to_dict(want))
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in ignore and not unread_in_training(k, family) and not _same(k, a.get(k), b.get(k))]
+
+
+def resume_config(run_cfg: RunConfig, given: RunConfig, run_dir: str | Path,
+                  family: Optional[str] = None) -> tuple[RunConfig, dict[str, list]]:
     """The config to resume with: the run's, with the allowed changes of `given` applied.
 
     Args:
         run_cfg: the run's config (from RUN/config.yaml).
         given: the run's config with the command line's options applied to it.
+        family: the run's training family; a key it never reads in training (a classifier's
+            metric.*, `unread_in_training`) may change too.
 
     Returns:
         (config, changes) where changes maps each changed key to [run's value, new value].
@@ -65,22 +96,19 @@ def resume_config(run_cfg: RunConfig, given: RunConfig, run_dir: str | Path) -> 
     Raises:
         ConfigError naming every key that may not change on resume.
     """
-    have, want = _flat(config_to_dict(run_cfg)), _flat(config_to_dict(given))
     changes: dict[str, list] = {}
     refused = []
-    for key in sorted(set(have) | set(want)):
-        a, b = have.get(key), want.get(key)
-        if _same(key, a, b):
-            continue
-        if key in RESUME_CHANGEABLE:
+    for key, a, b in differing_keys(run_cfg, given):
+        if key in RESUME_CHANGEABLE or unread_in_training(key, family):
             changes[key] = [a, b]
         else:
             refused.append(f"{key} is {a!r} in the run but {b!r} was given")
     if refused:
         raise ConfigError(
             f"cannot resume {run_dir} with another configuration: " + "; ".join(refused)
-            + f". A resumed run keeps its config; only {', '.join(k for k in RESUME_CHANGEABLE if k in have)} "
-            "may change. Train into another --out to change the rest."
+            + f". A resumed run keeps its config; only {', '.join(RESUME_CHANGEABLE)} "
+            + ("(and metric.*, which a classifier does not read) " if family == "classifier" else "")
+            + "may change. Train into another --out to change the rest."
         )
     merged = config_to_dict(run_cfg)
     for key, (_, new) in changes.items():
