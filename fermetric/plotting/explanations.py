@@ -60,6 +60,27 @@ def _title(i: int, labels, predictions, class_names, row_titles) -> str:
     return "\n".join(parts)
 
 
+def _finish_grid(fig: Figure, axes: np.ndarray, column_titles: Sequence[str], title: Optional[str],
+                 fontsize: float, title_fontsize: Optional[float] = None) -> Figure:
+    """The common end of the grid figures: no ticks on any panel (faces and maps, not plots),
+    `column_titles` over the first row's panels, the figure title, a tight layout.
+
+    Args:
+        axes: (rows, cols) array of the figure's panels (plt.subplots(..., squeeze=False)).
+        column_titles: headings of the first columns (fewer than the columns: the rest keep theirs).
+        title_fontsize: of the figure title; None: matplotlib's figure-title size.
+    """
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, text in zip(axes[0], column_titles):
+        ax.set_title(text, fontsize=fontsize)
+    if title:
+        fig.suptitle(title, **({} if title_fontsize is None else {"fontsize": title_fontsize}))
+    fig.tight_layout()
+    return fig
+
+
 def plot_explanations(
     images: Any,
     maps: Any,
@@ -119,18 +140,7 @@ def plot_explanations(
         ax_ov.imshow(m[i], alpha=alpha, **style)
         if cont is not None and cont[i].any():
             ax_ov.contour(cont[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("image", fontsize=10)
-    axes[0, 1].set_title(method or "map", fontsize=10)
-    axes[0, 2].set_title("overlay", fontsize=10)
-    if keep is not None:
-        axes[0, 3].set_title(mask_title, fontsize=10)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, ["image", method or "map", "overlay", mask_title], title, fontsize=10)
 
 
 def masked_image(image: np.ndarray, mask: np.ndarray, dim: float = 0.25) -> np.ndarray:
@@ -217,17 +227,8 @@ def plot_method_rows(
         if ev is not None and ev[i].any():
             for ax in [axes[i, 0]] + [axes[i, 2 + 2 * j] for j in range(len(names))]:
                 ax.contour(ev[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("image" + (" (evidence)" if ev is not None else ""), fontsize=8)
-    for j, name in enumerate(names):
-        axes[0, 1 + 2 * j].set_title(name, fontsize=8)
-        axes[0, 2 + 2 * j].set_title(f"{name} mask", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    headings = ["image" + (" (evidence)" if ev is not None else "")] + [h for name in names for h in (name, f"{name} mask")]
+    return _finish_grid(fig, axes, headings, title, fontsize=8, title_fontsize=10)
 
 
 def plot_lime_regions(
@@ -268,16 +269,7 @@ def plot_lime_regions(
             t = int(targets[i])
             axes[i, 2].set_xlabel(f"for {class_names[t] if class_names is not None and 0 <= t < len(class_names) else t}",
                                   fontsize=8)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("image", fontsize=9)
-    axes[0, 1].set_title("LIME region weights", fontsize=9)
-    axes[0, 2].set_title("top regions", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, ["image", "LIME region weights", "top regions"], title, fontsize=9, title_fontsize=10)
 
 
 def plot_lime_all_classes(
@@ -313,13 +305,7 @@ def plot_lime_all_classes(
         if probabilities is not None:
             text += f"\np = {float(probabilities[k]):.2f}"
         axes[0, k + 1].set_title(text, fontsize=8)
-    for ax in axes[0]:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, [], title, fontsize=8, title_fontsize=10)
 
 
 def plot_method_grid(
@@ -361,16 +347,7 @@ def plot_method_grid(
                 axes[i, j].imshow(mi, alpha=alpha, **style)
             else:
                 axes[i, j].imshow(mi, **style)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("image", fontsize=9)
-    for j, name in enumerate(names, start=1):
-        axes[0, j].set_title(name, fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, ["image", *names], title, fontsize=9)
 
 
 def plot_perturbation_curves(curves: Mapping[str, Any], ax: Optional[Axes] = None, title: Optional[str] = None) -> Figure:
