@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,35 @@ def test_knn_eval_uses_the_built_index_and_agrees_with_evaluate(triplet_run: Pat
 
 
 # ------------------------------------------------------------------ item 2: NaN and foreign weights
+
+_OPENED: list[str] = []  # files opened while a test listens (an audit hook cannot be removed: it stays, idle)
+_LISTEN = {"on": False}
+
+
+def _audit(event, args):
+    if _LISTEN["on"] and event == "open" and isinstance(args[0], (str, Path)):
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+def test_load_run_reads_the_checkpoint_once_and_fingerprints_those_bytes(classifier_run: Path):
+    """best.pt is read once: loaded and hashed from the same bytes (a second read could hash a
+    file replaced meanwhile, and doubles the disk reads of a large checkpoint)."""
+    import hashlib
+
+    best = classifier_run / "checkpoints" / "best.pt"
+    _OPENED.clear()
+    _LISTEN["on"] = True
+    try:
+        run = load_run(classifier_run, device="cpu")
+    finally:
+        _LISTEN["on"] = False
+    assert [p for p in _OPENED if Path(p).resolve() == best.resolve()] == [str(best)]
+    assert run.checkpoint_sha256 == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert run.checkpoint["epoch"] == torch.load(best, weights_only=True)["epoch"]
+
 
 def test_nan_checkpoint_is_refused(classifier_run: Path, tmp_path: Path):
     run = copy_run(classifier_run, tmp_path / "clf")

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 
 from fermetric.errors import CheckpointError
-from fermetric.utils.io import atomic_torch_save, read_torch_file
+from fermetric.utils.io import atomic_torch_save, read_torch_file, read_torch_file_sha256
 
 FORMAT = "fermetric-checkpoint"
 VERSION = 1
@@ -36,10 +36,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             (refused, never unpickled); saved on a device this machine lacks; or not written by
             fermetric (see fermetric.utils.io.read_torch_file).
     """
+    return _load(path, map_location, digest=False)[0]
+
+
+def load_checkpoint_sha256(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], str]:
+    """`load_checkpoint`, and the hex SHA-256 of the bytes it was loaded from (the file is read
+    once: the fingerprint that keys a run's caches is that of the weights in memory).
+
+    Raises:
+        CheckpointError: as load_checkpoint.
+    """
+    return _load(path, map_location, digest=True)
+
+
+def _load(path: str | Path, map_location: str | torch.device, digest: bool) -> tuple[dict[str, Any], Optional[str]]:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    ckpt = read_torch_file(path, map_location)
+    if digest:
+        ckpt, sha = read_torch_file_sha256(path, map_location)
+    else:
+        ckpt, sha = read_torch_file(path, map_location), None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a fermetric checkpoint (no format tag {FORMAT!r}); "
@@ -48,7 +65,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     if int(ckpt.get("version", 0)) > VERSION:
         raise CheckpointError(f"{path} was written by a newer fermetric (format version {ckpt['version']} > {VERSION})")
-    return ckpt
+    return ckpt, sha
 
 
 def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:

@@ -24,10 +24,10 @@ from fermetric.data.sources import is_synth, load_data
 from fermetric.errors import CheckpointError, DataError, FermetricError
 from fermetric.models.factory import RUN_KINDS, build_model
 from fermetric.runs.history import read_history
-from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked, non_finite_tensors
+from fermetric.runs.checkpoint import check_compatible, load_checkpoint_sha256, load_state_dict_checked, non_finite_tensors
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
-from fermetric.utils.io import read_json, save_npy, sha256_file, write_json
+from fermetric.utils.io import read_json, save_npy, write_json
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +429,7 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     cfg = load_run_config(cfg_path)
     dev = resolve_device(device)
     prec = runtime.resolve_precision(precision, dev)  # a bad value or one this device cannot run fails here
-    ckpt = load_checkpoint(ckpt_path, map_location=dev)
+    ckpt, ckpt_sha256 = load_checkpoint_sha256(ckpt_path, map_location=dev)  # one read: hashed and loaded
     check_belongs(ckpt, ckpt_path, cfg, path)
     check_finite(ckpt.get("state_dict", {}), ckpt_path, cfg)
     kind = ckpt.get("kind", "")
@@ -444,7 +444,7 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     model.to(dev).eval()
     runtime.prepare_for_inference(model, dev, prec)
     return Run(path=path, cfg=cfg, kind=kind, class_names=class_names, model=model, checkpoint=ckpt, device=dev,
-               checkpoint_path=ckpt_path, checkpoint_sha256=sha256_file(ckpt_path), precision=precision)
+               checkpoint_path=ckpt_path, checkpoint_sha256=ckpt_sha256, precision=precision)
 
 
 def check_finite(state_dict: dict[str, Any], ckpt_path: Path, cfg: Optional[RunConfig] = None) -> None:

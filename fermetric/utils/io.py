@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -169,6 +169,22 @@ def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         CheckpointError: missing, not a regular file, empty, not a torch file, damaged, refused
             by weights_only, or saved on a device this machine lacks.
     """
+    return _read_torch(path, map_location, digest=False)[0]
+
+
+def read_torch_file_sha256(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Any, str]:
+    """`read_torch_file`, and the hex SHA-256 of the very bytes it loaded: the file is read once,
+    so the fingerprint is the loaded object's even if the file is replaced meanwhile.
+
+    Raises:
+        CheckpointError: as read_torch_file.
+    """
+    return _read_torch(path, map_location, digest=True)
+
+
+def _read_torch(path: str | os.PathLike, map_location: Any, digest: bool) -> tuple[Any, Optional[str]]:
+    import io
+
     from fermetric.errors import CheckpointError
 
     path = Path(path)
@@ -179,6 +195,8 @@ def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     if kind != "regular":
         raise CheckpointError(f"{path} is not a regular file (a folder, FIFO or device); expected a torch .pt file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        data = path.read_bytes()
+        return (torch.load(io.BytesIO(data), map_location=map_location, weights_only=True),
+                hashlib.sha256(data).hexdigest() if digest else None)
     except Exception as exc:  # every failure of a load is the file's fault, or the device's
         raise CheckpointError(torch_load_error(path, exc, map_location)) from None
