@@ -170,3 +170,23 @@ def test_predict_without_run_and_without_a_zoo_says_what_to_do(monkeypatch, tmp_
     res = run_cli(["predict", str(tmp_path / "face.png")], expect=2)
     assert "default pretrained model 'fer2013-baseline' is not installed" in res.output
     assert "fermetric predict RUN IMAGE" in res.output
+
+
+def test_export_of_a_run_trained_on_a_csv_file(tmp_path):
+    """The card is measured on the run's own data file (found through the run's full path) while the
+    stored config keeps only its file name; exporting once measured on a path it had just cut down."""
+    from conftest import run_cli
+
+    rng = np.random.default_rng(0)
+    rows = ["emotion,pixels,Usage"] + [f"{i % 7},{' '.join(map(str, rng.integers(0, 256, 2304)))},{u}"
+                                       for i, u in enumerate(["Training"] * 56 + ["PublicTest"] * 14)]
+    csv = tmp_path / "tiny_fer.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    run_cli(["train-classifier", "--model", "baseline", "--epochs", "1", "--data", str(csv), "--out", str(run),
+             "--set", "model.width=8", "--set", "train.batch_size=32"])
+    entry = export_run(run, "csv-clf", description="d", retrain="r", recipe="c.yaml", root=tmp_path / "zoo")
+    card = json.loads((entry / "card.json").read_text())
+    assert card["test"]["n"] == 14
+    assert "tiny_fer.csv" in (entry / "config.yaml").read_text() and str(tmp_path) not in (entry / "config.yaml").read_text()
+    assert load_run(run).cfg.data.source == str(csv)  # the run itself is untouched

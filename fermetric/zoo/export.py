@@ -2,6 +2,7 @@
 numbers measured on the stored (fp16) weights themselves, and the SHA-256 that guards them."""
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import shutil
@@ -51,7 +52,8 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
     try:
-        cfg = src.cfg
+        data = src.load_data()  # before the stored config drops this machine's path to the data
+        cfg = copy.deepcopy(src.cfg)
         source = Path(str(cfg.data.source)).name if cfg.data.source else None
         cfg.data.source = source  # the file name the model was trained on, not this machine's path
         cfg.train.threads = 0
@@ -75,7 +77,7 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         write_json(tmp / "card.json", card)
         # measure the stored weights, not the run's fp32 ones
         entry_run = load_pretrained(tmp.name, device=device, precision="fp32", root=base)
-        y = entry_run.use_data(src.load_data())[split].labels.numpy()
+        y = entry_run.use_data(data)[split].labels.numpy()
         pred = entry_run.predict(split)
         m = classification_metrics(y, pred, list(src.class_names))
         test: dict[str, Any] = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
