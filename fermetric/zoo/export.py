@@ -95,6 +95,7 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
             old = base / f".{name}.old"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep other users of a shared install out
         os.replace(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
