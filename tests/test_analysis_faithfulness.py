@@ -15,6 +15,7 @@ from fermetric.analysis import (
     PrototypeScorer,
     deletion_curve,
     evaluate_explanations,
+    evidence_table_markdown,
     explain,
     insertion_curve,
     mask_mass_ratio,
@@ -262,3 +263,19 @@ def test_trained_baseline_puts_saliency_on_synthfer_evidence_default_difficulty(
     res = _train_and_compare(2100, 6, create_model("baseline", width=8, dropout=0.0, block_dropout=0.0), difficulty=1.0)
     mass, mass_rnd, point, point_rnd = res["saliency"]
     assert mass > 1.3 * mass_rnd and point > point_rnd, res
+
+
+def test_evidence_table_has_a_cell_per_method_and_model():
+    rows = [
+        {"model": "cnn", "method": "saliency", "mask_mass_ratio": 2.345, "pointing_game": 0.5},
+        {"model": "cnn", "method": "lime", "mask_mass_ratio": 1.0, "pointing_game": None},
+        {"model": "knn", "method": "saliency", "mask_mass_ratio": None, "pointing_game": None,
+         "note": "skipped: needs gradients (black-box scorer)"},
+        {"model": "knn", "method": "lime", "mask_mass_ratio": 0.25, "pointing_game": 1.0},
+    ]
+    lines = evidence_table_markdown(rows).strip().splitlines()
+    assert lines == ["| method | cnn | knn |", "|---|---:|---:|",
+                     "| saliency | 2.35 / 0.50 | - |", "| lime | 1.00 / - | 0.25 / 1.00 |"]
+    # data without evidence masks: no table at all rather than a table of dashes
+    assert evidence_table_markdown([{"model": "cnn", "method": "saliency", "mask_mass_ratio": None,
+                                     "pointing_game": None}]) == ""

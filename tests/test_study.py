@@ -95,8 +95,17 @@ def test_tiny_study_writes_every_figure_and_table(study_dirs):
     pairs = {(r["model"].split()[0], r["method"]) for r in table["rows"]}
     assert pairs == {("cnn", "saliency"), ("cnn", "lime"), ("tri", "saliency"), ("tri", "lime")}
     assert all(r["mask_mass_ratio"] is not None and r["pointing_game"] is not None for r in table["rows"])
+    # ... and in results.md (and the report) as one table: a row per method, a column per model
+    evidence = md.split("mask mass ratio / pointing game per method and model")[1].strip().splitlines()
+    assert evidence[2] == "| method | cnn (baseline) | tri (baseline) |"
+    by = {(r["model"].split()[0], r["method"]): r for r in table["rows"]}
+    for line, method in zip(evidence[4:], ("saliency", "lime")):
+        cells = [c.strip() for c in line.strip("| ").split("|")]
+        assert cells == [method] + [f"{by[(m, method)]['mask_mass_ratio']:.2f} / {by[(m, method)]['pointing_game']:.2f}"
+                                    for m in ("cnn", "tri")]
+    assert "Mask mass ratio / pointing game" in (out / "explain_eval" / "explain_eval.md").read_text()
     html = (out / "report.html").read_text()
-    assert "Study results" in html and "confusion_grid" in html
+    assert "Study results" in html and "confusion_grid" in html and "| method | cnn (baseline) | tri (baseline) |" in html
 
 
 def test_second_seed_adds_mean_and_std(study_dirs):

@@ -16,6 +16,7 @@ from fermetric.analysis.faithfulness import (
     RandomizationResult,
     deletion_curve,
     evaluate_explanations,
+    evidence_table_markdown,
     insertion_curve,
     mask_mass_ratio,
     perturbation_curve,
@@ -51,4 +52,5 @@ __all__ = [
     "visualize_filters", "FilterImages", "layer_activations", "ActivationMaps", "conv_layer_names", "get_layer",
     "perturbation_curve", "deletion_curve", "insertion_curve", "PerturbationCurve", "mask_mass_ratio", "pointing_game",
     "randomized_copy", "randomization_check", "RandomizationResult", "evaluate_explanations", "table_to_markdown",
+    "evidence_table_markdown",
 ]

@@ -504,3 +504,29 @@ def table_to_markdown(rows: Sequence[Mapping[str, Any]], columns: Optional[Seque
 
     lines = [header, sep] + ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def evidence_table_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
+    """The evidence-mask numbers of `evaluate_explanations` rows in one table: a row per method, a
+    column per model, each cell "mask mass ratio / pointing game" ("-" where a value does not
+    apply, e.g. a gradient method on a black-box scorer). Empty text when no row has mask
+    numbers (data without evidence masks)."""
+    if not any(r.get("mask_mass_ratio") is not None or r.get("pointing_game") is not None for r in rows):
+        return ""
+    models = list(dict.fromkeys(str(r["model"]) for r in rows))
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows))
+    cell = {(str(r["model"]), str(r["method"])): r for r in rows}
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+    lines = ["| method | " + " | ".join(m.replace("|", "\\|") for m in models) + " |",
+             "|---|" + "---:|" * len(models)]
+    for method in methods:
+        cells = []
+        for m in models:
+            r = cell.get((m, method), {})
+            mass, point = r.get("mask_mass_ratio"), r.get("pointing_game")
+            cells.append("-" if mass is None and point is None else f"{fmt(mass)} / {fmt(point)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -33,9 +33,14 @@ def _faces(run: Any, split: str, scorer: Any):
 
 
 def explain_study(study: StudyConfig, runs: dict[str, Any], everyone: dict[str, Any], out: Path, result: Any,
-                  say: Callable[[str], None]) -> None:
+                  say: Callable[[str], None]) -> Optional[dict[str, Any]]:
     """Figures of `runs` (explain.models), the filters of explain.filters.model and the
-    faithfulness table of every model (`everyone`: one seed's runs)."""
+    faithfulness table of every model (`everyone`: one seed's runs).
+
+    Returns:
+        The faithfulness table as written to explain_eval.json (split, n_images, masks, rows),
+        or None when explain.faithfulness is off.
+    """
     from fermetric.analysis import (
         explain, layer_activations, lime_explanation, normalize_maps, supports, top_attribution_mask, visualize_filters,
     )
@@ -97,12 +102,13 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], everyone: dict[str, 
             acts, images, row_titles=[run.class_names[int(c)] for c in labels],
             title=f"{fname}: {fi.layer} outputs for one face of each emotion"), fig_dir / f"activations_{fname}_{safe}.png"))
     if spec.faithfulness and everyone:
-        _faithfulness(study, everyone, out, result, say, seed)
+        return _faithfulness(study, everyone, out, result, say, seed)
+    return None
 
 
 def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: Any, say: Callable[[str], None],
-                  seed: int) -> None:
-    from fermetric.analysis import evaluate_explanations, table_to_markdown
+                  seed: int) -> dict[str, Any]:
+    from fermetric.analysis import evaluate_explanations, evidence_table_markdown, table_to_markdown
     from fermetric.analysis.methods import pick_per_class
     from fermetric.utils.io import atomic_write_text, write_json
 
@@ -118,7 +124,12 @@ def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
     rows = evaluate_explanations(scorers, images, labels[idx], masks, list(spec.methods), seed=seed,
                                  method_options={"lime": {"num_samples": spec.lime_samples}}, randomization=None)
     folder = out / "explain_eval"
-    write_json(folder / "explain_eval.json", {"split": spec.split, "n_images": int(len(idx)), "masks": masks is not None,
-                                              "rows": rows})
-    atomic_write_text(folder / "explain_eval.md", table_to_markdown(rows))
+    table = {"split": spec.split, "n_images": int(len(idx)), "masks": masks is not None, "rows": rows}
+    write_json(folder / "explain_eval.json", table)
+    text = table_to_markdown(rows)
+    evidence = evidence_table_markdown(rows)
+    if evidence:
+        text += "\nMask mass ratio / pointing game against the evidence masks:\n\n" + evidence
+    atomic_write_text(folder / "explain_eval.md", text)
     result.paths["explain_eval.md"] = folder / "explain_eval.md"
+    return table

@@ -100,22 +100,28 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
 
         everyone = {n: runs[(n, first_seed)] for n in study.models if (n, first_seed) in runs}
         chosen = {n: r for n, r in everyone.items() if not study.explain.models or n in study.explain.models}
-        explain_study(study, chosen, everyone, out, result, say)
+        explanations = explain_study(study, chosen, everyone, out, result, say)
+        if explanations is not None and explanations["masks"]:
+            # results.md again, now with the evidence-mask table (written first so that a failed
+            # explanation step still leaves the accuracy table)
+            result.paths.update(write_results(out, rows, class_names, explanations))
         result.steps.append(("explain", time.time() - t))
+    else:
+        explanations = None
     result.paths["report.html"] = write_study_report(study, out, [r.path for (n, s), r in runs.items() if s == first_seed],
-                                                     rows, class_names)
+                                                     rows, class_names, explanations)
 
 
 def write_study_report(study: StudyConfig, out: Path, run_dirs: Sequence[Path], rows: Sequence[dict[str, Any]],
-                       class_names: Sequence[str]) -> Path:
-    """report.html: the results table first, then the study's figures, ensemble and
-    faithfulness table, then every run (fermetric.report)."""
+                       class_names: Sequence[str], explanations: Optional[dict[str, Any]] = None) -> Path:
+    """report.html: the results tables (results.md's text) first, then the study's figures,
+    ensemble and faithfulness table, then every run (fermetric.report)."""
     import html
 
     from fermetric.report import build_report
     from fermetric.study.results import rows_to_markdown
 
-    table = rows_to_markdown(rows, class_names)
+    table = rows_to_markdown(rows, class_names, explanations)
     preface = ("<section id=\"study\"><h2>Study results</h2><pre>" + html.escape(table) + "</pre></section>")
     extras = [p for p in (out / "figures", out / "ensemble", out / "explain_eval") if p.exists()]
     return build_report(list(run_dirs), out / "report.html", title=f"fermetric study: {study.name}",

@@ -90,8 +90,15 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def rows_to_markdown(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
-    """results.md: the per-run table, then (several seeds) mean ± std per model."""
+def rows_to_markdown(rows: Sequence[dict[str, Any]], class_names: Sequence[str],
+                     explanations: Optional[dict[str, Any]] = None) -> str:
+    """results.md: the per-run table, then (several seeds) mean ± std per model, then (data with
+    evidence masks) the mask mass ratio and pointing game of every method on every model.
+
+    Args:
+        explanations: the study's faithfulness table (explain_eval.json: split, n_images,
+            masks, rows), or None.
+    """
     has_tta = any(r.get("tta_accuracy") is not None for r in rows)
     head = ["model", "family", "seed", "split", "accuracy %", "macro-F1 %"] + (["TTA acc. %"] if has_tta else []) \
         + [f"F1 {c}" for c in class_names] + ["parameters", "train time", "epochs"]
@@ -118,13 +125,26 @@ def rows_to_markdown(rows: Sequence[dict[str, Any]], class_names: Sequence[str])
             lines.append("| " + " | ".join([s["model"], s["seeds"], pm(s, "accuracy"), pm(s, "macro_f1")]
                                              + ([pm(s, "tta_accuracy")] if has_tta else [])) + " |")
         text += "\nMean ± sample standard deviation over seeds:\n\n" + "\n".join(lines) + "\n"
+    if explanations:
+        from fermetric.analysis import evidence_table_markdown
+
+        evidence = evidence_table_markdown(explanations["rows"])
+        if evidence:
+            text += (f"\nExplanations against the data's evidence masks ({explanations['n_images']} {explanations['split']} "
+                     "images, the true class explained): mask mass ratio / pointing game per method and model. "
+                     "Mask mass ratio: share of positive attribution inside the mask over the mask's share of "
+                     "the image (1 = no better than uniform); pointing game: share of maps whose top pixel "
+                     "lies in the mask (2-pixel tolerance). Deletion / insertion AUCs: explain_eval/explain_eval.md.\n\n"
+                     + evidence)
     return text
 
 
-def write_results(out: Path, rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> dict[str, Path]:
-    """results.csv, results.md and (several seeds of a model) results_summary.csv."""
+def write_results(out: Path, rows: Sequence[dict[str, Any]], class_names: Sequence[str],
+                  explanations: Optional[dict[str, Any]] = None) -> dict[str, Path]:
+    """results.csv, results.md and (several seeds of a model) results_summary.csv;
+    `explanations`: see `rows_to_markdown`."""
     paths = {"results.csv": atomic_write_text(out / "results.csv", rows_to_csv(rows)),
-             "results.md": atomic_write_text(out / "results.md", rows_to_markdown(rows, class_names))}
+             "results.md": atomic_write_text(out / "results.md", rows_to_markdown(rows, class_names, explanations))}
     summary = summarize(rows)
     if any(s["n_seeds"] > 1 for s in summary):
         paths["results_summary.csv"] = atomic_write_text(out / "results_summary.csv", rows_to_csv(summary, list(summary[0])))
