@@ -207,6 +207,50 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
     return coords, [path, coords_path, r.path / "embeddings" / f"{split}.npy"]
 
 
+def _explain_images(sc, images, methods: Sequence[str], out_dir: Path, tag: str, *, class_names: Sequence[str],
+                    labels: Optional[np.ndarray], predictions: np.ndarray, target: Optional[np.ndarray] = None,
+                    evidence: Optional[np.ndarray] = None, seed: int = 0, mask_fraction: float = 0.1,
+                    row_titles: Optional[Sequence[str]] = None, title: str = "", lime_samples: int = 1000,
+                    progress: bool = False) -> tuple[list[Path], list[str], list[str]]:
+    """The explanation figures of `images` (N, 1, 48, 48) float: for each method, the maps as
+    OUT/<method>_<tag>.npy and the image / map / overlay / mask rows as OUT/<method>_<tag>.png.
+    A method the scorer cannot run (a gradient method on a black-box scorer) is skipped with why
+    when several are asked for, raised when it is the only one.
+
+    Returns:
+        (figures written, methods done, "method: why" of those skipped).
+    """
+    from tqdm.auto import tqdm
+
+    from fermetric.analysis import explain, lime_explanation, top_attribution_mask
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.explanations import plot_explanations
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, done, skipped = [], [], []
+    for m in tqdm(methods, desc="methods", disable=not progress or len(methods) == 1):
+        try:
+            if m == "lime":  # its top regions are the mask, as in lime's own figures
+                res = lime_explanation(sc, images, target, seed=seed, num_samples=lime_samples)
+                maps, mask, mask_title = res.weights, res.top_mask, "LIME top regions"
+            else:
+                options = {"seed": seed} if m == "smoothgrad" else {}
+                maps = explain(sc, images, m, target=target, **options)
+                mask, mask_title = top_attribution_mask(maps, mask_fraction), f"top {mask_fraction:.0%}"
+        except FermetricError as exc:  # a gradient method on a black-box scorer: say so, go on
+            if len(methods) == 1:
+                raise
+            skipped.append(f"{m}: {exc}")
+            continue
+        np.save(out_dir / f"{m}_{tag}.npy", maps)
+        done.append(m)
+        fig = plot_explanations(images, maps, labels=labels, predictions=predictions, class_names=class_names,
+                                method=m, masks=mask, mask_title=mask_title, contours=evidence, row_titles=row_titles,
+                                title=f"{m} · {title}" if title else m)
+        written.append(save_figure(fig, out_dir / f"{m}_{tag}.png"))
+    return written, done, skipped
+
+
 def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per_class: int = 2, scorer: str = "auto",
                 target: str = "predicted", out: Optional[PathLike] = None, seed: int = 0,
                 device: Optional[str] = "auto", precision: Optional[str] = "auto",
@@ -231,12 +275,9 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         "paths": the figures written.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    from fermetric.analysis import METHODS, explain, lime_explanation, top_attribution_mask
+    from fermetric.analysis import METHODS
     from fermetric.analysis.methods import pick_per_class
-    from fermetric.plotting import save_figure
-    from fermetric.plotting.explanations import plot_explanations
     from fermetric.utils.io import write_json
 
     if scorer == "knn" and split == "train":
@@ -256,29 +297,11 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         tgt = labels[idx] if target == "label" else None
         evidence = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
         out_dir = Path(out) if out else r.path / "explain"
-        out_dir.mkdir(parents=True, exist_ok=True)
         methods = list(METHODS) if method == "all" else [method]
-        written, done, skipped = [], [], []
-        for m in tqdm(methods, desc="methods", disable=not progress or len(methods) == 1):
-            try:
-                if m == "lime":  # its top regions are the mask, as in lime's own figures
-                    res = lime_explanation(sc, images, tgt, seed=seed)
-                    maps, mask, mask_title = res.weights, res.top_mask, "LIME top regions"
-                else:
-                    options = {"seed": seed} if m == "smoothgrad" else {}
-                    maps = explain(sc, images, m, target=tgt, **options)
-                    mask, mask_title = top_attribution_mask(maps, mask_fraction), f"top {mask_fraction:.0%}"
-            except FermetricError as exc:  # a gradient method on a black-box scorer: say so, go on
-                if len(methods) == 1:
-                    raise
-                skipped.append(f"{m}: {exc}")
-                continue
-            np.save(out_dir / f"{m}_{split}.npy", maps)
-            done.append(m)
-            fig = plot_explanations(images, maps, labels=labels[idx], predictions=preds, class_names=r.class_names,
-                                    method=m, masks=mask, mask_title=mask_title, contours=evidence,
-                                    title=f"{m} · {r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
-            written.append(save_figure(fig, out_dir / f"{m}_{split}.png"))
+        written, done, skipped = _explain_images(
+            sc, images, methods, out_dir, split, class_names=r.class_names, labels=labels[idx], predictions=preds,
+            target=tgt, evidence=evidence, seed=seed, mask_fraction=mask_fraction, progress=progress,
+            title=f"{r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
         record = {"run": str(r.path), "split": split, "scorer": type(sc).__name__, "target": target,
                   "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped}
         write_json(out_dir / f"explain_{split}.json", record)
@@ -428,6 +451,145 @@ def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] =
                           saliency=saliency, progress=progress)
 
 
+DEMO_METHODS = ("saliency", "occlusion", "gradcam", "lime")  # the rows `fermetric demo` draws for each run
+
+
+def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = (), out: PathLike = "fermetric-demo-pretrained",
+                    *, synth_per_class: int = 1, bundled: bool = True, methods: Sequence[str] = DEMO_METHODS,
+                    detect: str = "auto", min_face: int = 40, margin: Optional[float] = None, seed: int = 0,
+                    lime_samples: int = 1000, device: Optional[str] = "auto", precision: Optional[str] = "auto",
+                    progress: bool = False) -> dict[str, Any]:
+    """`fermetric demo --pretrained`: the explanation half of the demo on a pretrained model of the
+    zoo, with no training and no data set: predict and explain the bundled real faces
+    (fermetric.data.bundled), `synth_per_class` SynthFER faces of each class (their evidence masks
+    outlined) and the faces found in `images` (the user's photos, detected as `predict` does),
+    then write the HTML report.
+
+    Writes into `out` (which must not exist or be empty): predict/ (predictions.json and the
+    annotated photos: the bundled photo and the user's), explain/ (<method>_<group>.png / .npy and
+    explain_<group>.json for the groups bundled, synthfer, photos), demo.json and report.html.
+
+    Args:
+        model: a zoo entry's name (default: the default classifier, fermetric.zoo.DEFAULT_CLASSIFIER).
+        images: photos or folders of photos; inputs without a face are listed in the result's
+            "predict_errors", not raised.
+        methods: explanation methods (fermetric.analysis.METHODS), default the demo's four.
+        lime_samples: perturbed images LIME scores per face (explain's default 1000).
+        detect, min_face, margin: face detection as in `predict`.
+
+    Returns:
+        The demo.json record (model, card numbers, per group: faces, known and predicted
+        classes, methods done and skipped) plus "paths": every figure and the report.
+
+    Raises:
+        ZooError: the model (or the default one) is not installed.
+        ConfigError: `out` already holds files, no face to explain, or an unknown method.
+    """
+    import torch
+
+    from fermetric.analysis import METHODS
+    from fermetric.data.bundled import bundled_faces
+    from fermetric.data.classes import FER2013_CLASSES
+    from fermetric.data.synthetic import generate_synthfer
+    from fermetric.evaluation.crossdata import map_classes
+    from fermetric.inference import FacePredictor, predict_images
+    from fermetric.inference.faces import DEFAULT_MARGIN
+    from fermetric.report import build_report
+    from fermetric.utils.checks import check_int
+    from fermetric.utils.io import write_json
+    from fermetric.zoo import DEFAULT_CLASSIFIER, ZooError, get_entry, is_pretrained_name, load_pretrained
+
+    synth_per_class = check_int("synth_per_class", synth_per_class, 0, error=ConfigError)
+    lime_samples = check_int("lime_samples", lime_samples, 10, error=ConfigError)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"methods: unknown or none ({', '.join(bad) or 'empty'}); valid: {', '.join(METHODS)}")
+    name = model or DEFAULT_CLASSIFIER
+    if model is None and not is_pretrained_name(name):
+        raise ZooError(f"the default pretrained model {name!r} is not installed (fermetric models --pretrained lists "
+                       "what is); give one with --model NAME, or run fermetric demo without --pretrained to train "
+                       "the demo's models on SynthFER")
+    entry = get_entry(name)  # an unknown --model: the known names, before anything is written
+    out_dir = Path(out)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"--out {out_dir} already exists and is not empty; remove it or choose another --out")
+    if not bundled and synth_per_class == 0 and not images:
+        raise ConfigError("nothing to explain: no bundled face, no SynthFER face and no image given")
+    t0 = time.time()
+    r = load_pretrained(name, device=device or "auto", precision=precision or "auto")
+    sc = r.scorer("auto")
+    # bundled and SynthFER labels are FER2013 ids: matched to the model's classes by name and emotion
+    fer_to_model = map_classes(FER2013_CLASSES, r.class_names).index
+    faces = bundled_faces() if bundled else []
+    predictor = FacePredictor(r)
+    batch = predict_images(predictor, [f.photo for f in faces] + [Path(p) for p in images], out_dir / "predict",
+                           detect=detect, min_face=min_face, margin=DEFAULT_MARGIN if margin is None else margin)
+    bundled_photos = {f.photo for f in faces}
+    groups: dict[str, tuple[torch.Tensor, np.ndarray, list[str], Optional[np.ndarray]]] = {}
+    if faces:
+        groups["bundled"] = (torch.tensor(np.stack([f.image() for f in faces]))[:, None],
+                             fer_to_model[[f.label_id for f in faces]], [f.name for f in faces], None)
+    if synth_per_class:
+        fer_ids = np.flatnonzero(fer_to_model >= 0)  # SynthFER draws FER2013 classes; only those the model knows
+        ds = generate_synthfer(len(fer_ids) * synth_per_class, seed=seed, labels=np.repeat(fer_ids, synth_per_class))
+        groups["synthfer"] = (ds.images, fer_to_model[ds.labels.numpy()],
+                              [f"SynthFER {i}" for i in range(len(ds))], ds.masks.numpy())
+    user = [(res, i, f) for res in batch.images if res.path not in bundled_photos for i, f in enumerate(res.faces)]
+    if user:
+        groups["photos"] = (torch.tensor(np.stack([f.crop for _, _, f in user]))[:, None],
+                            np.full(len(user), -1), [f"{res.path.name} face {i + 1}" for res, i, _ in user], None)
+    if not groups:
+        raise ConfigError("no face to explain: none of the images gave a face ("
+                          + "; ".join(f"{p}: {msg}" for p, msg in batch.errors) + ")")
+    record: dict[str, Any] = {
+        "model": name, "kind": r.kind, "architecture": r.cfg.model.name, "class_names": list(r.class_names),
+        "card": {k: entry.card.get(k) for k in ("data", "split", "test", "sha256")}, "scorer": type(sc).__name__,
+        "methods": list(methods), "seed": seed, "groups": {},
+        "predict_errors": [{"path": str(p), "error": msg} for p, msg in batch.errors],
+    }
+    written: list[Path] = []
+    for group, (uint8_images, labels, names, evidence) in groups.items():
+        # the probabilities `predict` gives (softmax, or an embedding model's kNN votes); the maps
+        # explain that predicted class
+        proba = predictor.predict_proba(uint8_images.numpy())
+        preds = proba.argmax(1)
+        x = uint8_images.float().div_(255.0)
+        rows = [f"{n}\ntrue: {r.class_names[y] if y >= 0 else '?'} · pred: {r.class_names[p]} {proba[i, p]:.0%}"
+                for i, (n, y, p) in enumerate(zip(names, labels, preds))]
+        paths, done, skipped = _explain_images(
+            sc, x, list(methods), out_dir / "explain", group, class_names=r.class_names, labels=None, predictions=preds,
+            target=preds, evidence=evidence, seed=seed, row_titles=rows, lime_samples=lime_samples, progress=progress,
+            title=f"{name} ({r.kind}, {r.cfg.model.name}) · {group}")
+        written += paths
+        record["groups"][group] = {
+            "faces": [{"name": n, "label": r.class_names[y] if y >= 0 else None, "prediction": r.class_names[p],
+                       "probability": float(proba[i, p])} for i, (n, y, p) in enumerate(zip(names, labels, preds))],
+            "methods": done, "skipped": skipped}
+        write_json(out_dir / "explain" / f"explain_{group}.json", {"model": name, "group": group, **record["groups"][group]})
+    record["seconds"] = round(time.time() - t0, 1)
+    write_json(out_dir / "demo.json", record)
+    report = build_report([], out_dir / "report.html", title=f"fermetric demo: pretrained model {name}",
+                          extra_dirs=[out_dir], preface_html=_demo_preface(record))
+    return {**record, "paths": [*written, *(res.annotated for res in batch.images if res.annotated), report]}
+
+
+def _demo_preface(record: dict[str, Any]) -> str:
+    """The pretrained demo's model card and prediction table, as HTML for the report."""
+    from fermetric.report.html import e, pct
+
+    t = record["card"].get("test") or {}
+    rows = "".join(
+        f"<tr><td>{e(group)}</td><td>{e(f['name'])}</td><td>{e(f['label'] or '?')}</td><td>{e(f['prediction'])}</td>"
+        f"<td>{pct(f['probability'])}</td></tr>"
+        for group, g in record["groups"].items() for f in g["faces"])
+    return (f"<section><h2>Pretrained model {e(record['model'])}</h2>"
+            f"<p>{e(record['kind'])} ({e(record['architecture'])}), trained on {e(record['card'].get('data'))}; "
+            f"accuracy {pct(t.get('accuracy'))}, macro-F1 {pct(t.get('macro_f1'))} on {e(record['card'].get('split'))} "
+            f"(model card). Explained with {e(record['scorer'])}: {e(', '.join(record['methods']))}.</p>"
+            "<table><tr><th>group</th><th>face</th><th>known class</th><th>predicted</th><th>probability</th></tr>"
+            f"{rows}</table></section>")
+
+
 def write_report(runs: Sequence[PathLike], out: PathLike = "report.html", title: Optional[str] = None,
            extras: Sequence[PathLike] = ()) -> Path:
     """`fermetric report`: one self-contained HTML page of runs (fermetric.report.build_report)."""
@@ -446,5 +608,5 @@ def train(family: str, **options):
     return _train(family, **options)
 
 
-__all__ = ["train", "similarity", "evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
+__all__ = ["train", "similarity", "evaluate_run", "demo_pretrained", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
            "explain_eval", "data_info", "predict", "write_report"]

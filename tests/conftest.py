@@ -100,6 +100,20 @@ def triplet_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory, classifier_run, triplet_run) -> Path:
+    """A zoo folder (for $FERMETRIC_ZOO or root=) with entries made from the tiny runs: tiny-clf
+    (classifier) and tiny-tri (triplet embedding model with its gallery). Tests must not change it."""
+    from fermetric.zoo import export_run
+
+    root = tmp_path_factory.mktemp("zoo")
+    common = dict(description="tiny test model", retrain="fermetric train-classifier ...", recipe="configs/test.yaml",
+                  split="val", split_name="SynthFER val", data_name="SynthFER", root=root)
+    export_run(classifier_run, "tiny-clf", **common)
+    export_run(triplet_run, "tiny-tri", **common)
+    return root
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers for tests that check runs are left intact, and that a run held by another process is refused.
 

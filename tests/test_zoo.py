@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 
 from fermetric.runs import load_run
-from fermetric.zoo import ZooError, export_run, get_entry, is_pretrained_name, list_pretrained, load_pretrained
+from fermetric.zoo import ZooError, get_entry, is_pretrained_name, list_pretrained, load_pretrained
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory, classifier_run, triplet_run):
-    root = tmp_path_factory.mktemp("zoo")
-    common = dict(description="tiny test model", retrain="fermetric train-classifier ...", recipe="configs/test.yaml",
-                  split="val", split_name="SynthFER val", data_name="SynthFER", root=root)
-    export_run(classifier_run, "tiny-clf", **common)
-    export_run(triplet_run, "tiny-tri", **common)
-    return root
+def zoo(tiny_zoo):
+    return tiny_zoo  # conftest: tiny-clf and tiny-tri exported from the tiny runs
 
 
 def test_entries_are_listed_with_their_cards(zoo):
