@@ -460,9 +460,16 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
         cfg.data.ferplus = str(Path(cfg.data.ferplus).expanduser().absolute())
     if cfg.model.weights:
         cfg.model.weights = str(Path(cfg.model.weights).expanduser().absolute())
-    if cfg.model.init_from:
+    if cfg.model.init_from and not _names_a_pretrained_model(cfg.model.init_from):
         cfg.model.init_from = str(Path(cfg.model.init_from).expanduser().absolute())
     return cfg
+
+
+def _names_a_pretrained_model(value: str) -> bool:
+    """A zoo name stays a name (load_run's rule: a directory of that name comes first)."""
+    from fermetric.zoo.registry import is_pretrained_name
+
+    return not Path(value).expanduser().is_dir() and is_pretrained_name(value)
 
 
 # Keys added after runs were already written, with the value that runs written before them used

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fermetric.runs import load_run
-from fermetric.zoo import ZooError, get_entry, is_pretrained_name, list_pretrained, load_pretrained
+from fermetric.zoo import ZooError, export_run, get_entry, is_pretrained_name, list_pretrained, load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +185,26 @@ def test_export_of_a_run_trained_on_a_csv_file(tmp_path):
     assert card["test"]["n"] == 14
     assert "tiny_fer.csv" in (entry / "config.yaml").read_text() and str(tmp_path) not in (entry / "config.yaml").read_text()
     assert load_run(run).cfg.data.source == str(csv)  # the run itself is untouched
+
+
+def test_evaluate_and_init_from_take_a_zoo_name(zoo, monkeypatch, tmp_path):
+    """evaluate NAME --data and train-* --init-from NAME work with a pretrained model's name
+    (explain and filters: test_zoo_model_names_its_data_and_explains_with_data)."""
+    import yaml
+
+    from conftest import TINY_TRAIN_ARGS, run_cli
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    res = run_cli(["evaluate", "tiny-clf", "--data", "synth", "--split", "val", "--out", str(tmp_path / "ev")])
+    m = json.loads(next((tmp_path / "ev").glob("*.json")).read_text())
+    assert 0.0 <= m["accuracy"] <= 1.0 and m["run"].endswith("tiny-clf"), res.output
+    monkeypatch.chdir(tmp_path)  # the name must stay a name, not become <cwd>/tiny-clf
+    out = tmp_path / "warm"
+    run_cli(["train-triplet", "--epochs", "1", "--init-from", "tiny-clf", "--out", str(out), *TINY_TRAIN_ARGS,
+             "--set", "metric.m_per_class=4", "--set", "train.max_steps_per_epoch=1"])
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["init_from"] == "tiny-clf"
+    assert "initialised from run" in (out / "train.log").read_text()
+    res = run_cli(["train-classifier", "--epochs", "1", "--init-from", "no-such-model", "--out", str(tmp_path / "x"),
+                   *TINY_TRAIN_ARGS], expect=2)
+    assert "no pretrained model of that name" in res.output and not (tmp_path / "x").exists()

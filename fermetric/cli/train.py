@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from fermetric.cli.options import (
-    OutPath, compile_option, config_options, data_option, device_option, ferplus_option, precision_option, seed_option,
+    RUN, OutPath, compile_option, config_options, data_option, device_option, ferplus_option, precision_option, seed_option,
 )
 
 def print_result(result) -> None:
@@ -29,9 +29,9 @@ def _train_options(f):
     f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                      help="Start from this state-dict file (3-channel first convs are folded to 1).")(f)
     f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")(f)
-    f = click.option("--init-from", "init_from", type=click.Path(exists=True, file_okay=False), default=None,
-                     help="Start from the trained backbone of this run (classifier or embedding; same --model, "
-                          "width and stem); sets model.init_from.")(f)
+    f = click.option("--init-from", "init_from", type=RUN, default=None,
+                     help="Start from the trained backbone of this run or pretrained model (classifier or embedding; "
+                          "same --model, width and stem); sets model.init_from.")(f)
     f = compile_option(f)
     f = precision_option(f)
     f = seed_option(f)
