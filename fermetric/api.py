@@ -14,6 +14,7 @@ not interleaved, while a training or another command writes the same run. Traini
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -515,62 +516,70 @@ def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = ()
         raise ConfigError(f"--out {out_dir} already exists and is not empty; remove it or choose another --out")
     if not bundled and synth_per_class == 0 and not images:
         raise ConfigError("nothing to explain: no bundled face, no SynthFER face and no image given")
-    t0 = time.time()
-    r = load_pretrained(name, device=device or "auto", precision=precision or "auto")
-    sc = r.scorer("auto")
-    # bundled and SynthFER labels are FER2013 ids: matched to the model's classes by name and emotion
-    fer_to_model = map_classes(FER2013_CLASSES, r.class_names).index
-    faces = bundled_faces() if bundled else []
-    predictor = FacePredictor(r)
-    batch = predict_images(predictor, [f.photo for f in faces] + [Path(p) for p in images], out_dir / "predict",
-                           detect=detect, min_face=min_face, margin=DEFAULT_MARGIN if margin is None else margin)
-    bundled_photos = {f.photo for f in faces}
-    groups: dict[str, tuple[torch.Tensor, np.ndarray, list[str], Optional[np.ndarray]]] = {}
-    if faces:
-        groups["bundled"] = (torch.tensor(np.stack([f.image() for f in faces]))[:, None],
-                             fer_to_model[[f.label_id for f in faces]], [f.name for f in faces], None)
-    if synth_per_class:
-        fer_ids = np.flatnonzero(fer_to_model >= 0)  # SynthFER draws FER2013 classes; only those the model knows
-        ds = generate_synthfer(len(fer_ids) * synth_per_class, seed=seed, labels=np.repeat(fer_ids, synth_per_class))
-        groups["synthfer"] = (ds.images, fer_to_model[ds.labels.numpy()],
-                              [f"SynthFER {i}" for i in range(len(ds))], ds.masks.numpy())
-    user = [(res, i, f) for res in batch.images if res.path not in bundled_photos for i, f in enumerate(res.faces)]
-    if user:
-        groups["photos"] = (torch.tensor(np.stack([f.crop for _, _, f in user]))[:, None],
-                            np.full(len(user), -1), [f"{res.path.name} face {i + 1}" for res, i, _ in user], None)
-    if not groups:
-        raise ConfigError("no face to explain: none of the images gave a face ("
-                          + "; ".join(f"{p}: {msg}" for p, msg in batch.errors) + ")")
-    record: dict[str, Any] = {
-        "model": name, "kind": r.kind, "architecture": r.cfg.model.name, "class_names": list(r.class_names),
-        "card": {k: entry.card.get(k) for k in ("data", "split", "test", "sha256")}, "scorer": type(sc).__name__,
-        "methods": list(methods), "seed": seed, "groups": {},
-        "predict_errors": [{"path": str(p), "error": msg} for p, msg in batch.errors],
-    }
-    written: list[Path] = []
-    for group, (uint8_images, labels, names, evidence) in groups.items():
-        # the probabilities `predict` gives (softmax, or an embedding model's kNN votes); the maps
-        # explain that predicted class
-        proba = predictor.predict_proba(uint8_images.numpy())
-        preds = proba.argmax(1)
-        x = uint8_images.float().div_(255.0)
-        rows = [f"{n}\ntrue: {r.class_names[y] if y >= 0 else '?'} · pred: {r.class_names[p]} {proba[i, p]:.0%}"
-                for i, (n, y, p) in enumerate(zip(names, labels, preds))]
-        paths, done, skipped = _explain_images(
-            sc, x, list(methods), out_dir / "explain", group, class_names=r.class_names, labels=None, predictions=preds,
-            target=preds, evidence=evidence, seed=seed, row_titles=rows, lime_samples=lime_samples, progress=progress,
-            title=f"{name} ({r.kind}, {r.cfg.model.name}) · {group}")
-        written += paths
-        record["groups"][group] = {
-            "faces": [{"name": n, "label": r.class_names[y] if y >= 0 else None, "prediction": r.class_names[p],
-                       "probability": float(proba[i, p])} for i, (n, y, p) in enumerate(zip(names, labels, preds))],
-            "methods": done, "skipped": skipped}
-        write_json(out_dir / "explain" / f"explain_{group}.json", {"model": name, "group": group, **record["groups"][group]})
-    record["seconds"] = round(time.time() - t0, 1)
-    write_json(out_dir / "demo.json", record)
-    report = build_report([], out_dir / "report.html", title=f"fermetric demo: pretrained model {name}",
-                          extra_dirs=[out_dir], preface_html=_demo_preface(record))
-    return {**record, "paths": [*written, *(res.annotated for res in batch.images if res.annotated), report]}
+    created = not out_dir.exists()
+    try:
+        t0 = time.time()
+        r = load_pretrained(name, device=device or "auto", precision=precision or "auto")
+        sc = r.scorer("auto")
+        # bundled and SynthFER labels are FER2013 ids: matched to the model's classes by name and emotion
+        fer_to_model = map_classes(FER2013_CLASSES, r.class_names).index
+        faces = bundled_faces() if bundled else []
+        predictor = FacePredictor(r)
+        batch = predict_images(predictor, [f.photo for f in faces] + [Path(p) for p in images], out_dir / "predict",
+                               detect=detect, min_face=min_face, margin=DEFAULT_MARGIN if margin is None else margin)
+        bundled_photos = {f.photo for f in faces}
+        groups: dict[str, tuple[torch.Tensor, np.ndarray, list[str], Optional[np.ndarray]]] = {}
+        if faces:
+            groups["bundled"] = (torch.tensor(np.stack([f.image() for f in faces]))[:, None],
+                                 fer_to_model[[f.label_id for f in faces]], [f.name for f in faces], None)
+        if synth_per_class:
+            fer_ids = np.flatnonzero(fer_to_model >= 0)  # SynthFER draws FER2013 classes; only those the model knows
+            ds = generate_synthfer(len(fer_ids) * synth_per_class, seed=seed, labels=np.repeat(fer_ids, synth_per_class))
+            groups["synthfer"] = (ds.images, fer_to_model[ds.labels.numpy()],
+                                  [f"SynthFER {i}" for i in range(len(ds))], ds.masks.numpy())
+        user = [(res, i, f) for res in batch.images if res.path not in bundled_photos for i, f in enumerate(res.faces)]
+        if user:
+            groups["photos"] = (torch.tensor(np.stack([f.crop for _, _, f in user]))[:, None],
+                                np.full(len(user), -1), [f"{res.path.name} face {i + 1}" for res, i, _ in user], None)
+        if not groups:
+            raise ConfigError("no face to explain: none of the images gave a face ("
+                              + "; ".join(f"{p}: {msg}" for p, msg in batch.errors) + ")")
+        record: dict[str, Any] = {
+            "model": name, "kind": r.kind, "architecture": r.cfg.model.name, "class_names": list(r.class_names),
+            "card": {k: entry.card.get(k) for k in ("data", "split", "test", "sha256")}, "scorer": type(sc).__name__,
+            "methods": list(methods), "seed": seed, "groups": {},
+            "predict_errors": [{"path": str(p), "error": msg} for p, msg in batch.errors],
+        }
+        written: list[Path] = []
+        for group, (uint8_images, labels, names, evidence) in groups.items():
+            # the probabilities `predict` gives (softmax, or an embedding model's kNN votes); the maps
+            # explain that predicted class
+            proba = predictor.predict_proba(uint8_images.numpy())
+            preds = proba.argmax(1)
+            x = uint8_images.float().div_(255.0)
+            rows = [f"{n}\ntrue: {r.class_names[y] if y >= 0 else '?'} · pred: {r.class_names[p]} {proba[i, p]:.0%}"
+                    for i, (n, y, p) in enumerate(zip(names, labels, preds))]
+            paths, done, skipped = _explain_images(
+                sc, x, list(methods), out_dir / "explain", group, class_names=r.class_names, labels=None, predictions=preds,
+                target=preds, evidence=evidence, seed=seed, row_titles=rows, lime_samples=lime_samples, progress=progress,
+                title=f"{name} ({r.kind}, {r.cfg.model.name}) · {group}")
+            written += paths
+            record["groups"][group] = {
+                "faces": [{"name": n, "label": r.class_names[y] if y >= 0 else None, "prediction": r.class_names[p],
+                           "probability": float(proba[i, p])} for i, (n, y, p) in enumerate(zip(names, labels, preds))],
+                "methods": done, "skipped": skipped}
+            write_json(out_dir / "explain" / f"explain_{group}.json", {"model": name, "group": group, **record["groups"][group]})
+        record["seconds"] = round(time.time() - t0, 1)
+        write_json(out_dir / "demo.json", record)
+        report = build_report([], out_dir / "report.html", title=f"fermetric demo: pretrained model {name}",
+                              extra_dirs=[out_dir], preface_html=_demo_preface(record))
+        return {**record, "paths": [*written, *(res.annotated for res in batch.images if res.annotated), report]}
+    except BaseException:
+        # bad input (no face in the photos) or a failure part-way: no half-written demo is left
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if not created:  # it was an empty folder: leave it so
+            out_dir.mkdir(parents=True, exist_ok=True)
+        raise
 
 
 def _demo_preface(record: dict[str, Any]) -> str:

@@ -114,3 +114,8 @@ def test_demo_pretrained_bad_arguments(zoo_env, tmp_path):
         demo_pretrained("tiny-clf", out=tmp_path / "b", bundled=False, synth_per_class=0)
     with pytest.raises(ConfigError, match="no face to explain"):
         demo_pretrained("tiny-clf", [tmp_path / "missing.jpg"], out=tmp_path / "c", bundled=False, synth_per_class=0)
+    assert not (tmp_path / "c").exists()  # no half-written demo left
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no face to explain"):
+        demo_pretrained("tiny-clf", [tmp_path / "missing.jpg"], out=tmp_path / "empty", bundled=False, synth_per_class=0)
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
