@@ -102,7 +102,14 @@ def test_demo_options_that_train_are_refused_with_pretrained(tmp_path):
     assert "--epochs: --pretrained trains nothing" in res.output
     res = run_cli(["demo", str(tmp_path / "face.png"), "--out", str(tmp_path / "d")], expect=2)
     assert "add --pretrained" in res.output
+    res = run_cli(["demo", "--per-class", "2", "--out", str(tmp_path / "d")], expect=2)
+    assert "--per-class belongs to --pretrained" in res.output
     assert not (tmp_path / "d").exists()
+    # the training demo still reads its own options (it stops here: the folder holds a demo)
+    (tmp_path / "old" / "classifier" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "old" / "classifier" / "checkpoints" / "last.pt").write_bytes(b"x")
+    res = run_cli(["demo", "--model", "resnet18", "--epochs", "1", "--out", str(tmp_path / "old")], expect=2)
+    assert "already holds a demo" in res.output
 
 
 def test_demo_pretrained_bad_arguments(zoo_env, tmp_path):
