@@ -436,17 +436,19 @@ def data_info(source: Optional[str] = None, out: PathLike = "fermetric-data-info
 
 def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] = "predictions", *,
             detect: str = "auto", min_face: int = 40, margin: Optional[float] = None, saliency: bool = False,
-            device: Optional[str] = "auto", progress=None):
+            tta: bool | str | None = "default", device: Optional[str] = "auto", progress=None):
     """`fermetric predict`: the expression of every face in photos (files or folders), with
     OUT/predictions.json and an annotated image per photo (out=None: write nothing).
 
     Returns:
         A fermetric.inference.BatchResult (failed inputs are in its `errors`, not raised).
+        tta "default" is fermetric.inference.predictor.DEFAULT_TTA; None: one pass per face.
     """
     from fermetric.inference import FacePredictor, predict_images
     from fermetric.inference.faces import DEFAULT_MARGIN
+    from fermetric.inference.predictor import DEFAULT_TTA
 
-    predictor = FacePredictor.from_run_dir(run, device=device)
+    predictor = FacePredictor.from_run_dir(run, device=device, tta=DEFAULT_TTA if tta == "default" else tta)
     margin = DEFAULT_MARGIN if margin is None else margin
     return predict_images(predictor, images, out, detect=detect, min_face=min_face, margin=margin,
                           saliency=saliency, progress=progress)
@@ -495,6 +497,7 @@ def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = ()
     from fermetric.evaluation.crossdata import map_classes
     from fermetric.inference import FacePredictor, predict_images
     from fermetric.inference.faces import DEFAULT_MARGIN
+    from fermetric.inference.predictor import DEFAULT_TTA
     from fermetric.report import build_report
     from fermetric.utils.checks import check_int
     from fermetric.utils.io import write_json
@@ -524,7 +527,7 @@ def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = ()
         # bundled and SynthFER labels are FER2013 ids: matched to the model's classes by name and emotion
         fer_to_model = map_classes(FER2013_CLASSES, r.class_names).index
         faces = bundled_faces() if bundled else []
-        predictor = FacePredictor(r)
+        predictor = FacePredictor(r, tta=DEFAULT_TTA)  # the predictions `fermetric predict` gives
         batch = predict_images(predictor, [f.photo for f in faces] + [Path(p) for p in images], out_dir / "predict",
                                detect=detect, min_face=min_face, margin=DEFAULT_MARGIN if margin is None else margin)
         bundled_photos = {f.photo for f in faces}

@@ -162,6 +162,31 @@ def test_predictor_matches_the_model_softmax(classifier_run, photo_dir):
     np.testing.assert_allclose(face.probabilities, pred.predict_proba(crop[None])[0])
 
 
+def test_predict_averages_over_the_tta_views_the_cards_report(classifier_run, photo_dir, tmp_path):
+    """`fermetric predict` scores each face as the run's TTA scorer does (DEFAULT_TTA, what the zoo's
+    cards call the TTA accuracy); --tta none is the one-pass softmax."""
+    from fermetric.api import predict
+    from fermetric.inference.predictor import DEFAULT_TTA
+    from fermetric.runs import load_run
+
+    crop = np.asarray(Image.open(photo_dir / "crop.png").convert("L"))
+    x = torch.from_numpy(crop)[None, None].float() / 255
+    run = load_run(classifier_run, device="cpu")
+    with_tta = predict(classifier_run, [photo_dir / "crop.png"], tmp_path / "a", device="cpu")
+    ref = run.scorer("classifier", tta=DEFAULT_TTA, compile=False).scores(x).numpy()[0]
+    np.testing.assert_allclose(with_tta.images[0].faces[0].probabilities, ref, rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "a" / "predictions.json").read_text())["settings"]["tta"] == DEFAULT_TTA
+    plain = predict(classifier_run, [photo_dir / "crop.png"], tmp_path / "b", tta=None, device="cpu")
+    ref = run.scorer("classifier", compile=False).scores(x).numpy()[0]
+    np.testing.assert_allclose(plain.images[0].faces[0].probabilities, ref, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(with_tta.images[0].faces[0].probabilities, plain.images[0].faces[0].probabilities)
+    res = CliRunner().invoke(main, ["-q", "predict", str(classifier_run), str(photo_dir / "crop.png"), "--tta", "none",
+                                    "--out", str(tmp_path / "c")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    face = json.loads((tmp_path / "c" / "predictions.json").read_text())["images"][0]["faces"][0]
+    np.testing.assert_allclose(list(face["probabilities"].values()), plain.images[0].faces[0].probabilities, atol=2e-6)
+
+
 def test_triplet_runs_predict_with_knn_votes(triplet_run, photo_dir):
     pred = FacePredictor.from_run_dir(triplet_run, device="cpu")
     assert pred.kind == "embedding"

@@ -40,12 +40,16 @@ def register(main: click.Group) -> None:
     @click.option("--margin", type=click.FloatRange(min=0.0, max=2.0), default=None,
                   help="Crop side = (1 + margin) x the face box's longer side (default 0: FER2013's faces are "
                        "cropped tightly; fermetric.inference.faces.DEFAULT_MARGIN).")
+    @click.option("--tta", type=click.Choice(["none", "shift", "tencrop"]), default="shift", show_default=True,
+                  help="Average each face's scores over shifted crops x flip (shift, 10 views) or ten-crop; none: "
+                       "one pass (the zoo's cards report both).")
     @click.option("--no-detect", is_flag=True, help="Use every image whole as a face crop (no detection).")
     @click.option("--detect-small", is_flag=True, help="Search for faces even in images of at most 64 px.")
     @device_option
     @click.pass_context
     def predict(ctx: click.Context, args: tuple[str, ...], model_name: Optional[str], out: str, saliency: bool,
-                min_face: int, margin: Optional[float], no_detect: bool, detect_small: bool, device: Optional[str]) -> None:
+                min_face: int, margin: Optional[float], tta: str, no_detect: bool, detect_small: bool,
+                device: Optional[str]) -> None:
         from tqdm.auto import tqdm
 
         from fermetric.api import predict as run_predict
@@ -65,7 +69,7 @@ def register(main: click.Group) -> None:
             return tqdm(files, desc="predict", unit="image", disable=quiet or len(files) < 2, leave=False)
 
         batch = run_predict(run, images, out, detect=detect, min_face=min_face, margin=margin, saliency=saliency,
-                            device=device, progress=progress)
+                            tta=None if tta == "none" else tta, device=device, progress=progress)
         for r in batch.images:
             faces = ", ".join(
                 f"{f.label} {f.probabilities[f.label_id] * 100:.1f} %" + (f" at {list(f.box)}" if r.mode == "detected" else "")

@@ -137,7 +137,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| accuracy | {t.get('accuracy', float('nan')) * 100:.2f} % |",
     ]
     if t.get("accuracy_tta") is not None:
-        lines.append(f"| accuracy, flip TTA | {t['accuracy_tta'] * 100:.2f} % |")
+        lines.append(f"| accuracy, TTA (5 shifted crops x flip; what predict uses) | {t['accuracy_tta'] * 100:.2f} % |")
     if t.get("knn_accuracy") is not None:
         lines.append(f"| kNN accuracy (train gallery) | {t['knn_accuracy'] * 100:.2f} % |")
     lines += [
