@@ -101,7 +101,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "baseline"
     stem: str = "small"  # ResNets/SENet: "small" 3x3 stride-1, no pool (6x6 last map); "pool" 3x3 + max-pool (~3.5x faster on CPU); "imagenet" 7x7/2 + max-pool
-    width: int = num(64, 1, 4096)  # baseline: channels of the first block
+    width: int = num(64, 1, 4096)  # channels of the first stage (every backbone; 64 = torchvision's ResNets / VGG)
     dropout: float = num(0.3, 0, 1, hi_open=True)
     weights: Optional[str] = None  # a state-dict file to start from
     # a run directory (classifier or embedding) whose trained backbone this run starts from

@@ -17,6 +17,17 @@ def _bench():
     return bench
 
 
+def test_best_recipe_is_train_triplets_defaults():
+    """The bench's triplet row stands for configs/metric/best.yaml: the file must resolve to the
+    config train-triplet gives without it (else the bench needs its own row for it again)."""
+    from fermetric.config import apply_overrides, config_to_dict, load_config
+    from fermetric.training.families import FAMILY_DEFAULTS
+
+    base = apply_overrides({}, FAMILY_DEFAULTS["triplet"])
+    assert config_to_dict(load_config(REPO / "configs" / "metric" / "best.yaml", base=base)) == \
+        config_to_dict(load_config(None, base=base))
+
+
 def test_bench_table_marks_failed_rows_and_partial_tables():
     bench = _bench()
     ok = bench.row("softmax classifier", {"accuracy": 0.5, "macro_f1": 0.25}, 1.25)
@@ -37,13 +48,14 @@ def test_bench_metric_vs_softmax_tiny(tmp_path, monkeypatch):
     bench.main(argv)
     result = json.loads((out / "bench.json").read_text())
     rows = result["rows"]
-    assert [r["model"].split(" ")[0] for r in rows] == ["softmax", "kNN", "train-triplet", "train-siamese", "best", "best",
-                                                        "ensemble"]
-    assert "warm-started" in rows[5]["model"] and result["complete"] and result["failed"] == []
+    assert [r["model"].split(" ")[0] for r in rows] == ["softmax", "kNN", "train-triplet", "train-siamese", "best",
+                                                        "ensemble", "ensemble"]
+    assert "warm-started" in rows[4]["model"] and result["complete"] and result["failed"] == []
+    assert set(result["ensemble_weights"]) == {"triplet", "warm"}
     assert all(0 <= r["accuracy"] <= 1 for r in rows) and "| model |" in (out / "bench.md").read_text()
     assert "--init-from" in (out / "logs" / "warm.log").read_text()
     # again into the same OUT: finished runs reused (untouched), a training that fails is a failed row
-    kept = {n: (out / n / "checkpoints" / "best.pt").stat().st_mtime_ns for n in ("classifier", "triplet", "best", "warm")}
+    kept = {n: (out / n / "checkpoints" / "best.pt").stat().st_mtime_ns for n in ("classifier", "triplet", "warm")}
     import shutil
 
     shutil.rmtree(out / "siamese")

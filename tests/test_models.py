@@ -148,8 +148,28 @@ def test_model_from_config_passes_the_options_the_model_takes(caplog: pytest.Log
     assert model.num_classes == 5 and model.num_features == 64 and model.head_drop.p == 0.1
     with caplog.at_level(logging.WARNING):
         resnet = model_from_config(ModelConfig(name="resnet18", stem="imagenet", width=16), num_classes=7)
-    assert resnet.stem == "imagenet"
-    assert "model.width=16 is ignored" in caplog.text
+        vgg = model_from_config(ModelConfig(name="vgg16", stem="pool"), num_classes=7)
+    assert resnet.stem == "imagenet" and resnet.num_features == 128
+    assert vgg.num_features == 512
+    assert "model.stem='pool' is ignored: vgg16 has no stem option" in caplog.text
+
+
+@pytest.mark.parametrize("name, features_per_width", [("resnet18", 8), ("resnet50", 32), ("senet50", 32), ("vgg16", 8)])
+def test_deep_backbones_scale_with_width(name: str, features_per_width: int) -> None:
+    """width 64 is torchvision's network (same keys and shapes, so its weights load); a narrower
+    one has the same keys with fewer channels and ~width**2 fewer parameters."""
+    wide, narrow = create_model(name, width=64), create_model(name, width=16)
+    assert wide.num_features == 64 * features_per_width and narrow.num_features == 16 * features_per_width
+    assert wide.state_dict().keys() == narrow.state_dict().keys()
+    n_wide, n_narrow = (sum(p.numel() for p in m.parameters()) for m in (wide, narrow))
+    assert 10 < n_wide / n_narrow < 17
+    with torch.no_grad():
+        assert narrow.eval()(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_deep_backbone_width_is_checked() -> None:
+    with pytest.raises(ModelError, match="resnet50: width must be an integer >= 1"):
+        create_model("resnet50", width=0)
 
 
 def test_model_from_config_unknown_name() -> None:

@@ -79,7 +79,7 @@ def test_tiny_study_writes_every_figure_and_table(study_dirs):
     assert "explain_cnn.png" not in figs  # explain.models
     assert any(f.startswith("filters_cnn_") for f in figs) and any(f.startswith("activations_cnn_") for f in figs)
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [r["model"] for r in rows] == ["cnn", "tri", "ensemble"]
+    assert [r["model"] for r in rows] == ["cnn", "tri", "ensemble (soft vote)", "ensemble (fitted)"]
     for r in rows:
         assert 0 <= float(r["accuracy"]) <= 1 and r["seed"] == "0" and r["split"] == "test"
         assert r["f1_Angry"] != "" and int(r["parameters"]) > 0

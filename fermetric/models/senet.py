@@ -15,7 +15,7 @@ from torchvision.models.resnet import Bottleneck
 from torchvision.ops import SqueezeExcitation
 
 from fermetric.models.registry import register_model
-from fermetric.models.resnet import DEFAULT_DROPOUT, DEFAULT_STEM, FERResNet
+from fermetric.models.resnet import DEFAULT_DROPOUT, DEFAULT_STEM, DEFAULT_WIDTH, FERResNet
 
 SE_REDUCTION = 16
 
@@ -48,8 +48,9 @@ class SEBottleneck(Bottleneck):
 
 @register_model("senet50")
 def senet50(
-    num_classes: int = 7, in_chans: int = 1, stem: str = DEFAULT_STEM, dropout: float = DEFAULT_DROPOUT
+    num_classes: int = 7, in_chans: int = 1, stem: str = DEFAULT_STEM, dropout: float = DEFAULT_DROPOUT,
+    width: int = DEFAULT_WIDTH,
 ) -> FERResNet:
-    """SE-ResNet50 (SE-Bottleneck, [3, 4, 6, 3], reduction 16); 2048 pre-logit features."""
+    """SE-ResNet50 (SE-Bottleneck, [3, 4, 6, 3], reduction 16); 32 * width pre-logit features (2048 at width 64)."""
     return FERResNet(SEBottleneck, [3, 4, 6, 3], model_name="senet50", num_classes=num_classes,
-                     in_chans=in_chans, stem=stem, dropout=dropout)
+                     in_chans=in_chans, stem=stem, dropout=dropout, width=width)
