@@ -1,10 +1,7 @@
 """Ensembles of anything that yields class probabilities: soft vote (mean of the members'
-probabilities), a vote weighted by each member's validation accuracy, and a fitted vote
-(`fitted_vote`): a log-linear pool, softmax(sum_i a_i log p_i), whose coefficients a_i >= 0 minimise
-the validation log-loss. The coefficients calibrate each member (a kNN member's sharp vote
-fractions get a small one, a near-chance member ~0) and weigh it in one smooth, convex fit of m
-numbers: far steadier on ~1,800 images than searching weights for the best accuracy, which
-chased noise (FER2013 PublicTest, cross-fitted: 48.96 % against 49.37 % for the better member).
+probabilities), a vote weighted by each member's validation accuracy, and a vote with weights
+searched on the simplex for the best validation accuracy (`fitted_vote`; a kNN member's sharp
+vote fractions need it).
 
 Weights fitted on the split being reported would flatter the ensemble. `ensemble_report` fits
 them on val and reports test; when the report is on val itself, the weights are cross-fitted:
@@ -47,48 +44,6 @@ def accuracy_weights(probs: Sequence[np.ndarray], y: np.ndarray) -> list[float]:
     return w if sum(w) > 0 else [1.0] * len(probs)
 
 
-POOL_FLOOR = 1e-3  # log(0) of a kNN vote fraction is clipped here: a class no neighbour voted for
-POOL_MAX_COEF = 100.0  # a member right on every fitting image would push its coefficient to infinity
-
-
-def _log_probs(probs: Sequence[np.ndarray]) -> np.ndarray:
-    """(m, N, C) float64 log-probabilities of the members, each clipped at POOL_FLOOR."""
-    return np.log(np.clip(np.stack(probs).astype(np.float64), POOL_FLOOR, None))
-
-
-def log_linear_pool(probs: Sequence[np.ndarray], coefs: Sequence[float]) -> np.ndarray:
-    """softmax(sum_i coefs[i] * log p_i) of (N, C) probability arrays: (N, C) probabilities.
-    All-zero coefficients give the uniform distribution."""
-    z = np.tensordot(np.asarray(coefs, dtype=np.float64), _log_probs(probs), axes=1)
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def pooled_coefficients(probs: Sequence[np.ndarray], y: np.ndarray) -> list[float]:
-    """Coefficients a_i >= 0 of `log_linear_pool` that minimise the mean negative
-    log-likelihood of labels y (L-BFGS-B from all ones; the problem is convex in a), each at most
-    POOL_MAX_COEF."""
-    from scipy.optimize import minimize
-
-    logp = _log_probs(probs)  # (m, N, C)
-    n = np.arange(len(y))
-    own = logp[:, n, y]  # (m, N): each member's log-probability of the true class
-
-    def nll(a: np.ndarray) -> tuple[float, np.ndarray]:
-        z = np.tensordot(a, logp, axes=1)
-        zmax = z.max(1, keepdims=True)
-        e = np.exp(z - zmax)
-        q = e / e.sum(1, keepdims=True)  # the pool's probabilities
-        lse = np.log(e.sum(1)) + zmax[:, 0]
-        loss = float(np.mean(lse - z[n, y]))
-        grad = np.einsum("nc,inc->i", q, logp) / len(y) - own.mean(1)
-        return loss, grad
-
-    res = minimize(nll, np.ones(len(probs)), jac=True, method="L-BFGS-B", bounds=[(0.0, POOL_MAX_COEF)] * len(probs))
-    return [float(a) for a in res.x]
-
-
 def _simplex_grid(m: int, steps: int) -> np.ndarray:
     """All weight vectors of m members in multiples of 1/steps that sum to 1, (G, m)."""
     import itertools
@@ -118,9 +73,7 @@ def searched_weights(probs: Sequence[np.ndarray], y: np.ndarray) -> list[float]:
     return [float(x) for x in best]
 
 
-# fit name -> (weights from (probs, y) of the fitting images, how members are combined with them)
-WEIGHT_FITS = {"accuracy": (accuracy_weights, soft_vote), "search": (searched_weights, soft_vote),
-               "pool": (pooled_coefficients, log_linear_pool)}
+WEIGHT_FITS = {"accuracy": accuracy_weights, "search": searched_weights}
 
 
 def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = CROSS_FIT_FOLDS,
@@ -132,8 +85,7 @@ def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = C
         y: (N,) labels of that split.
         folds: parts the split is cut into (a shuffle seeded by `seed`); each part is voted with
             weights fitted on the other parts.
-        fit: "accuracy" (each member's accuracy, soft vote), "search" (`searched_weights`, soft
-            vote) or "pool" (`pooled_coefficients`, `log_linear_pool`).
+        fit: "accuracy" (each member's accuracy) or "search" (`searched_weights`).
 
     Returns:
         (N, C) ensemble probabilities and the weights used for each part.
@@ -146,16 +98,15 @@ def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = C
     used = []
     for part in parts:
         rest = np.setdiff1d(np.arange(n), part)
-        fit_fn, combine = WEIGHT_FITS[fit]
-        w = fit_fn([p[rest] for p in probs], y[rest])
-        out[part] = combine([p[part] for p in probs], w)
+        w = WEIGHT_FITS[fit]([p[rest] for p in probs], y[rest])
+        out[part] = soft_vote([p[part] for p in probs], w)
         used.append(w)
     return out, used
 
 
 def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False) -> dict[str, Any]:
-    """Soft vote, val-accuracy-weighted vote and fitted vote (log-linear pool, coefficients
-    fitted on val by log-loss) of runs (fermetric.runs.Run) on a split.
+    """Soft vote, val-accuracy-weighted vote and searched-weight vote of runs
+    (fermetric.runs.Run) on a split.
 
     Returns:
         {"members": [{member, kind, model, val_acc, <split>_acc}], "split", "tta",
@@ -192,13 +143,12 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
                      f"{split}_acc": acc})
     results: dict[str, Any] = {"members": rows, "split": split, "tta": tta}
     results["soft_vote"] = classification_metrics(y, soft_vote(probs).argmax(1), class_names)
-    for key, fit in (("val_weighted_vote", "accuracy"), ("fitted_vote", "pool")):
+    for key, fit in (("val_weighted_vote", "accuracy"), ("fitted_vote", "search")):
         if split == "val":
             ens, weights = cross_fitted_vote(probs, y, seed=members[0].cfg.seed, fit=fit)
         else:
-            fit_fn, combine = WEIGHT_FITS[fit]
-            weights = [fit_fn(val_probs, y_val)]
-            ens = combine(probs, weights[0])
+            weights = [WEIGHT_FITS[fit](val_probs, y_val)]
+            ens = soft_vote(probs, weights[0])
         results[key] = {**classification_metrics(y, ens.argmax(1), class_names), "weights": weights}
     results["weights_fitted_on"] = (
         f"val, {CROSS_FIT_FOLDS}-fold cross-fitted (each half of val voted with weights fitted on the other half)"
