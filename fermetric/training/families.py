@@ -19,7 +19,7 @@ FAMILY_DEFAULTS: dict[str, list[str]] = {
     # 0.8 (Euclidean on the unit sphere) pushed past 1.0
     # ... with cross-entropy weighted 2: the contrastive term alone shapes a narrow cone (val mean
     # cosine 0.986 on FER2013) and at weight 1 ended 1.65 points below softmax there; weight 2
-    # measured +1.26 points on FER2013 (57.79 % against 58.18 % softmax) and +3.7 on SynthFER
+    # measured +1.23 points on FER2013 (57.76 % against 58.18 % softmax) and +3.7 on SynthFER
     "siamese": ["metric.loss=ContrastiveLoss", "metric.miner=pairs", *_METRIC_COMMON, "metric.ce_weight=2.0"],
     # all margin-violating triplets ("batch all", Hermans et al. 2017): semi-hard mining stalls with
     # 128-image batches (FaceNet's used ~1,800 images) and hard mining collapses
