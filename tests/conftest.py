@@ -17,6 +17,16 @@ os.environ.setdefault("FERMETRIC_CPU_BF16", "0")
 os.environ.setdefault("FERMETRIC_COMPILE", "0")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for the Ctrl-C tests' children: a process started from a background shell job
+    (`cmd &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt, so the
+    child would train on through the test's SIGINT. The default disposition is what a user's
+    terminal gives."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 SHARED_DATA = Path(os.environ.get("FERMETRIC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

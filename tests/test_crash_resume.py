@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from conftest import default_sigint
+
 ARGS = ["train-classifier", "--model", "baseline", "--device", "cpu", "--seed", "5", "--epochs", "3",
         "--set", "data.synth_train=640", "--set", "data.synth_val=64", "--set", "data.synth_test=0",
         "--set", "model.width=8", "--set", "train.batch_size=32"]
@@ -55,7 +57,7 @@ def test_sigkill_mid_epoch_then_resume_matches(tmp_path):
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(_cmd(out), env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cmd(out), env=ENV, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     _wait_for(out / "checkpoints" / "last.pt", proc)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)

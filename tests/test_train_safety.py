@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY_TRAIN_ARGS as TINY, hold_run_lock, run_cli, snapshot
+from conftest import REPO, TINY_TRAIN_ARGS as TINY, default_sigint, hold_run_lock, run_cli, snapshot
 from fermetric.runs.checkpoint import non_finite_tensors
 from fermetric.utils.runlock import LOCK_NAME
 
@@ -203,7 +203,7 @@ def test_ctrl_c_in_the_first_epoch_does_not_point_at_a_missing_checkpoint(tmp_pa
     cmd = [sys.executable, "-m", "fermetric", "-q", "train-classifier", "--out", str(out), "--device", "cpu",
            "--epochs", "2", "--set", "data.synth_train=1280", "--set", "data.synth_val=32", "--set", "data.synth_test=0",
            "--set", "model.width=16", "--set", "train.batch_size=32"]
-    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     t0 = time.time()
     while not (out / "config.yaml").exists():  # written just before the first epoch starts
         assert proc.poll() is None and time.time() - t0 < 300
