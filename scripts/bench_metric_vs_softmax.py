@@ -6,9 +6,9 @@ spells them out; tests/test_bench_metric.py keeps the two equal, so one run stan
 `train-siamese` with its defaults; the best recipe warm-started from the softmax run's backbone
 (`--init-from`, its own --minutes on top of the classifier's: its minutes column counts both);
 the ensembles of the classifier with the triplet model and with the warm-started one, each by
-`fermetric ensemble`'s three votes: soft vote, val-accuracy-weighted and fitted weights (the
-weights cross-fitted on val, so that no image is scored with weights its own label fitted). Columns: accuracy, macro-F1, MAP@R (kNN
-rows), training minutes, the collapse flag.
+`fermetric ensemble`'s three votes: soft vote, val-accuracy-weighted and searched weights (the
+weights cross-fitted on val, so that no image is scored with weights its own label fitted).
+Columns: accuracy, macro-F1, MAP@R (kNN rows), training minutes, the collapse flag.
 
 Every model trains for --epochs epochs with the same optimiser settings (AdamW, lr 0.003, weight
 decay 5e-4, the settings of scripts/reproduce_fer2013_cpu.sh), the same backbone and width and the

@@ -17,6 +17,7 @@ os.environ.setdefault("FERMETRIC_CPU_BF16", "0")
 os.environ.setdefault("FERMETRIC_COMPILE", "0")
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FERMETRIC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def default_sigint() -> None:
@@ -27,7 +28,6 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-SHARED_DATA = Path(os.environ.get("FERMETRIC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def pytest_addoption(parser):

@@ -74,8 +74,8 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         write_json(out / "ensemble" / f"seed{seed}" / f"ensemble_{split}.json", rep)
         ensembles[seed] = rep
         names = "+".join(n for n in members_of if (n, seed) in runs)
-        # the plain mean, then the vote fitted on val (log-linear pool; cross-fitted when val is
-        # the split reported), which keeps near-chance members from dragging it down
+        # the plain mean, then the vote with weights searched on val (cross-fitted when val is the
+        # split reported), which can drop near-chance members that drag the mean down
         for row_name, vote, how in (("ensemble (soft vote)", "soft_vote", "soft vote of "),
                                     ("ensemble (fitted)", "fitted_vote", "val-fitted vote of ")):
             rows.append(result_row(row_name, "ensemble", how + names, seed, str(members[0].metrics.get("data")),
