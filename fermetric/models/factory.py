@@ -26,7 +26,7 @@ def build_model(kind: str, cfg: Any, num_classes: int) -> nn.Module:
         kind: "classifier" (the registry model of cfg.model with a num_classes head) or
             "embedding" (EmbeddingModel on that backbone; with joint cross-entropy,
             cfg.metric.ce_weight > 0, a classifier: cfg.metric.ce_head "linear" on the backbone's
-            pre-logits or "cosine" on the embedding).
+            pre-logits or "cosine" on the embedding; embedding with cfg.metric.embedding_layer).
         cfg: a fermetric.config.RunConfig.
         num_classes: classes of the data.
 
@@ -38,5 +38,5 @@ def build_model(kind: str, cfg: Any, num_classes: int) -> nn.Module:
     if kind == "embedding":
         return embedding_model_from_config(cfg.model, num_classes, joint=cfg.metric.ce_weight > 0,
                                            projection=cfg.metric.projection, logit_scale=cfg.metric.logit_scale,
-                                           head=cfg.metric.ce_head)
+                                           head=cfg.metric.ce_head, embedding_layer=cfg.metric.embedding_layer)
     raise ModelError(f"unknown run kind {kind!r}; expected one of {', '.join(map(repr, RUN_KINDS))}")
