@@ -74,3 +74,41 @@ def test_searched_weights_keep_a_sharp_weak_member_from_outvoting():
     ens, used = cross_fitted_vote([clf, knn], y, fit="search")
     assert (ens.argmax(1) == y).mean() >= (clf.argmax(1) == y).mean() - 0.01 and len(used) == 2
     assert _simplex_grid(3, 10).shape == (66, 3)  # C(12, 2) points of the 0.1 grid on the 3-simplex
+
+
+def test_paired_comparison_by_hand():
+    """B is right on 30 images A misses, A on 5 that B misses, both on 600 of 1,000: B is 2.5
+    points better, the exact McNemar p is the binomial tail of 30 of 35, and the paired
+    bootstrap interval agrees with resampling image indices."""
+    from scipy.stats import binom
+
+    from fermetric.evaluation.significance import comparison_text, paired_comparison
+
+    y = np.zeros(1000, dtype=int)
+    a, b = np.ones(1000, dtype=int), np.ones(1000, dtype=int)
+    a[:600] = b[:600] = 0            # both right
+    b[600:630] = 0                   # only B right
+    a[630:635] = 0                   # only A right
+    cmp = paired_comparison(y, a, b)
+    assert (cmp["n"], cmp["only_a_right"], cmp["only_b_right"]) == (1000, 5, 30)
+    assert cmp["accuracy_a"] == pytest.approx(0.605) and cmp["accuracy_b"] == pytest.approx(0.63)
+    assert cmp["difference"] == pytest.approx(0.025)
+    assert cmp["mcnemar_p"] == pytest.approx(2 * binom.cdf(5, 35, 0.5))
+    low, high = cmp["ci95"]
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 1000, size=(4000, 1000))
+    by_index = ((b[idx] == 0).mean(1) - (a[idx] == 0).mean(1))
+    assert low == pytest.approx(np.percentile(by_index, 2.5), abs=0.002)
+    assert high == pytest.approx(np.percentile(by_index, 97.5), abs=0.002)
+    assert 0 < low < 0.025 < high
+    assert comparison_text(cmp).startswith("+2.50 points [+")
+
+
+def test_paired_comparison_of_equal_models_and_bad_input():
+    from fermetric.evaluation.significance import paired_comparison
+
+    y = np.array([0, 1, 2, 1])
+    same = paired_comparison(y, [0, 1, 0, 0], [0, 1, 0, 0])
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["mcnemar_p"] == 1.0
+    with pytest.raises(FermetricError, match="same images"):
+        paired_comparison(y, [0, 1, 2], [0, 1, 2, 1])

@@ -385,3 +385,28 @@ def test_embedding_model_linear_head_reads_pre_logits() -> None:
         model.logits_from_embedding(emb)
     with pytest.raises(ModelError, match="head"):
         create_embedding_model("baseline", num_classes=5, head="softmax", width=8)
+
+
+def test_embedding_model_embeds_with_the_backbone_when_asked() -> None:
+    """embedding_layer="backbone": embed and plain forward give the backbone's L2-normalised
+    pre-logits (what kNN, prototypes and similarity read); training still gets the projection
+    (projected=True, with_logits=True); the default stays the projection."""
+    torch.manual_seed(0)
+    model = create_embedding_model("baseline", embedding_dim=16, num_classes=5, head="linear", width=8,
+                                   embedding_layer="backbone").eval()
+    assert model.num_features == model.backbone.num_features != 16
+    x = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        z = model.backbone.embed(x)
+        torch.testing.assert_close(model.embed(x), torch.nn.functional.normalize(z, dim=1))
+        assert torch.equal(model(x), model.embed(x))
+        proj = model(x, projected=True)
+        assert proj.shape == (3, 16)
+        torch.testing.assert_close(proj, model.project(model.forward_features(x)))
+        emb, logits = model(x, with_logits=True)
+        torch.testing.assert_close(emb, proj)
+        torch.testing.assert_close(logits, model.classifier(z))
+    default = create_embedding_model("baseline", embedding_dim=16, width=8)
+    assert default.embedding_layer == "projection" and default.num_features == 16
+    with pytest.raises(ModelError, match="embedding_layer"):
+        create_embedding_model("baseline", width=8, embedding_layer="head")

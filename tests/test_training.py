@@ -96,6 +96,14 @@ def test_evaluate_tta_and_ensemble(classifier_run: Path, triplet_run: Path, tmp_
     out = json.loads((tmp_path / "ens" / "ensemble_val.json").read_text())
     assert len(out["members"]) == 2 and {"soft_vote", "val_weighted_vote"} <= set(out)
     assert "soft vote" in res.output
+    # every vote is compared image by image with the more accurate member
+    best = max(out["members"], key=lambda r: r["val_acc"])
+    assert out["best_member"] == best["member"]
+    for vote in ("soft_vote", "val_weighted_vote", "fitted_vote"):
+        cmp = out[vote]["vs_best_member"]
+        assert cmp["n"] == 70 and cmp["accuracy_a"] == pytest.approx(best["val_acc"])
+        assert cmp["accuracy_b"] == pytest.approx(out[vote]["accuracy"])
+    assert "McNemar p" in res.output
 
 
 def test_retrieval_commands_on_both_families(classifier_run: Path, triplet_run: Path, tmp_path):

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fermetric.errors import FermetricError
+from fermetric.evaluation.significance import comparison_text, paired_comparison
 
 
 def soft_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
@@ -104,9 +105,14 @@ def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = C
     return out, used
 
 
-def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False) -> dict[str, Any]:
+def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False,
+                    keep_predictions: bool = False) -> dict[str, Any]:
     """Soft vote, val-accuracy-weighted vote and searched-weight vote of runs
     (fermetric.runs.Run) on a split.
+
+    Args:
+        keep_predictions: also return each vote's (N,) predicted class ids ("predictions"), e.g.
+            for a paired comparison with a member (fermetric.evaluation.significance).
 
     Returns:
         {"members": [{member, kind, model, val_acc, <split>_acc}], "split", "tta",
@@ -126,7 +132,7 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
     class_names = members[0].class_names
     y = members[0].load_data()[split].labels.numpy()
     y_val = members[0].load_data()["val"].labels.numpy()
-    probs, val_probs, rows = [], [], []
+    probs, val_probs, rows, member_preds = [], [], [], []
     for m in members:
         m_tta = tta if m.kind == "classifier" else False  # the mode itself ("tencrop"), not just True
         p = m.predict_proba(split, tta=m_tta)
@@ -137,19 +143,33 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
                                      "were the runs trained on the same data?")
         probs.append(p)
         val_probs.append(pv)
-        val_acc = float((m.predict("val", tta=m_tta) == y_val).mean())
-        acc = val_acc if split == "val" else float((m.predict(split, tta=m_tta) == y).mean())
+        pred_val = m.predict("val", tta=m_tta)
+        pred = pred_val if split == "val" else m.predict(split, tta=m_tta)
+        member_preds.append(pred)
+        val_acc = float((pred_val == y_val).mean())
+        acc = float((pred == y).mean())
         rows.append({"member": str(m.path), "kind": m.kind, "model": m.cfg.model.name, "val_acc": val_acc,
                      f"{split}_acc": acc})
     results: dict[str, Any] = {"members": rows, "split": split, "tta": tta}
-    results["soft_vote"] = classification_metrics(y, soft_vote(probs).argmax(1), class_names)
+    # each vote against the member most accurate on this split (the strictest reference)
+    best = int(np.argmax([r[f"{split}_acc"] for r in rows]))
+    results["best_member"] = rows[best]["member"]
+
+    def vote_result(pred: np.ndarray, **extra: Any) -> dict[str, Any]:
+        out = {**classification_metrics(y, pred, class_names), **extra,
+               "vs_best_member": paired_comparison(y, member_preds[best], pred)}
+        if keep_predictions:
+            out["predictions"] = pred
+        return out
+
+    results["soft_vote"] = vote_result(soft_vote(probs).argmax(1))
     for key, fit in (("val_weighted_vote", "accuracy"), ("fitted_vote", "search")):
         if split == "val":
             ens, weights = cross_fitted_vote(probs, y, seed=members[0].cfg.seed, fit=fit)
         else:
             weights = [WEIGHT_FITS[fit](val_probs, y_val)]
             ens = soft_vote(probs, weights[0])
-        results[key] = {**classification_metrics(y, ens.argmax(1), class_names), "weights": weights}
+        results[key] = vote_result(ens.argmax(1), weights=weights)
     results["weights_fitted_on"] = (
         f"val, {CROSS_FIT_FOLDS}-fold cross-fitted (each half of val voted with weights fitted on the other half)"
         if split == "val" else "val")
@@ -161,13 +181,17 @@ def ensemble_markdown(results: dict[str, Any]) -> str:
     from pathlib import Path
 
     split = results["split"]
-    lines = [f"| member | kind | {split} accuracy |", "|---|---|---:|"]
+    lines = [f"| member | kind | {split} accuracy | vs the best member [95 % CI], McNemar p |", "|---|---|---:|---|"]
     for r in results["members"]:
-        lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % |")
+        lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % | |")
     for vote in ("soft_vote", "val_weighted_vote", "fitted_vote"):
         if vote in results:
-            lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** |")
-    return "\n".join(lines) + f"\n\nval-weighted and fitted votes: weights fitted on {results['weights_fitted_on']}.\n"
+            cmp = results[vote].get("vs_best_member")
+            lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** | "
+                         f"{comparison_text(cmp) if cmp else ''} |")
+    return ("\n".join(lines) + f"\n\nval-weighted and fitted votes: weights fitted on {results['weights_fitted_on']}. "
+            "Each vote is compared image by image with the member most accurate on this split (paired bootstrap, "
+            "McNemar's exact test).\n")
 
 
 def write_ensemble(results: dict[str, Any], out_dir: Any) -> list:

@@ -137,7 +137,7 @@ def run_calibration(run, refit: bool = False) -> Calibration:
     if path.is_file() and not refit:
         try:
             saved = read_json(path)
-            if saved.get("checkpoint_sha256") == run.checkpoint_sha256:
+            if run.made_here(saved):
                 return Calibration.from_dict(saved["calibration"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # unreadable or of other weights: refitted below

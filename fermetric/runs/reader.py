@@ -108,10 +108,25 @@ class Run:
             )
 
     @property
+    def embedding_layer(self) -> str:
+        """What the run embeds with: "pre-logits" (classifiers) or the embedding model's
+        metric.embedding_layer ("backbone" or "projection")."""
+        return "pre-logits" if self.kind == "classifier" else self.cfg.metric.embedding_layer
+
+    @property
     def fingerprint(self) -> dict[str, Any]:
-        """Which weights this run's derived files (embeddings, index) must come from."""
+        """Which weights and layer this run's derived files (embeddings, index, calibration) must come from."""
         return {"run": str(self.path), "checkpoint": self.checkpoint_path.name if self.checkpoint_path else None,
-                "epoch": self.checkpoint.get("epoch"), "checkpoint_sha256": self.checkpoint_sha256}
+                "epoch": self.checkpoint.get("epoch"), "checkpoint_sha256": self.checkpoint_sha256,
+                "embedding_layer": self.embedding_layer}
+
+    def made_here(self, record: dict[str, Any]) -> bool:
+        """Whether a derived file's record (its `fingerprint`) names this run's weights and layer;
+        records from before the layer was recorded were all made with the projection (embedding
+        runs) or the pre-logits (classifiers)."""
+        legacy = "pre-logits" if self.kind == "classifier" else "projection"
+        return (record.get("checkpoint_sha256") == self.checkpoint_sha256
+                and record.get("embedding_layer", legacy) == self.embedding_layer)
 
     def embed(self, split: str, batch_size: int = 512) -> np.ndarray:
         """(N, D) float32: embeddings (embedding runs) or pre-logit features (classifiers)."""
@@ -159,8 +174,8 @@ class Run:
             return None
         try:
             meta = read_json(meta_path)
-            if not isinstance(meta, dict) or meta.get("checkpoint_sha256") != self.checkpoint_sha256:
-                log.info("embedding cache %s was made by other weights; recomputing it", emb_path)
+            if not isinstance(meta, dict) or not self.made_here(meta):
+                log.info("embedding cache %s was made by other weights or another layer; recomputing it", emb_path)
                 return None
             if meta.get("data", self._data_key) != self._data_key:  # records without "data" predate use_data
                 log.info("embedding cache %s was made from other data (%s); recomputing it", emb_path, meta.get("data"))
@@ -326,6 +341,11 @@ class Run:
                 raise CheckpointError(f"{e}. Rebuild the index: {rebuild}") from None
             rebuild += f" --index {knn.index_type} -k {knn.k} --weighting {knn.weighting}"
             src = knn.source
+            if src.get("checkpoint_sha256") == self.checkpoint_sha256 and not self.made_here(src):
+                raise CheckpointError(
+                    f"the kNN index {self.index_dir} holds embeddings of the {src.get('embedding_layer', 'projection')} "
+                    f"layer, but the run now embeds with the {self.embedding_layer} (metric.embedding_layer). "
+                    f"Rebuild it: {rebuild}")
             if src.get("checkpoint_sha256") != self.checkpoint_sha256:
                 came = (f"{src.get('checkpoint')} (epoch {src.get('epoch')}, sha256 {str(src.get('checkpoint_sha256'))[:12]}) "
                         f"of run {src.get('run')}") if src.get("checkpoint_sha256") else "weights it did not record"
