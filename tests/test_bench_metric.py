@@ -53,6 +53,12 @@ def test_bench_metric_vs_softmax_tiny(tmp_path, monkeypatch):
     assert "warm-started" in rows[4]["model"] and result["complete"] and result["failed"] == []
     assert set(result["ensemble_weights"]) == {"triplet", "warm"}
     assert all(0 <= r["accuracy"] <= 1 for r in rows) and "| model |" in (out / "bench.md").read_text()
+    # every row but softmax's is compared with softmax on the same images
+    assert rows[0]["vs_softmax"] is None
+    for r in rows[1:]:
+        cmp = r["vs_softmax"]
+        assert cmp["accuracy_a"] == pytest.approx(rows[0]["accuracy"]) and cmp["accuracy_b"] == pytest.approx(r["accuracy"])
+    assert "McNemar p" in (out / "bench.md").read_text()
     assert "--init-from" in (out / "logs" / "warm.log").read_text()
     # again into the same OUT: finished runs reused (untouched), a training that fails is a failed row
     kept = {n: (out / n / "checkpoints" / "best.pt").stat().st_mtime_ns for n in ("classifier", "triplet", "warm")}
