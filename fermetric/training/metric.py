@@ -98,6 +98,8 @@ class MetricObjective(Objective):
         self.miner: Optional[nn.Module] = None
         self._last_loss = float("nan")
         self._collapsed_epochs = 0  # consecutive epochs whose val embeddings collapsed
+        self._gallery_key: Optional[tuple[int, int]] = None  # (train size, sample size) of _gallery_idx
+        self._gallery_idx: Optional[torch.Tensor] = None
 
     def build_model(self, num_classes: int) -> nn.Module:
         model = build_model("embedding", self.cfg, num_classes)
@@ -184,7 +186,7 @@ class MetricObjective(Objective):
         epoch's validation took 60-70 s of a 220-s epoch at 2 threads; the sample ranks epochs
         for the best checkpoint and the collapse check, the final metrics use the whole gallery."""
         key = (n, size)
-        if getattr(self, "_gallery_key", None) != key:
+        if self._gallery_key != key or self._gallery_idx is None:
             rng = np.random.default_rng(self.cfg.seed)
             self._gallery_idx = torch.from_numpy(np.sort(rng.choice(n, size, replace=False)))
             self._gallery_key = key
