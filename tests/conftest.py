@@ -124,6 +124,24 @@ def tiny_zoo(tmp_path_factory, classifier_run, triplet_run) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_ensemble_zoo(tiny_zoo, tmp_path_factory) -> Path:
+    """A copy of the tiny zoo with tiny-ens, the vote of tiny-clf (softmax + shift TTA, weight 2)
+    and tiny-tri (kNN, weight 1). Tests must not change it."""
+    import shutil
+
+    from fermetric.zoo.export import export_ensemble
+
+    root = tmp_path_factory.mktemp("ens-zoo") / "zoo"
+    shutil.copytree(tiny_zoo, root)
+    spec = root.parent / "spec.yaml"
+    spec.write_text("description: tiny ensemble\nweights_rule: 2 to 1\nmembers:\n"
+                    "  - {name: tiny-clf, scorer: classifier, tta: shift, weight: 2}\n"
+                    "  - {name: tiny-tri, scorer: knn, weight: 1}\n")
+    export_ensemble(spec, "tiny-ens", data="synth", retrain="python scripts/export_zoo.py --ensemble ...", root=root)
+    return root
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers for tests that check runs are left intact, and that a run held by another process is refused.
 

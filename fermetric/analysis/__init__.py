@@ -43,10 +43,10 @@ from fermetric.analysis.methods import (
 )
 from fermetric.analysis.occlusion import occlusion_saliency
 from fermetric.analysis.saliency import gradient_saliency, smoothgrad
-from fermetric.analysis.scorers import ClassifierScorer, KNNScorer, PrototypeScorer, Scorer, TTAScorer
+from fermetric.analysis.scorers import ClassifierScorer, EnsembleScorer, KNNScorer, PrototypeScorer, Scorer, TTAScorer
 
 __all__ = [
-    "Scorer", "ClassifierScorer", "PrototypeScorer", "KNNScorer", "TTAScorer",
+    "Scorer", "ClassifierScorer", "PrototypeScorer", "KNNScorer", "TTAScorer", "EnsembleScorer",
     "explain", "METHODS", "GRADIENT_METHODS", "BLACK_BOX_METHODS", "method_options", "supports", "normalize_maps", "one_per_class", "pick_per_class", "top_attribution_mask",
     "gradient_saliency", "smoothgrad", "occlusion_saliency", "gradcam", "lime_explanation", "LimeResult", "segment_image",
     "visualize_filters", "FilterImages", "layer_activations", "ActivationMaps", "conv_layer_names", "get_layer",

@@ -124,6 +124,10 @@ class BatchResult:
 DEFAULT_TTA = "shift"
 
 
+# the scorer of the probabilities `predict` reports, per run kind: softmax, kNN vote, weighted vote
+_PROBA_SCORER = {"classifier": "classifier", "embedding": "knn", "ensemble": "auto"}
+
+
 class FacePredictor:
     """Class probabilities of 48x48 face crops from a trained run.
 
@@ -137,13 +141,14 @@ class FacePredictor:
     def __init__(self, run, batch_size: int = 256, tta: bool | str | None = None):
         from fermetric.evaluation.predict import resolve_tta
 
-        if run.kind not in ("classifier", "embedding"):
+        if run.kind not in _PROBA_SCORER:
             raise FermetricError(f"{run.path}: cannot predict with a run of kind {run.kind!r}")
         self.run = run
         self.kind: str = run.kind
         self.class_names: tuple[str, ...] = tuple(run.class_names)
         self.batch_size = batch_size
-        self.tta: str | None = resolve_tta(tta)
+        # an ensemble's members carry their own TTA (its card); asking it for more is refused there
+        self.tta: str | None = None if run.kind == "ensemble" else resolve_tta(tta)
         self._proba_scorer = None
         self._scorer = None
 
@@ -173,7 +178,7 @@ class FacePredictor:
         """The run's scorer of these probabilities: softmax (classifiers) or kNN votes (embedding runs)."""
         if self._proba_scorer is None:
             # eager: photos give small batches of varying size, which a compiled graph would pad
-            self._proba_scorer = self.run.scorer("classifier" if self.kind == "classifier" else "knn",
+            self._proba_scorer = self.run.scorer(_PROBA_SCORER[self.kind],
                                                  output="softmax", batch_size=self.batch_size, compile=False,
                                                  tta=self.tta or False)
         return self._proba_scorer

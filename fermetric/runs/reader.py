@@ -84,13 +84,17 @@ class Run:
             self._data = data
         return self._data
 
-    def use_data(self, source: str | Path | DataSplits) -> DataSplits:
+    def use_data(self, source: str | Path | DataSplits, source_path: str | Path | None = None) -> DataSplits:
         """Read the run's own data from `source` from now on: a path (the copy of FER2013 a
-        pretrained model was trained on, a run's data that moved) or loaded DataSplits. The
-        classes must be the run's; another data set is for `evaluate --data` (classes mapped).
-        In-memory caches are dropped; the disk cache of embeddings is keyed to the source."""
+        pretrained model was trained on, a run's data that moved) or loaded DataSplits (with
+        `source_path`, the path they were read from, so that runs sharing them key their caches
+        to it). The classes must be the run's; another data set is for `evaluate --data` (classes
+        mapped). In-memory caches are dropped; the disk cache of embeddings is keyed to the source."""
         if isinstance(source, DataSplits):
             data = source
+            if source_path is not None:
+                p = str(source_path)
+                self.cfg.data.source = p if is_synth(p) else str(Path(p).expanduser().absolute())
         else:
             data = load_data(source, self.cfg.data, seed=self.cfg.seed)
             self.cfg.data.source = str(source) if is_synth(str(source)) else str(Path(source).expanduser().absolute())

@@ -9,6 +9,7 @@ explains. Read into dataclasses with unknown keys refused, like run configs (fer
     models:                      # in training order; the name is the run directory's
       baseline: {family: classifier, config: ../classifier/baseline.yaml, set: [train.epochs=3]}
       triplet:  {family: triplet, set: [model.name=baseline]}
+      resnet18: {pretrained: fer2013-resnet18}   # a zoo entry: evaluated and explained, never trained
     ensemble: [baseline]         # default: every classifier
     explain: {split: val, methods: [saliency, occlusion, gradcam, lime], filters: {model: baseline}}
 
@@ -26,16 +27,22 @@ from fermetric.config import _from_dict, check_config, choice, num, read_yaml
 from fermetric.errors import ConfigError
 
 FAMILIES = ("classifier", "siamese", "triplet")
+# the family a pretrained model stands in the study for, by its zoo kind (an embedding model is
+# tabulated with the metric families; an ensemble entry is a row of its own)
+PRETRAINED_FAMILY = {"classifier": "classifier", "embedding": "triplet", "ensemble": "ensemble"}
 
 
 @dataclass
 class ModelEntry:
-    """One model of a study."""
+    """One model of a study: trained by the study, or a pretrained zoo entry (`pretrained`)."""
 
-    family: str = choice("classifier", "siamese", "triplet")
+    family: str = choice("classifier", "siamese", "triplet", "ensemble")
     config: Optional[str] = None  # a run-config YAML (relative to the study file)
     set: list = field(default_factory=list)  # run-config overrides, section.key=value
     skip: bool = False  # left out (its finished runs are still reported)
+    # a zoo entry's name (fermetric models --pretrained): evaluated and explained on the study's
+    # data as shipped, never trained; its family comes from the entry's kind
+    pretrained: Optional[str] = None
 
 
 @dataclass
@@ -110,9 +117,23 @@ def _entry(name: str, value: Any, where: str) -> ModelEntry:
     if not isinstance(entry.set, list) or not all(isinstance(s, str) for s in entry.set):
         raise ConfigError(f"{where}models.{name}.set: expected a list of section.key=value strings; got {entry.set!r}")
     try:
-        return check_config(entry)
+        check_config(entry)
     except ConfigError as exc:
         raise ConfigError(f"{where}models.{name}.{exc}") from None
+    if entry.pretrained is not None:
+        from fermetric.zoo import ZooError, get_entry
+
+        if entry.config or entry.set or "family" in value:
+            raise ConfigError(f"{where}models.{name}: a pretrained model is not trained, so it takes no family, config "
+                              f"or set (its family comes from the zoo entry); got {sorted(k for k in value if k != 'pretrained')}")
+        try:
+            entry.family = PRETRAINED_FAMILY[get_entry(str(entry.pretrained)).kind]
+        except ZooError as exc:
+            raise ConfigError(f"{where}models.{name}.pretrained: {exc}") from None
+    elif entry.family == "ensemble":
+        raise ConfigError(f"{where}models.{name}: family ensemble is for pretrained ensembles "
+                          "(pretrained: fer2013-ensemble); a study votes its own classifiers through `ensemble:`")
+    return entry
 
 
 def study_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: str = "") -> StudyConfig:

@@ -26,6 +26,50 @@ def _parameters(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def _open_pretrained(name: str, data: str, device: Optional[str], shared: dict[str, Any]) -> Any:
+    """The zoo entry `name` as a run reading the study's data (parsed once for every entry)."""
+    from fermetric.zoo import load_pretrained
+
+    run = load_pretrained(name, device=device or "auto")
+    if "splits" in shared:
+        run.use_data(shared["splits"], data)
+    else:
+        shared["splits"] = run.use_data(data)
+    return run
+
+
+def _pretrained_metrics(run: Any) -> dict[str, Any]:
+    """What a trained run's metrics.json holds, measured for a zoo entry on the study's data: the
+    metrics of val (FER2013 PublicTest) and of test where the data has one, the training time
+    and epochs from its card (an ensemble: its members')."""
+    from fermetric.evaluation.metrics import classification_metrics
+    from fermetric.zoo import get_entry
+
+    data = run.load_data()
+    m: dict[str, Any] = {"data": str(run.cfg.data.source)}
+    for split in ("val", "test"):
+        if split in data and len(data[split]):
+            m[split] = classification_metrics(data[split].labels.numpy(), run.predict(split), run.class_names)
+    trained = [mb.run for mb in run.members] if run.kind == "ensemble" else [run]
+    cards = [get_entry(r.pretrained).card for r in trained]
+    m["train_seconds"] = 60.0 * sum(c.get("train_minutes") or 0 for c in cards)
+    if run.kind != "ensemble":
+        m["epochs_run"] = cards[0].get("epochs")
+    return m
+
+
+def _tta_metrics(run: Any, split: str, tta: str, device: Optional[str], pretrained: bool) -> dict[str, Any]:
+    """A classifier's metrics on `split` with TTA: `fermetric evaluate` of a trained run (its
+    files in RUN/eval), measured in memory for a zoo entry (whose folder is a cache)."""
+    if not pretrained:
+        from fermetric.api import evaluate_run
+
+        return evaluate_run(run.path, split=split, tta=tta, device=device)[0]
+    from fermetric.evaluation.metrics import classification_metrics
+
+    return classification_metrics(run.load_data()[split].labels.numpy(), run.predict(split, tta=tta), run.class_names)
+
+
 def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: Optional[str], device: Optional[str],
                   tta: Optional[str], explain: bool, say: Callable[[str], None],
                   finished_seeds: Callable[[str], list[int]]) -> None:
@@ -38,23 +82,29 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
 
     out = result.out
     runs: dict[tuple[str, int], Any] = {}
+    metrics: dict[tuple[str, int], dict[str, Any]] = {}  # metrics.json of a trained run; measured for a zoo entry
     t = time.time()
-    for name in study.models:
+    shared: dict[str, Any] = {}
+    for name, entry in study.models.items():
+        if entry.pretrained:  # reported under the first seed, beside that seed's trained runs
+            say(f"== {name}: pretrained {entry.pretrained}, on {data or study.data}")
+            run = _open_pretrained(entry.pretrained, data or study.data, device, shared)
+            runs[(name, seeds[0])], metrics[(name, seeds[0])] = run, _pretrained_metrics(run)
+            continue
         for seed in finished_seeds(name):
             runs[(name, seed)] = load_run(run_dir_of(out, name, seed), device=device or "auto")
+            metrics[(name, seed)] = runs[(name, seed)].metrics
     if not runs:
         raise FermetricError(f"{out} holds no finished run of this study; nothing to evaluate")
     class_names = next(iter(runs.values())).class_names
     rows, ensembles = [], {}
     first_seed = seeds[0] if any(s == seeds[0] for _, s in runs) else min(s for _, s in runs)
     for (name, seed), run in runs.items():
-        m = run.metrics
+        m = metrics[(name, seed)]
         split = _report_split(m)
         tta_m = None
         if tta and run.kind == "classifier":
-            from fermetric.api import evaluate_run
-
-            tta_m = evaluate_run(run.path, split=split, tta=tta, device=device)[0]
+            tta_m = _tta_metrics(run, split, tta, device, bool(study.models[name].pretrained))
         rows.append(result_row(name, study.models[name].family, run.cfg.model.name, seed, str(m.get("data")), split,
                                m[split], val_metrics=m.get("val"), tta=tta if tta_m else None, tta_metrics=tta_m,
                                parameters=_parameters(run.model), train_seconds=m.get("train_seconds"),
@@ -69,7 +119,7 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         from fermetric.evaluation.ensemble import ensemble_report
         from fermetric.utils.io import write_json
 
-        split = _report_split(members[0].metrics)
+        split = _report_split(metrics[(members_of[0], seed)] if (members_of[0], seed) in metrics else members[0].metrics)
         rep = ensemble_report(members, split, tta or False)
         write_json(out / "ensemble" / f"seed{seed}" / f"ensemble_{split}.json", rep)
         ensembles[seed] = rep
@@ -78,22 +128,22 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         # split reported), which can drop near-chance members that drag the mean down
         for row_name, vote, how in (("ensemble (soft vote)", "soft_vote", "soft vote of "),
                                     ("ensemble (fitted)", "fitted_vote", "val-fitted vote of ")):
-            rows.append(result_row(row_name, "ensemble", how + names, seed, str(members[0].metrics.get("data")),
+            member_metrics = [metrics[(n, seed)] for n in members_of if (n, seed) in runs]
+            rows.append(result_row(row_name, "ensemble", how + names, seed, str(member_metrics[0].get("data")),
                                    split, rep[vote], parameters=sum(_parameters(r.model) for r in members),
-                                   train_seconds=sum(r.metrics.get("train_seconds") or 0 for r in members)))
+                                   train_seconds=sum(mm.get("train_seconds") or 0 for mm in member_metrics)))
     result.steps.append(("ensemble", time.time() - t))
     result.rows = rows
     result.paths.update(write_results(out, rows, class_names))
     fig_dir = out / "figures"
-    panels = [{"name": n, "confusion": r.metrics[_report_split(r.metrics)]["confusion"],
-               "accuracy": r.metrics[_report_split(r.metrics)]["accuracy"]}
-              for (n, s), r in runs.items() if s == first_seed]
+    panels = [{"name": n, "confusion": m[_report_split(m)]["confusion"], "accuracy": m[_report_split(m)]["accuracy"]}
+              for (n, s), m in metrics.items() if s == first_seed]
     if first_seed in ensembles:
         panels.append({"name": "ensemble (fitted)", "confusion": ensembles[first_seed]["fitted_vote"]["confusion"],
                        "accuracy": ensembles[first_seed]["fitted_vote"]["accuracy"]})
     from fermetric.plotting.confusion import plot_confusion_grid
 
-    split = _report_split(next(iter(runs.values())).metrics)
+    split = _report_split(next(iter(metrics.values())))
     result.figures.append(save_figure(plot_confusion_grid(
         panels, class_names, title=f"{study.name}: row-normalised confusion on {split} (seed {first_seed})"),
         fig_dir / "confusion_grid.png"))
@@ -112,8 +162,10 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         result.steps.append(("explain", time.time() - t))
     else:
         explanations = None
-    result.paths["report.html"] = write_study_report(study, out, [r.path for (n, s), r in runs.items() if s == first_seed],
-                                                     rows, class_names, explanations)
+    # a zoo entry has no run directory to show: the study's tables and figures stand for it
+    result.paths["report.html"] = write_study_report(
+        study, out, [r.path for (n, s), r in runs.items() if s == first_seed and not study.models[n].pretrained],
+        rows, class_names, explanations)
 
 
 def write_study_report(study: StudyConfig, out: Path, run_dirs: Sequence[Path], rows: Sequence[dict[str, Any]],

@@ -254,7 +254,7 @@ def run_study(
     # every model config is resolved (and checked) before anything trains: a typo in the last
     # model's overrides must not surface after an hour of training the first
     for n in study.models:
-        for s in seeds:
+        for s in seeds if not study.models[n].pretrained else ():
             resolve_model_config(study, n, s, data, device)
     result = StudyResult(out=out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,6 +262,8 @@ def run_study(
     t_all = time.time()
     for seed in seeds:
         for name in chosen:
+            if study.models[name].pretrained:  # a zoo entry: nothing to train
+                continue
             t = time.time()
             say(f"== {name} (seed {seed})")
             mr = train_model(study, name, seed, out, cache, data, device, quiet)

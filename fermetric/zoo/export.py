@@ -33,6 +33,27 @@ def _train_minutes_and_machine(m: dict[str, Any]) -> tuple[float, str, int]:
     return float(m.get("train_seconds", 0.0)) / 60.0, ", ".join(hosts), int(m.get("epochs_run", 0))
 
 
+def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a card keeps of classification_metrics output."""
+    return {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}}
+
+
+def _other_layer_accuracy(src, split: str) -> dict[str, float]:
+    """{layer: kNN accuracy} of an embedding run embedding with the layer it does not ship
+    (backbone vs projection), so the card reports both; measured on the run's own weights."""
+    shipped = src.embedding_layer
+    other = "projection" if shipped == "backbone" else "backbone"
+    src.cfg.metric.embedding_layer = src.model.embedding_layer = other
+    src._cache.clear()
+    try:
+        acc = float((src.predict(split) == src.load_data()[split].labels.numpy()).mean())
+    finally:
+        src.cfg.metric.embedding_layer = src.model.embedding_layer = shipped
+        src._cache.clear()
+    return {other: acc}
+
+
 def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retrain: str, recipe: str,
                split: str = "val", split_name: str = "FER2013 PublicTest", data_name: str = "FER2013 Training",
                machine: Optional[str] = None, notes: Sequence[str] = (), root: str | os.PathLike | None = None,
@@ -45,12 +66,8 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
     """
     from fermetric.zoo.load import load_pretrained
 
-    if not name or "/" in name or os.sep in name or name.startswith("."):
-        raise ZooError(f"zoo entry name {name!r} must be a plain name such as fer2013-baseline")
     src = load_run(run_dir, device=device, precision="fp32")
-    base = zoo_root(root)
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
+    base, tmp = _new_entry_dir(name, root)
     try:
         data = src.load_data()  # before the stored config drops this machine's path to the data
         cfg = copy.deepcopy(src.cfg)
@@ -80,26 +97,150 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         y = entry_run.use_data(data)[split].labels.numpy()
         pred = entry_run.predict(split)
         m = classification_metrics(y, pred, list(src.class_names))
-        test: dict[str, Any] = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                                "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}}
+        test = _card_metrics(m)
         if src.kind == "classifier":
             test["accuracy_tta"] = float((entry_run.predict(split, tta=True) == y).mean())
         else:
             test["knn_accuracy"] = m["accuracy"]
+            test["embedding_layer"] = src.embedding_layer
+            test["accuracy_other_layer"] = _other_layer_accuracy(src, split)
         card["test"] = test
-        write_json(tmp / "card.json", card)
-        atomic_write_text(tmp / "card.md", card_markdown(card))
-        final = base / name
-        old = None
-        if final.exists():
-            old = base / f".{name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep other users of a shared install out
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        return _install(tmp, base, name, card)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _install(tmp: Path, base: Path, name: str, card: dict[str, Any]) -> Path:
+    """Write the card (card.json, card.md) into the entry `tmp` and put it in place as base/name
+    (an existing entry is replaced only now, when the new one is complete)."""
+    write_json(tmp / "card.json", card)
+    atomic_write_text(tmp / "card.md", card_markdown(card))
+    final = base / name
+    old = None
+    if final.exists():
+        old = base / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep other users of a shared install out
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _new_entry_dir(name: str, root) -> tuple[Path, Path]:
+    """(zoo folder, a fresh hidden folder in it to build the entry `name` in)."""
+    if not name or "/" in name or os.sep in name or name.startswith("."):
+        raise ZooError(f"zoo entry name {name!r} must be a plain name such as fer2013-baseline")
+    base = zoo_root(root)
+    base.mkdir(parents=True, exist_ok=True)
+    return base, Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
+
+
+def cpu_name() -> str:
+    """This machine's CPU model and core count, for the cards' timings."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def seconds_per_face(scorer, images: torch.Tensor, repeats: int = 2) -> float:
+    """Wall seconds per face of `scorer.scores` over `images` in one batch (best of `repeats`,
+    after a warm-up pass)."""
+    import time
+
+    scorer.scores(images[:8])
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        scorer.scores(images)
+        best = min(best, time.perf_counter() - t0)
+    return best / len(images)
+
+
+def export_ensemble(spec_path: str | os.PathLike, name: str, *, data: str, retrain: str,
+                    root: str | os.PathLike | None = None, device: str = "cpu", notes: Sequence[str] = ()) -> Path:
+    """Write the ensemble entry `name` from the spec file `spec_path` (YAML: description, members
+    [{name, scorer: classifier|knn, tta: shift|none, weight}]) over entries already in the zoo.
+
+    The weights are the spec's (default equal): nothing is fitted here, so the accuracy the card
+    reports on `data`'s val split (FER2013 PublicTest) comes from weights no PublicTest label
+    chose. For comparison the card notes what a vote with weights searched on the simplex reaches
+    when cross-fitted on halves of PublicTest (each half voted with weights fitted on the other).
+    """
+    from fermetric.evaluation.ensemble import cross_fitted_vote
+    from fermetric.runs.ensemble import EnsembleRun, Member
+    from fermetric.config import read_yaml
+    from fermetric.zoo.load import load_pretrained, zoo_run_dir
+
+    spec = read_yaml(spec_path)
+    specs = spec.get("members") if isinstance(spec, dict) else None
+    if not isinstance(specs, list) or not specs or not all(isinstance(m, dict) and m.get("name") for m in specs):
+        raise ZooError(f"{spec_path}: expected 'members:' a list of {{name, scorer, tta, weight}}")
+    base, tmp = _new_entry_dir(name, root)
+    try:
+        members = [Member(run=load_pretrained(str(m["name"]), device=device, precision="fp32", root=base),
+                          scorer=str(m.get("scorer", "classifier")), tta=(m.get("tta") or None),
+                          weight=float(m.get("weight", 1.0)), label=str(m["name"])) for m in specs]
+        ens = EnsembleRun(path=zoo_run_dir(name), members=members, pretrained=name, precision="fp32")
+        ds = ens.use_data(data)["val"]
+        y = ds.labels.numpy()
+        m = classification_metrics(y, ens.predict("val"), list(ens.class_names))
+        member_probs = [mb.run.predict_proba("val", tta=mb.tta or False) for mb in members]
+        searched, _ = cross_fitted_vote(member_probs, y, fit="search")
+        idx = torch.arange(min(256, len(ds)))
+        cost = seconds_per_face(ens.scorer(compile=False), ds.float_images(idx))
+        card: dict[str, Any] = {
+            "name": name, "kind": "ensemble", "model": "ensemble", "description": str(spec.get("description", "")),
+            "parameters": sum(p.numel() for p in ens.model.parameters()), "data": "FER2013 Training (its members')",
+            "split": "FER2013 PublicTest", "class_names": list(ens.class_names), "recipe": str(spec_path),
+            "weights_rule": str(spec.get("weights_rule", "the spec's weights, fitted on no image")),
+            "members": [{"name": mb.label, "scorer": mb.scorer, "tta": mb.tta, "weight": w,
+                         "sha256": mb.run.checkpoint_sha256, "accuracy": float((p.argmax(1) == y).mean())}
+                        for mb, w, p in zip(members, ens.weights, member_probs)],
+            "retrain": retrain, "fermetric_version": __version__, "cost_machine": cpu_name(),
+            "notes": [*notes, f"For comparison (not shipped): weights searched on the simplex, cross-fitted on halves of "
+                              f"PublicTest, reach {float((searched.argmax(1) == y).mean()) * 100:.2f} %."],
+            "test": {**_card_metrics(m), "seconds_per_face": cost},
+        }
+        return _install(tmp, base, name, card)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def export_entry(name: str, *, data: str, overrides: Sequence[str], retrain: str, recipe: str,
+                 notes: Sequence[str] = (), root: str | os.PathLike | None = None, device: str = "cpu") -> Path:
+    """Re-export the shipped entry `name` with config `overrides` (e.g. metric.embedding_layer=backbone):
+    its stored weights become a run again (in a temporary folder, with the card's training time and
+    machine) and `export_run` writes the entry anew, measured on `data` (the gallery of an
+    embedding model is embedded again)."""
+    from fermetric.config import apply_overrides, config_from_dict, load_run_config
+    from fermetric.runs.checkpoint import load_checkpoint
+    from fermetric.zoo.load import as_fp32
+    from fermetric.zoo.registry import get_entry
+
+    entry = get_entry(name, root)
+    entry.verify()
+    with tempfile.TemporaryDirectory(prefix=f"fermetric-reexport-{name}-") as d:
+        run = Path(d) / name
+        (run / "checkpoints").mkdir(parents=True)
+        cfg = config_from_dict(apply_overrides(config_to_dict(load_run_config(entry.config)), list(overrides)))
+        cfg.data.source = str(data)
+        ckpt = load_checkpoint(entry.weights, map_location="cpu")
+        ckpt["state_dict"] = as_fp32(ckpt["state_dict"])
+        ckpt["config"] = config_to_dict(cfg)
+        save_checkpoint(ckpt, run / "checkpoints" / "best.pt")
+        save_config(cfg, run / "config.yaml")
+        card = entry.card
+        write_json(run / "metrics.json", {
+            "kind": entry.kind, "epochs_run": card.get("epochs", 0), "train_seconds": 60.0 * float(card.get("train_minutes", 0)),
+            "sittings": []})
+        return export_run(run, name, description=str(card.get("description", "")), retrain=retrain, recipe=recipe,
+                          machine=str(card.get("machine", "")), notes=[*card.get("notes", []), *notes], root=root,
+                          device=device)

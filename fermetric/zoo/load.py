@@ -48,7 +48,8 @@ def read_gallery(entry: ZooEntry) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_pretrained(name: str, device: str | None = "auto", precision: str = "auto", root=None):
-    """The zoo entry `name` as a Run (fermetric.runs.Run), its weights checked against the card.
+    """The zoo entry `name` as a Run (fermetric.runs.Run; an ensemble entry as a
+    fermetric.runs.ensemble.EnsembleRun of its members), its weights checked against the card.
 
     The Run's folder (for caches and default outputs) is cache_dir()/zoo/<name>; its data is the
     data set named in the card, which commands that need data take with --data.
@@ -61,6 +62,8 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
 
     entry = get_entry(name, root)
     check_card(entry)
+    if entry.kind == "ensemble":
+        return load_ensemble(entry, device=device, precision=precision, root=root)
     sha = entry.verify()
     cfg = load_run_config(entry.config)
     dev = resolve_device(device)
@@ -82,3 +85,18 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     return Run(path=zoo_run_dir(entry.name), cfg=cfg, kind=kind, class_names=class_names, model=model,
                checkpoint=ckpt, device=dev, checkpoint_path=entry.weights, checkpoint_sha256=sha, precision=precision,
                pretrained=entry.name, gallery=gallery)
+
+
+def load_ensemble(entry: ZooEntry, device: str | None = "auto", precision: str = "auto", root=None):
+    """An ensemble entry as an EnsembleRun: each member opened (and checked) as its own entry,
+    voting with the scorer, TTA and weight the card gives it."""
+    from fermetric.runs.ensemble import EnsembleRun, Member
+
+    members = []
+    for spec in entry.members:
+        run = load_pretrained(str(spec["name"]), device=device, precision=precision, root=root)
+        entry.check_member(spec, getattr(run, "checkpoint_sha256", ""))  # the weights it was measured with
+        members.append(Member(run=run, scorer=str(spec.get("scorer", "classifier")), tta=spec.get("tta") or None,
+                              weight=float(spec.get("weight", 1.0)), label=str(spec["name"])))
+    return EnsembleRun(path=zoo_run_dir(entry.name), members=members, pretrained=entry.name, precision=precision,
+                       card=entry.card)

@@ -11,6 +11,10 @@ An entry is a folder fermetric/zoo/models/<name>/ holding
     gallery.npz  (embedding models) the training embeddings (fp16) and labels: the kNN gallery and
                  the class prototypes, so an embedding entry classifies without the training data
 
+An ensemble entry (kind "ensemble") holds only card.json and card.md: its members are other
+entries, named in the card with how each votes (scorer, TTA), its weight and the SHA-256 its
+weights had when the ensemble was measured; a member retrained since is refused.
+
 The SHA-256 in the card is checked every time an entry is opened, so a truncated download or an
 edited file is refused with the entry's name instead of giving silently wrong predictions.
 """
@@ -28,6 +32,7 @@ ZOO_ROOT = Path(__file__).resolve().parent / "models"
 # what `fermetric predict IMAGE...` uses when no RUN or --model is given
 DEFAULT_CLASSIFIER = "fer2013-baseline"
 CARD_FILES = ("weights.pt", "config.yaml", "card.json")
+KINDS = ("classifier", "embedding", "ensemble")
 
 
 class ZooError(FermetricError):
@@ -57,12 +62,20 @@ class ZooEntry:
         p = self.path / "gallery.npz"
         return p if p.is_file() else None
 
-    def verify(self) -> str:
-        """Check weights.pt against the card's SHA-256; returns the digest.
+    @property
+    def members(self) -> list[dict[str, Any]]:
+        """An ensemble's members as the card lists them ({name, scorer, tta, weight, sha256}); [] otherwise."""
+        return list(self.card.get("members", [])) if self.kind == "ensemble" else []
+
+    def verify(self, root: str | os.PathLike | None = None) -> str:
+        """Check weights.pt against the card's SHA-256 (an ensemble: every member's weights against
+        the digest they had when the ensemble was measured); returns the digest.
 
         Raises:
             ZooError naming the entry, the file, both digests and how to repair it.
         """
+        if self.kind == "ensemble":
+            return self._verify_members(root)
         want = str(self.card.get("sha256", ""))
         fix = f"reinstall fermetric (pip install --force-reinstall fermetric) or retrain it: {self.card.get('retrain', '(see card.md)')}"
         if not self.weights.is_file():
@@ -75,6 +88,28 @@ class ZooEntry:
                 f"pretrained model {self.name!r}: {self.weights} is damaged or modified (SHA-256 {got[:16]}..., "
                 f"{size} bytes; the card expects {want[:16]}...{f', {expected} bytes' if expected else ''}); {fix}"
             )
+        return got
+
+    def _verify_members(self, root) -> str:
+        import hashlib
+
+        digests = []
+        for spec in self.members:
+            member = get_entry(str(spec.get("name", "")), root if root is not None else self.path.parent)
+            digests.append(self.check_member(spec, member.verify()))
+        return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+    def check_member(self, spec: dict[str, Any], got: str) -> str:
+        """An ensemble member's weights digest `got`, checked against the one the card recorded.
+
+        Raises:
+            ZooError: the member was retrained or re-exported after the ensemble was measured.
+        """
+        if got != spec.get("sha256"):
+            raise ZooError(
+                f"pretrained ensemble {self.name!r}: its member {spec.get('name')!r} has changed since the ensemble was "
+                f"measured (weights SHA-256 {got[:16]}..., the card expects {str(spec.get('sha256'))[:16]}...); "
+                f"re-export the ensemble: {self.card.get('retrain', '(see card.md)')}")
         return got
 
 
@@ -118,9 +153,13 @@ def get_entry(name: str, root: str | os.PathLike | None = None) -> ZooEntry:
         card = read_json(path / "card.json")
     except (OSError, ValueError) as e:
         raise ZooError(f"pretrained model {name!r}: cannot read {path / 'card.json'} ({e})") from e
-    if not isinstance(card, dict) or card.get("kind") not in ("classifier", "embedding"):
+    if not isinstance(card, dict) or card.get("kind") not in KINDS:
         raise ZooError(f"pretrained model {name!r}: {path / 'card.json'} is not a model card "
-                       "(expected a JSON object with kind classifier or embedding)")
+                       f"(expected a JSON object with kind {', '.join(KINDS)})")
+    if card["kind"] == "ensemble" and (not isinstance(card.get("members"), list) or not card["members"]
+                                       or not all(isinstance(m, dict) and m.get("name") for m in card["members"])):
+        raise ZooError(f"pretrained ensemble {name!r}: {path / 'card.json'} lists no members "
+                       "(expected members: a list of {name, scorer, tta, weight, sha256})")
     return ZooEntry(name=str(name), path=path, card=card)
 
 
@@ -140,11 +179,25 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append(f"| accuracy, TTA (5 shifted crops x flip; what predict uses) | {t['accuracy_tta'] * 100:.2f} % |")
     if t.get("knn_accuracy") is not None:
         lines.append(f"| kNN accuracy (train gallery) | {t['knn_accuracy'] * 100:.2f} % |")
+    if t.get("accuracy_other_layer"):
+        for layer, acc in t["accuracy_other_layer"].items():
+            lines.append(f"| kNN accuracy with the {layer} embedding (not what it ships) | {acc * 100:.2f} % |")
+    lines.append(f"| macro-F1 | {t.get('macro_f1', float('nan')) * 100:.2f} % |")
+    if t.get("seconds_per_face") is not None:
+        lines.append(f"| cost | {t['seconds_per_face'] * 1e3:.1f} ms per 48x48 face ({card.get('cost_machine', '')}) |")
+    if card["kind"] == "ensemble":
+        lines += [f"| recipe | `{card.get('recipe', '')}`: {card.get('weights_rule', '')} |", "",
+                  "| member | votes with | weight | accuracy alone | SHA-256 of its weights |", "|---|---|---:|---:|---|"]
+        lines += [f"| {m['name']} | {m['scorer']}{' + TTA ' + m['tta'] if m.get('tta') else ''} | {m['weight']:.3f} | "
+                  f"{m.get('accuracy', float('nan')) * 100:.2f} % | `{str(m.get('sha256', ''))[:16]}...` |"
+                  for m in card.get("members", [])]
+    else:
+        lines += [
+            f"| recipe | `{card.get('recipe', '')}`, seed {card.get('seed', '')} |",
+            f"| training | {card.get('train_minutes', 0):.0f} min, {card.get('epochs', '')} epochs on {card.get('machine', '')} |",
+            f"| weights | weights.pt, {card.get('size_bytes', 0) / 1e6:.1f} MB, SHA-256 `{card.get('sha256', '')}` |",
+        ]
     lines += [
-        f"| macro-F1 | {t.get('macro_f1', float('nan')) * 100:.2f} % |",
-        f"| recipe | `{card.get('recipe', '')}`, seed {card.get('seed', '')} |",
-        f"| training | {card.get('train_minutes', 0):.0f} min, {card.get('epochs', '')} epochs on {card.get('machine', '')} |",
-        f"| weights | weights.pt, {card.get('size_bytes', 0) / 1e6:.1f} MB, SHA-256 `{card.get('sha256', '')}` |",
         "", "Per-class F1:", "",
         "| " + " | ".join(t.get("per_class_f1", {})) + " |",
         "|" + "---|" * len(t.get("per_class_f1", {})),
@@ -158,7 +211,8 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 def check_card(entry: ZooEntry) -> None:
     """Every file an entry needs is there (a partial copy is refused before anything loads)."""
-    missing = [f for f in CARD_FILES if not (entry.path / f).is_file()]
+    needs = ("card.json",) if entry.kind == "ensemble" else CARD_FILES
+    missing = [f for f in needs if not (entry.path / f).is_file()]
     if entry.kind == "embedding" and entry.gallery is None:
         missing.append("gallery.npz")
     if missing:

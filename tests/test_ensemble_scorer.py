@@ -1,0 +1,135 @@
+"""Ensembles are scorers like every other model: the EnsembleScorer is the weighted mean of its
+members' probabilities (by hand, tiny models), an ensemble zoo entry opens as a run that evaluate,
+predict and explain take, and a member changed after the ensemble was measured is refused."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fermetric.analysis import ClassifierScorer, EnsembleScorer, TTAScorer, explain
+from fermetric.errors import FermetricError, ModelError
+from fermetric.evaluation.ensemble import soft_vote
+from fermetric.runs import load_run
+
+
+def _linear(seed: int, classes: int = 3) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, classes))
+
+
+def test_ensemble_scores_are_the_weighted_mean_of_member_probabilities():
+    x = torch.rand(6, 1, 48, 48)
+    a, b = _linear(0), _linear(1)
+    members = [ClassifierScorer(a, output="softmax", batch_size=4, precision="fp32"),
+               ClassifierScorer(b, output="softmax", batch_size=4, precision="fp32")]
+    ens = EnsembleScorer(members, weights=[3.0, 1.0])
+    assert ens.weights == pytest.approx([0.75, 0.25])
+    with torch.no_grad():  # by hand: softmax of each linear model, 3/4 and 1/4
+        want = 0.75 * a(x).softmax(1) + 0.25 * b(x).softmax(1)
+    got = ens.scores(x)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum(1).numpy(), 1.0, atol=1e-6)
+    # the numpy vote of fermetric ensemble gives the same numbers
+    np.testing.assert_allclose(soft_vote([m.scores(x).numpy() for m in members], [3.0, 1.0]), got.numpy(), atol=1e-6)
+    # equal weights by default; a TTA member is voted with its own mean over views
+    tta = TTAScorer(members[1], views=lambda v: [v, v.flip(-1)])
+    eq = EnsembleScorer([members[0], tta])
+    np.testing.assert_allclose(eq.scores(x).numpy(), 0.5 * members[0].scores(x).numpy() + 0.5 * tta.scores(x).numpy(),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_methods_explain_a_differentiable_ensemble():
+    x = torch.rand(2, 1, 48, 48)
+    ens = EnsembleScorer([ClassifierScorer(_linear(0), output="softmax", precision="fp32"),
+                          ClassifierScorer(_linear(1), output="softmax", precision="fp32")])
+    assert ens.differentiable
+    maps = explain(ens, x, "saliency", target=[0, 1])
+    assert maps.shape == (2, 48, 48) and np.isfinite(maps).all() and maps.max() > 0
+    occ = explain(ens, x, "occlusion", target=[0, 1])
+    assert occ.shape == (2, 48, 48)
+    with pytest.raises(ModelError, match="Grad-CAM looks into one network"):
+        explain(ens, x, "gradcam", target=[0, 1])
+
+
+def test_bad_ensembles_are_refused():
+    soft = ClassifierScorer(_linear(0), output="softmax")
+    with pytest.raises(ModelError, match="not probabilities"):
+        EnsembleScorer([soft, ClassifierScorer(_linear(1), output="logits")])
+    with pytest.raises(ModelError, match="at least one member"):
+        EnsembleScorer([])
+    with pytest.raises(ModelError, match="non-negative"):
+        EnsembleScorer([soft, soft], weights=[1.0, -1.0])
+    with pytest.raises(ModelError, match="2 finite"):
+        EnsembleScorer([soft, soft], weights=[1.0])
+    with pytest.raises(ModelError, match="different classes"):
+        EnsembleScorer([ClassifierScorer(_linear(0), output="softmax", class_names=["a", "b", "c"]),
+                        ClassifierScorer(_linear(1), output="softmax", class_names=["a", "b", "d"])])
+
+
+def test_ensemble_entry_is_the_weighted_vote_of_its_members(tiny_ensemble_zoo, classifier_run, triplet_run):
+    from fermetric.zoo import get_entry, load_pretrained
+
+    card = get_entry("tiny-ens", tiny_ensemble_zoo).card
+    assert card["kind"] == "ensemble" and [m["name"] for m in card["members"]] == ["tiny-clf", "tiny-tri"]
+    assert [m["weight"] for m in card["members"]] == pytest.approx([2 / 3, 1 / 3])
+    assert card["test"]["seconds_per_face"] > 0
+    ens = load_pretrained("tiny-ens", device="cpu", precision="fp32", root=tiny_ensemble_zoo)
+    clf = load_pretrained("tiny-clf", device="cpu", precision="fp32", root=tiny_ensemble_zoo)
+    tri = load_pretrained("tiny-tri", device="cpu", precision="fp32", root=tiny_ensemble_zoo)
+    data = load_run(classifier_run, device="cpu").load_data()
+    for r in (ens, clf, tri):
+        r.use_data(data)
+    want = (2 * clf.predict_proba("val", tta="shift") + tri.predict_proba("val")) / 3
+    np.testing.assert_allclose(ens.predict_proba("val"), want, atol=1e-6)
+    y = data["val"].labels.numpy()
+    assert card["test"]["accuracy"] == pytest.approx(float((want.argmax(1) == y).mean()))
+    # the scorer (images in) gives the split's numbers (cached embeddings and TTA probabilities)
+    np.testing.assert_allclose(ens.scorer().scores(data["val"].images).numpy(), want, atol=1e-5)
+    with pytest.raises(FermetricError, match="TTA is set per member"):
+        ens.predict_proba("val", tta=True)
+    with pytest.raises(FermetricError, match="no single embedding"):
+        ens.embeddings("val")
+
+
+def test_ensemble_entry_works_where_a_run_does(tiny_ensemble_zoo, monkeypatch, tmp_path):
+    """evaluate, predict and explain take the ensemble's name as they take any RUN."""
+    import fermetric
+    from fermetric.data.bundled import bundled_faces
+    from fermetric.inference import FacePredictor
+    from fermetric.zoo import load_pretrained
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(tiny_ensemble_zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    m, paths = fermetric.evaluate_run("tiny-ens", data="synth", split="val", out=tmp_path / "eval", device="cpu")
+    assert m["kind"] == "ensemble" and 0 <= m["accuracy"] <= 1 and all(p.is_file() for p in paths)
+    rec = fermetric.explain_run("tiny-ens", method="occlusion", per_class=1, data="synth", out=tmp_path / "explain",
+                                device="cpu")
+    assert rec["methods"] == ["occlusion"] and rec["scorer"] == "EnsembleScorer"
+    rec = fermetric.explain_run("tiny-ens", method="all", per_class=1, data="synth", out=tmp_path / "all", device="cpu")
+    assert "lime" in rec["methods"] and any(s.startswith("saliency") for s in rec["skipped"])  # kNN member: black box
+    predictor = FacePredictor(load_pretrained("tiny-ens", device="cpu", root=tiny_ensemble_zoo))
+    face = bundled_faces()[0]
+    p = predictor.predict_proba(face.image()[None])
+    assert p.shape == (1, 7) and p.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_member_changed_after_the_ensemble_was_measured_is_refused(tiny_ensemble_zoo, tmp_path):
+    from fermetric.zoo import ZooError, get_entry, load_pretrained
+
+    root = tmp_path / "zoo"
+    shutil.copytree(tiny_ensemble_zoo, root)
+    card_path = root / "tiny-ens" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["members"][0]["sha256"] = "0" * 64  # as if tiny-clf had been re-exported since
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ZooError, match="member 'tiny-clf' has changed since the ensemble was measured"):
+        load_pretrained("tiny-ens", device="cpu", root=root)
+    with pytest.raises(ZooError, match="has changed"):
+        get_entry("tiny-ens", root).verify()
+    (root / "tiny-ens" / "card.json").write_text(json.dumps({**card, "members": []}))
+    with pytest.raises(ZooError, match="lists no members"):
+        get_entry("tiny-ens", root)
