@@ -133,3 +133,20 @@ def test_a_member_changed_after_the_ensemble_was_measured_is_refused(tiny_ensemb
     (root / "tiny-ens" / "card.json").write_text(json.dumps({**card, "members": []}))
     with pytest.raises(ZooError, match="lists no members"):
         get_entry("tiny-ens", root)
+
+
+def test_report_takes_zoo_names_an_ensemble_included(tiny_ensemble_zoo, monkeypatch, tmp_path):
+    """`fermetric report NAME`: the card's numbers and what commands wrote into the entry's cache."""
+    import fermetric
+    from conftest import run_cli
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(tiny_ensemble_zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    fermetric.evaluate_run("tiny-ens", device="cpu", data="synth", split="val")  # into the cache's eval/
+    out = tmp_path / "r.html"
+    run_cli(["report", "tiny-clf", "tiny-ens", "--out", str(out)])
+    html = out.read_text()
+    for text in ("tiny-clf", "tiny-ens", "pretrained model tiny-ens: numbers from its card", "eval/synth_val"):
+        assert text in html, text
+    res = run_cli(["report", "no-such-model", "--out", str(tmp_path / "x.html")], expect=2)
+    assert "no pretrained model of that name" in res.output and not (tmp_path / "x.html").exists()

@@ -181,7 +181,12 @@ def collect_run(path: str | Path) -> RunSummary:
     """
     path = Path(path)
     if not path.is_dir():
-        raise DataError(f"run directory {path} does not exist")
+        from fermetric.zoo import is_pretrained_name
+
+        if is_pretrained_name(str(path)):
+            return collect_pretrained(str(path))
+        raise DataError(f"run directory {path} does not exist (nor is {str(path)!r} a pretrained model's name: "
+                        "fermetric models --pretrained lists them)")
     cfg_p, met_p, hist_p = path / "config.yaml", path / "metrics.json", path / "history.csv"
     if not (cfg_p.is_file() or met_p.is_file() or hist_p.is_file()):
         raise DataError(
@@ -201,6 +206,12 @@ def collect_run(path: str | Path) -> RunSummary:
             raise DataError(f"{met_p}: expected a JSON object, got {type(m).__name__}")
         s.metrics = m
     s.history = _read_history(hist_p)
+    return _read_outputs(s)
+
+
+def _read_outputs(s: RunSummary) -> RunSummary:
+    """What commands wrote into the run folder `s.path`: eval/, knn_*/, figures and explanations."""
+    path = s.path
     eval_dir = path / "eval"
     if eval_dir.is_dir():
         for p in sorted(eval_dir.glob("*.json")):
@@ -223,6 +234,37 @@ def collect_run(path: str | Path) -> RunSummary:
                 rel = png.relative_to(path)
                 s.figures.append(Figure(title=_title_of(rel), section=_section_of(rel), path=png))
     s.explain_eval = _find_explain_eval(path, recursive_in=[d for d in path.glob("explain*") if d.is_dir()])
+    return s
+
+
+def collect_pretrained(name: str) -> RunSummary:
+    """Summarise a zoo entry: its card (numbers measured at export on PublicTest) and what commands
+    wrote into its cache folder (evaluate, explain, knn-eval outputs), so a report takes a zoo
+    name as it takes a run directory.
+
+    Raises:
+        ZooError: the entry is incomplete or its weights (an ensemble: its members') do not match.
+    """
+    from fermetric.zoo import get_entry, zoo_run_dir
+    from fermetric.zoo.registry import card_markdown, check_card
+
+    entry = get_entry(name)
+    check_card(entry)
+    entry.verify()  # a report must not show the card of weights that are not the card's
+    cache = zoo_run_dir(name)
+    s = _read_outputs(RunSummary(path=cache)) if cache.is_dir() else RunSummary(path=cache)
+    card = entry.card
+    t = card.get("test") or {}
+    split = "val" if str(card.get("split", "")).endswith("PublicTest") else "test"
+    s.metrics = {"kind": card.get("kind"), "model": card.get("model"), "data": card.get("data"),
+                 "train_seconds": 60.0 * float(card.get("train_minutes") or 0) or None,
+                 "epochs_run": card.get("epochs"), "notes": [f"pretrained model {name}: numbers from its card",
+                                                            *card.get("notes", [])],
+                 split: {"n": t.get("n"), "accuracy": t.get("accuracy"), "macro_f1": t.get("macro_f1"),
+                         "class_names": card.get("class_names"),
+                         "per_class": {c: {"f1": f} for c, f in (t.get("per_class_f1") or {}).items()}}}
+    s.config_text = card_markdown(card)
+    s.config = {}
     return s
 
 

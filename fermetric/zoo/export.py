@@ -26,11 +26,14 @@ def _fp16(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()) for k, v in state_dict.items()}
 
 
-def _train_minutes_and_machine(m: dict[str, Any]) -> tuple[float, str, int]:
-    """Training minutes, host names and epochs from a run's metrics.json (Run.metrics)."""
+def _train_minutes_and_machine(m: dict[str, Any], threads: int = 0) -> tuple[float, str, int]:
+    """Training minutes, the machine (this CPU, the run's threads and precision, its host names)
+    and epochs from a run's metrics.json (Run.metrics); export runs where the training ran."""
     sittings = m.get("sittings") or []
     hosts = sorted({str(s.get("host", "")) for s in sittings if s.get("host")})
-    return float(m.get("train_seconds", 0.0)) / 60.0, ", ".join(hosts), int(m.get("epochs_run", 0))
+    precision = (m.get("runtime") or {}).get("precision")
+    machine = f"{cpu_name(threads)}{f', {precision}' if precision else ''}; host {', '.join(hosts) or platform.node()}"
+    return float(m.get("train_seconds", 0.0)) / 60.0, machine, int(m.get("epochs_run", 0))
 
 
 def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -82,12 +85,12 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         if src.kind == "embedding":
             emb, labels = src.embeddings("train")
             np.savez_compressed(tmp / "gallery.npz", embeddings=emb.astype(np.float16), labels=labels.astype(np.int16))
-        minutes, hosts, epochs = _train_minutes_and_machine(src.metrics)
+        minutes, trained_on, epochs = _train_minutes_and_machine(src.metrics, src.cfg.train.threads)
         card: dict[str, Any] = {
             "name": name, "kind": src.kind, "model": cfg.model.name, "description": description,
             "parameters": sum(p.numel() for p in src.model.parameters()), "data": data_name, "split": split_name,
             "class_names": list(src.class_names), "recipe": recipe, "seed": cfg.seed, "epochs": epochs,
-            "train_minutes": round(minutes, 1), "machine": machine or hosts or platform.node(),
+            "train_minutes": round(minutes, 1), "machine": machine or trained_on,
             "retrain": retrain, "fermetric_version": __version__, "notes": list(notes),
             "sha256": sha256_file(tmp / "weights.pt"), "size_bytes": (tmp / "weights.pt").stat().st_size,
         }
@@ -138,15 +141,15 @@ def _new_entry_dir(name: str, root) -> tuple[Path, Path]:
     return base, Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
 
 
-def cpu_name() -> str:
-    """This machine's CPU model and core count, for the cards' timings."""
+def cpu_name(threads: int = 0) -> str:
+    """This machine's CPU model and the threads used (default: torch's), for the cards' timings."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    return f"{model}, {torch.get_num_threads()} threads"
+    return f"{model}, {threads or torch.get_num_threads()} threads"
 
 
 def seconds_per_face(scorer, images: torch.Tensor, repeats: int = 2) -> float:
