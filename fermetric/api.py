@@ -86,13 +86,16 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
     suffix = {None: "", "shift": "_tta", "tencrop": "_tencrop"}[mode]
     tta_text = {None: "", "shift": " + TTA", "tencrop": " + ten-crop TTA"}[mode]
     with _writing(run, out is None):
+        from fermetric.evaluation.calibration import calibration_metrics
         from fermetric.evaluation.metrics import classification_metrics, write_metrics
 
         r = _load(run, device, precision)
         if data is None:
             split = split or "val"
             ds = r.load_data()[split]
-            m = classification_metrics(ds.labels.numpy(), r.predict(split, tta=mode), r.class_names)
+            y = ds.labels.numpy()
+            m = classification_metrics(y, r.predict(split, tta=mode), r.class_names)
+            m["calibration"] = calibration_metrics(r.predict_proba(split, tta=mode), y)
             if r.kind == "embedding":
                 knn = r.knn()
                 m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,

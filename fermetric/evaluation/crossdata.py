@@ -210,13 +210,16 @@ def evaluate_on_data(run: Any, data: str, split: Optional[str] = None, tta: bool
         ids), plus "cross_data": {data, split, n_images, n_scored, left_out {class: images},
         mapping, matched_by, unknown_classes, model_classes_without_images}.
     """
+    from fermetric.evaluation.calibration import calibration_metrics
     from fermetric.evaluation.metrics import classification_metrics
 
     ds, name, used = load_other_data(run, data, split)
     mapping = map_classes(ds.class_names, run.class_names, class_map)
     known, y, left_out = _known_subset(ds, mapping)
-    pred, _ = run.predict_images(known, tta=tta)
+    pred, probs = run.predict_images(known, tta=tta)
     m = classification_metrics(y, pred, run.class_names)
+    if len(y):
+        m["calibration"] = calibration_metrics(probs, y)
     m["cross_data"] = {"data": name, "source": str(data), "split": used, "n_images": len(ds), "n_scored": len(known),
                        "left_out": left_out, **mapping.to_dict()}
     return m

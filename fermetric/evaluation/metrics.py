@@ -62,6 +62,12 @@ def metrics_to_markdown(metrics: dict[str, Any], title: str = "") -> str:
     lines += [
         f"accuracy **{metrics['accuracy'] * 100:.2f} %**, macro-F1 **{metrics['macro_f1'] * 100:.2f} %** (n = {metrics['n']})",
         "",
+    ]
+    cal = metrics.get("calibration")
+    if cal:
+        lines += [f"calibration of the probabilities: ECE {cal['ece'] * 100:.2f} % ({cal['binning']}), "
+                  f"NLL {cal['nll']:.4f}, Brier {cal['brier']:.4f}", ""]
+    lines += [
         "| class | precision | recall | F1 | support |",
         "|---|---:|---:|---:|---:|",
     ]

@@ -42,6 +42,15 @@ def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:
             "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}}
 
 
+def _card_calibration(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """ECE (15 equal-width bins), NLL and Brier score of the probabilities the card's accuracy
+    comes from."""
+    from fermetric.evaluation.calibration import calibration_metrics
+
+    c = calibration_metrics(probs, y)
+    return {"ece": c["ece"], "nll": c["nll"], "brier": c["brier"], "binning": c["binning"]}
+
+
 def _other_layer_accuracy(src, split: str) -> dict[str, float]:
     """{layer: kNN accuracy} of an embedding run embedding with the layer it does not ship
     (backbone vs projection), so the card reports both; measured on the run's own weights."""
@@ -100,9 +109,11 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         y = entry_run.use_data(data)[split].labels.numpy()
         pred = entry_run.predict(split)
         m = classification_metrics(y, pred, list(src.class_names))
-        test = _card_metrics(m)
+        test = {**_card_metrics(m), "calibration": _card_calibration(entry_run.predict_proba(split), y)}
         if src.kind == "classifier":
-            test["accuracy_tta"] = float((entry_run.predict(split, tta=True) == y).mean())
+            probs_tta = entry_run.predict_proba(split, tta=True)
+            test["accuracy_tta"] = float((probs_tta.argmax(1) == y).mean())
+            test["calibration_tta"] = _card_calibration(probs_tta, y)
         else:
             test["knn_accuracy"] = m["accuracy"]
             test["embedding_layer"] = src.embedding_layer
@@ -193,7 +204,8 @@ def export_ensemble(spec_path: str | os.PathLike, name: str, *, data: str, retra
         ens = EnsembleRun(path=zoo_run_dir(name), members=members, pretrained=name, precision="fp32")
         ds = ens.use_data(data)["val"]
         y = ds.labels.numpy()
-        m = classification_metrics(y, ens.predict("val"), list(ens.class_names))
+        probs = ens.predict_proba("val")
+        m = classification_metrics(y, probs.argmax(1), list(ens.class_names))
         member_probs = [mb.run.predict_proba("val", tta=mb.tta or False) for mb in members]
         searched, _ = cross_fitted_vote(member_probs, y, fit="search")
         idx = torch.arange(min(256, len(ds)))
@@ -209,7 +221,7 @@ def export_ensemble(spec_path: str | os.PathLike, name: str, *, data: str, retra
             "retrain": retrain, "fermetric_version": __version__, "cost_machine": cpu_name(),
             "notes": [*notes, f"For comparison (not shipped): weights searched on the simplex, cross-fitted on halves of "
                               f"PublicTest, reach {float((searched.argmax(1) == y).mean()) * 100:.2f} %."],
-            "test": {**_card_metrics(m), "seconds_per_face": cost},
+            "test": {**_card_metrics(m), "calibration": _card_calibration(probs, y), "seconds_per_face": cost},
         }
         return _install(tmp, base, name, card)
     except BaseException:

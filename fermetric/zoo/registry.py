@@ -183,6 +183,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         for layer, acc in t["accuracy_other_layer"].items():
             lines.append(f"| kNN accuracy with the {layer} embedding (not what it ships) | {acc * 100:.2f} % |")
     lines.append(f"| macro-F1 | {t.get('macro_f1', float('nan')) * 100:.2f} % |")
+    for key, what in (("calibration", ""), ("calibration_tta", ", TTA")):
+        c = t.get(key)
+        if c:
+            lines.append(f"| calibration{what} (ECE over {c.get('binning', '15 bins')}; NLL; Brier) | "
+                         f"{c['ece'] * 100:.2f} %; {c['nll']:.3f}; {c['brier']:.3f} |")
     if t.get("seconds_per_face") is not None:
         lines.append(f"| cost | {t['seconds_per_face'] * 1e3:.1f} ms per 48x48 face ({card.get('cost_machine', '')}) |")
     if card["kind"] == "ensemble":
