@@ -2,8 +2,8 @@
 image-folder writer, bad inputs, and that a tiny CNN can learn it."""
 from __future__ import annotations
 
-import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,22 +45,29 @@ def test_same_seed_same_tensors_other_seed_other_tensors():
     assert not torch.equal(a.masks, c.masks)
 
 
-# sha256 of (images uint8, masks bool) of generate_synthfer(96, seed=3, difficulty=d), taken before
-# the renderer was split into named steps (issue 12). A change of any pixel or mask bit of a seeded
-# face changes these: data sets and measurements made with a seed would no longer be reproducible.
-# (Computed with torch 2.14 on x86-64 / AVX512; the vectorised exp/sigmoid of another CPU or torch
-# could in principle move a pixel across a rounding or threshold boundary.)
-PINNED_RENDERS = {
-    1.0: "6af08ff8a3f8e7da02ce0292840f07f124ed6e2aa085f1046ccf2fadce9125d0",
-    2.0: "14b372a32b162e17309c1a87097818285efba74227706fa73823ba55464550db",  # occluders, pose, noise
-}
+# The seeded renders of generate_synthfer(96, seed=3, difficulty=d) as the renderer made them before
+# it was split into named steps (issue 12; sha256 6af08ff8... at 1.0 and 14b372a3... at 2.0 on an
+# Intel Xeon with AVX-512), kept whole in tests/data so that a change can be measured, not just seen.
+# A change of the renderer moves many pixels and mask bits; what may differ between CPU kinds is the
+# last bit of a transcendental function that MKL computes on another code path (AMD EPYC): measured
+# here by forcing MKL's generic path (MKL_CBWR=COMPATIBLE) and PyTorch's scalar kernels
+# (ATEN_CPU_CAPABILITY=default), that moved 1 pixel of 221,184 by 1 grey level at difficulty 2.0 and
+# no mask bit. The tolerance below allows such rounding (a handful of pixels off by one level, a
+# handful of mask bits at a boundary) and nothing a renderer change would do.
+RENDERS = Path(__file__).parent / "data" / "synthfer_seed3_renders.npz"
+MAX_PIXELS_OFF_BY_ONE = 16
+MAX_MASK_BITS = 16
 
 
-@pytest.mark.parametrize("difficulty", sorted(PINNED_RENDERS))
-def test_seeded_render_is_byte_identical_to_the_pinned_one(difficulty):
+@pytest.mark.parametrize("difficulty", [1.0, 2.0])
+def test_seeded_render_matches_the_pinned_one_on_any_cpu(difficulty):
     ds = generate_synthfer(96, seed=3, difficulty=difficulty)
-    digest = hashlib.sha256(ds.images.numpy().tobytes() + ds.masks.numpy().tobytes()).hexdigest()
-    assert digest == PINNED_RENDERS[difficulty]
+    with np.load(RENDERS) as ref:
+        images, masks = ref[f"images_{difficulty}"], ref[f"masks_{difficulty}"]
+    diff = np.abs(ds.images.numpy().astype(np.int16) - images.astype(np.int16))
+    assert diff.max() <= 1, f"a pixel moved by {diff.max()} grey levels: the renderer changed"
+    assert (diff > 0).sum() <= MAX_PIXELS_OFF_BY_ONE, f"{(diff > 0).sum()} pixels differ: the renderer changed"
+    assert (ds.masks.numpy() != masks).sum() <= MAX_MASK_BITS
 
 
 def test_shapes_dtypes_names_sources():
