@@ -60,7 +60,7 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
                  device: Optional[str] = "auto", precision: Optional[str] = "auto", data: Optional[str] = None,
                  class_map: Optional[Sequence[str] | dict] = None) -> tuple[dict[str, Any], list[Path]]:
     """`fermetric evaluate`: accuracy, macro-F1, per-class scores and the confusion matrix of a run
-    on a split, written as <split>[_tta|_tencrop].json / .md / _confusion.png into `out` (default
+    on a split, written as <split>[_tta|_tencrop].json / .md / _confusion.png / _reliability.png into `out` (default
     RUN/eval).
 
     Args:

@@ -6,6 +6,11 @@ on a 640x480 textured background (the same composition as tests/test_predict.py)
 label of every photo is known. Run alone on the machine:
 
     python scripts/bench_predict.py fer2013-baseline --data fer2013.csv.gz --n 100 --threads 2
+    python scripts/bench_predict.py fer2013-baseline fer2013-ensemble --data fer2013.csv.gz --n 400 --threads 2 --margin 0
+
+Several models are measured on the same photos in one run (an ensemble next to a single
+classifier): each model's seconds per photo, and the seconds per face of the model alone (the
+48x48 crops in one batch, without detection).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def compose(face48: np.ndarray, rng: np.random.Generator, size: int = 200) -> np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a run directory or a pretrained model's name")
+    ap.add_argument("models", nargs="+", help="run directories or pretrained models' names")
     ap.add_argument("--data", required=True, help="fer2013.csv(.gz) with a PublicTest split")
     ap.add_argument("--n", type=int, default=100, help="photos")
     ap.add_argument("--threads", type=int, default=2)
@@ -48,38 +53,41 @@ def main() -> None:
     val = load_data(a.data, DataConfig())["val"]
     rng = np.random.default_rng(a.seed)
     idx = rng.choice(len(val), size=min(a.n, len(val)), replace=False)
-    t0 = time.perf_counter()
-    predictor = FacePredictor.from_run_dir(a.model, device="cpu")
-    load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for j, i in enumerate(idx):
             p = Path(tmp) / f"photo_{j:04d}.jpg"
             Image.fromarray(np.stack([compose(val.images[i, 0].numpy(), rng)] * 3, axis=2)).save(p, quality=92)
             files.append(p)
-        predict_images(predictor, files[:2])  # warm-up: cascade load, first forward
         labels = val.labels.numpy()[idx]
-        # the reference: the same model on the data set's own 48x48 crops of the same faces
-        on_crops = predictor.predict_proba(val.images[idx, 0].numpy()).argmax(1) == labels
+        crops = val.images[idx, 0].numpy()
         print("| model | margin | photos | face found | right on the photo (found faces) | right on the FER2013 crop "
-              "(same faces) | s/photo | model load s | threads |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for margin in a.margin:
+              "(same faces) | s/photo | s/face (model alone) | model load s | threads |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for model in a.models:
             t0 = time.perf_counter()
-            batch = predict_images(predictor, files, margin=margin)
-            seconds = time.perf_counter() - t0
-            found = {Path(r.path).name: r for r in batch.images}
-            hits = correct = crop_correct = 0
-            for j, f in enumerate(files):
-                r = found.get(f.name)
-                if r is not None and r.faces:
-                    hits += 1
-                    correct += int(r.faces[0].label_id == labels[j])
-                    crop_correct += int(on_crops[j])
-            print(f"| {a.model} | {margin:g} | {len(files)} | {hits / len(files) * 100:.0f} % | "
-                  f"{correct / max(hits, 1) * 100:.1f} % | {crop_correct / max(hits, 1) * 100:.1f} % | "
-                  f"{seconds / len(files):.3f} | {load_s:.2f} | {a.threads} |")
-
+            predictor = FacePredictor.from_run_dir(model, device="cpu")
+            load_s = time.perf_counter() - t0
+            predict_images(predictor, files[:2])  # warm-up: cascade load, first forward
+            # the reference: the same model on the data set's own 48x48 crops of the same faces
+            t0 = time.perf_counter()
+            on_crops = predictor.predict_proba(crops).argmax(1) == labels
+            per_face = (time.perf_counter() - t0) / len(crops)
+            for margin in a.margin:
+                t0 = time.perf_counter()
+                batch = predict_images(predictor, files, margin=margin)
+                seconds = time.perf_counter() - t0
+                found = {Path(r.path).name: r for r in batch.images}
+                hits = correct = crop_correct = 0
+                for j, f in enumerate(files):
+                    r = found.get(f.name)
+                    if r is not None and r.faces:
+                        hits += 1
+                        correct += int(r.faces[0].label_id == labels[j])
+                        crop_correct += int(on_crops[j])
+                print(f"| {model} | {margin:g} | {len(files)} | {hits / len(files) * 100:.0f} % | "
+                      f"{correct / max(hits, 1) * 100:.1f} % | {crop_correct / max(hits, 1) * 100:.1f} % | "
+                      f"{seconds / len(files):.3f} | {per_face:.4f} | {load_s:.2f} | {a.threads} |")
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ PACKAGE = Path(fermetric.__file__).parent
 
 def test_evaluate_run_is_one_call_and_writes_what_evaluate_writes(classifier_run, tmp_path):
     m, paths = fermetric.evaluate_run(classifier_run, split="val", out=tmp_path, device="cpu")
-    assert [p.name for p in paths] == ["val.json", "val.md", "val_confusion.png"]
+    assert [p.name for p in paths] == ["val.json", "val.md", "val_confusion.png", "val_reliability.png"]
     assert all(p.is_file() for p in paths)
     assert json.loads(paths[0].read_text())["accuracy"] == pytest.approx(m["accuracy"])
     run = load_run(classifier_run, device="cpu")

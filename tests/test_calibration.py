@@ -72,3 +72,4 @@ def test_evaluate_reports_calibration(classifier_run, tmp_path):
     assert 0 <= cal["ece"] <= 1 and cal["nll"] > 0 and 0 <= cal["brier"] <= 2
     assert sum(b["count"] for b in cal["bins"]) == m["n"]
     assert "ECE" in (tmp_path / "val.md").read_text()
+    assert (tmp_path / "val_reliability.png").is_file() and tmp_path / "val_reliability.png" in paths

@@ -77,8 +77,9 @@ def metrics_to_markdown(metrics: dict[str, Any], title: str = "") -> str:
 
 
 def write_metrics(out_dir: str | Path, name: str, metrics: dict[str, Any], title: str) -> list[Path]:
-    """Write OUT/<name>.json, <name>.md (metrics_to_markdown) and <name>_confusion.png (row-normalised
-    confusion matrix) of `classification_metrics` output; returns the three paths."""
+    """Write OUT/<name>.json, <name>.md (metrics_to_markdown), <name>_confusion.png (row-normalised
+    confusion matrix) and, when the metrics carry "calibration", <name>_reliability.png (reliability
+    diagram) of `classification_metrics` output; returns the paths written."""
     from fermetric.plotting import save_figure
     from fermetric.plotting.confusion import plot_confusion
     from fermetric.utils.io import atomic_write_text, write_json
@@ -89,4 +90,9 @@ def write_metrics(out_dir: str | Path, name: str, metrics: dict[str, Any], title
     paths.append(atomic_write_text(out / f"{name}.md", metrics_to_markdown(metrics, title)))
     fig = plot_confusion(metrics["confusion"], metrics["class_names"], normalize=True, title=title)
     paths.append(save_figure(fig, out / f"{name}_confusion.png"))
+    cal = metrics.get("calibration")
+    if cal:
+        from fermetric.plotting.calibration import plot_reliability
+
+        paths.append(save_figure(plot_reliability(cal["bins"], title=title, ece=cal["ece"]), out / f"{name}_reliability.png"))
     return paths
