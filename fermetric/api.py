@@ -186,6 +186,17 @@ def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Opti
         return same_expression_probability(_load(run, device, None), image_a, image_b)
 
 
+def calibrate(run: PathLike, split: str = "val", tta: bool | str = False, device: Optional[str] = "auto",
+              precision: Optional[str] = "auto") -> dict[str, Any]:
+    """`fermetric calibrate`: fit a classifier run's temperature on `split` and keep it in
+    RUN/temperature.json (fermetric.evaluation.calibration.calibrate_run); `predict` then uses it."""
+    from fermetric.evaluation.calibration import calibrate_run
+    from fermetric.evaluation.predict import resolve_tta
+
+    with _writing(run):
+        return calibrate_run(_load(run, device, precision), split, resolve_tta(tta))
+
+
 def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Optional[PathLike] = None,
                device: Optional[str] = "auto") -> tuple[np.ndarray, list[Path]]:
     """`fermetric embed-plot`: a 2-D projection (umap, pca, tsne) of a split's embeddings (pre-logit

@@ -73,3 +73,37 @@ def test_evaluate_reports_calibration(classifier_run, tmp_path):
     assert sum(b["count"] for b in cal["bins"]) == m["n"]
     assert "ECE" in (tmp_path / "val.md").read_text()
     assert (tmp_path / "val_reliability.png").is_file() and tmp_path / "val_reliability.png" in paths
+
+
+def test_calibrate_keeps_a_temperature_that_predict_uses(classifier_run, triplet_run, tmp_path):
+    import json
+    import shutil
+
+    import fermetric
+    from fermetric.evaluation.calibration import apply_temperature
+    from fermetric.inference import FacePredictor
+    from fermetric.runs import load_run
+
+    run_dir = tmp_path / "clf"
+    shutil.copytree(classifier_run, run_dir)
+    before = FacePredictor(load_run(run_dir, device="cpu"), tta="shift")
+    assert before.temperature is None
+    rec = fermetric.calibrate(run_dir, split="val", tta="shift", device="cpu")
+    saved = json.loads((run_dir / "temperature.json").read_text())
+    assert saved["temperature"] == pytest.approx(rec["temperature"]) and saved["tta"] == "shift"
+    assert rec["after_cross_fitted"]["nll"] > 0 and len(rec["cross_fit_temperatures"]) == 2
+    run = load_run(run_dir, device="cpu")
+    crops = run.load_data()["val"].images[:12, 0].numpy()
+    after = FacePredictor(run, tta="shift")
+    assert after.temperature == pytest.approx(rec["temperature"])
+    np.testing.assert_allclose(after.predict_proba(crops), apply_temperature(before.predict_proba(crops), rec["temperature"]),
+                               atol=1e-6)
+    assert FacePredictor(run, tta=None).temperature is None  # fitted for the TTA softmax only
+    # another checkpoint (a retrained run) does not use the old temperature
+    saved["checkpoint_sha256"] = "0" * 64
+    (run_dir / "temperature.json").write_text(json.dumps(saved))
+    assert FacePredictor(load_run(run_dir, device="cpu"), tta="shift").temperature is None
+    with pytest.raises(FermetricError, match="rescales a classifier's softmax"):
+        fermetric.calibrate(triplet_run, device="cpu")
+    with pytest.raises(FermetricError, match="calibrate on val"):
+        fermetric.calibrate(run_dir, split="train", device="cpu")

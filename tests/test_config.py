@@ -67,8 +67,16 @@ def test_shipped_configs_load():
     # configs/study/ holds study files (fermetric.study), checked in tests/test_study.py
     files = sorted(p for p in root.rglob("*.yaml") if p.relative_to(root).parts[0] != "study")
     assert files
+    # the zoo's ensemble specs name zoo entries, not a run's settings
+    ensembles = [f for f in files if f.name.endswith("-ensemble.yaml")]
+    assert ensembles == [root / "zoo" / "fer2013-ensemble.yaml"]
     for f in files:
-        assert isinstance(load_config(f), RunConfig), f
+        if f in ensembles:
+            from fermetric.zoo.export import read_ensemble_spec
+
+            assert read_ensemble_spec(f)["members"], f
+        else:
+            assert isinstance(load_config(f), RunConfig), f
 
 
 def _numeric_fields(cls, prefix=""):

@@ -150,3 +150,21 @@ def test_report_takes_zoo_names_an_ensemble_included(tiny_ensemble_zoo, monkeypa
         assert text in html, text
     res = run_cli(["report", "no-such-model", "--out", str(tmp_path / "x.html")], expect=2)
     assert "no pretrained model of that name" in res.output and not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.parametrize("text, match", [
+    ("members: []\n", "expected 'members:'"),
+    ("members:\n  - {name: a, scorer: prototype}\n", "scorer 'prototype'"),
+    ("members:\n  - {name: a, tta: sideways}\n", "tta 'sideways'"),
+    ("members:\n  - {name: a, weight: -1}\n", "weight -1"),
+    ("members:\n  - {name: a, wieght: 1}\n", r"members\[0\]: expected a mapping"),
+    ("memebers:\n  - {name: a}\n", "an ensemble spec has the keys"),
+])
+def test_bad_ensemble_specs_are_refused(tmp_path, text, match):
+    from fermetric.zoo import ZooError
+    from fermetric.zoo.export import read_ensemble_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    with pytest.raises(ZooError, match=match):
+        read_ensemble_spec(spec)

@@ -1,4 +1,4 @@
-"""`fermetric evaluate RUN` and `fermetric ensemble RUN RUN ...`."""
+"""`fermetric evaluate RUN`, `fermetric calibrate RUN` and `fermetric ensemble RUN RUN ...`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,6 +45,29 @@ def register(main: click.Group) -> None:
                    f"macro-F1 {m['macro_f1'] * 100:.2f} % (n = {m['n']})")
         for p in paths:
             click.echo(f"  {p}")
+
+    @main.command("calibrate")
+    @click.argument("run", type=RUN)
+    @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+                  help="The split the temperature is fitted on (never train: the model is over-confident there).")
+    @click.option("--tta", type=click.Choice(["shift", "tencrop"]), is_flag=False, flag_value="shift", default=None,
+                  help="Fit the temperature of the TTA softmax (--tta alone: shift, what predict uses).")
+    @device_option
+    @precision_option
+    def calibrate(run: str, split: str, tta: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
+        """Temperature scaling of a classifier: fit the temperature of its softmax on a split and
+        keep it in RUN/temperature.json (stamped with the checkpoint); predict uses it from then on.
+        Prints ECE / NLL / Brier before and after (after cross-fitted on halves of the split, so
+        the numbers are not flattered by the split's own labels)."""
+        from fermetric.api import calibrate as run_calibrate
+
+        rec = run_calibrate(run, split, tta or False, device=device, precision=precision)
+        click.echo(f"{Path(run).name} {split}{f' (TTA {tta})' if tta else ''}: temperature {rec['temperature']:.3f} "
+                   f"(n = {rec['n']}, accuracy {rec['accuracy'] * 100:.2f} %, unchanged)")
+        for when in ("before", "after_cross_fitted"):
+            c = rec[when]
+            click.echo(f"  {when.replace('_', ' ')}: ECE {c['ece'] * 100:.2f} % ({rec['binning']}), "
+                       f"NLL {c['nll']:.4f}, Brier {c['brier']:.4f}")
 
     @main.command("ensemble")
     @click.argument("runs", nargs=-1, required=True, type=RUN)

@@ -10,7 +10,8 @@ distance weights), so some bins stay empty: they weigh nothing.
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -103,3 +104,74 @@ def fit_temperature(probs: Any, y: Any, bounds: tuple[float, float] = (0.05, 20.
     res = minimize_scalar(lambda s: negative_log_likelihood(apply_temperature(p, float(np.exp(s))), t),
                           bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
+
+
+def cross_fitted_temperature(probs: Any, y: Any, folds: int = 2, seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """Temperature-scaled probabilities where no image is scaled with a temperature its own label
+    fitted: the split is cut in `folds` parts (a seeded shuffle), each scaled with the temperature
+    fitted on the others. Returns (N, C) probabilities and the temperature of each part."""
+    p, t = _check(probs, y)
+    if len(t) < 2 * folds:
+        raise FermetricError(f"cross-fitting a temperature needs at least {2 * folds} images, got {len(t)}")
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(t)), folds)
+    out = np.empty_like(p)
+    temps = []
+    for part in parts:
+        rest = np.setdiff1d(np.arange(len(t)), part)
+        temp = fit_temperature(p[rest], t[rest])
+        out[part] = apply_temperature(p[part], temp)
+        temps.append(temp)
+    return out, temps
+
+
+def temperature_record(probs: Any, y: Any, seed: int = 0) -> dict[str, Any]:
+    """What `fermetric calibrate` keeps: the temperature fitted on all of (probs, y) (the one to
+    use on other images), and the calibration before and after, "after" cross-fitted so that the
+    split's own labels never chose the temperature its images are scored with."""
+    p, t = _check(probs, y)
+    after, temps = cross_fitted_temperature(p, t, seed=seed)
+    brief = lambda c: {k: c[k] for k in ("ece", "nll", "brier")}  # noqa: E731
+    return {"temperature": fit_temperature(p, t), "n": int(len(t)), "binning": BINNING,
+            "accuracy": float((p.argmax(1) == t).mean()),
+            "before": brief(calibration_metrics(p, t)), "after_cross_fitted": brief(calibration_metrics(after, t)),
+            "cross_fit_temperatures": temps}
+
+
+TEMPERATURE_FILE = "temperature.json"
+
+
+def calibrate_run(run: Any, split: str = "val", tta: Optional[str] = None) -> dict[str, Any]:
+    """Fit the temperature of a classifier run's softmax (with `tta`: its TTA softmax) on `split`
+    and keep it in RUN/temperature.json, stamped with the checkpoint it was fitted for (a stale
+    one is ignored by `stored_temperature`). Returns the record (temperature_record + where)."""
+    from fermetric.utils.io import write_json
+
+    if run.kind != "classifier":
+        raise FermetricError(f"{run.path} is a{'n' if run.kind[:1] in 'ae' else ''} {run.kind} run: temperature scaling "
+                             "rescales a classifier's softmax (a kNN vote's probabilities are calibrated by its k)")
+    if split == "train":
+        raise FermetricError("a temperature fitted on the training split would learn the model's over-confidence on "
+                             "the images it was trained on; calibrate on val")
+    y = run.load_data()[split].labels.numpy()
+    record = {**run.fingerprint, **temperature_record(run.predict_proba(split, tta=tta or False), y, seed=run.cfg.seed),
+              "fitted_on": split, "tta": tta or False, "data": str(run.cfg.data.source)}
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_json(run.path / TEMPERATURE_FILE, record)
+    return record
+
+
+def stored_temperature(run: Any, tta: Optional[str] = None) -> Optional[float]:
+    """The temperature `calibrate` fitted for this run's current weights and this TTA, or None."""
+    from fermetric.utils.io import read_json
+
+    path = Path(run.path) / TEMPERATURE_FILE
+    if run.kind != "classifier" or not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not run.made_here(record) or (record.get("tta") or None) != (tta or None):
+        return None
+    t = record.get("temperature")
+    return float(t) if isinstance(t, (int, float)) and np.isfinite(t) and t > 0 else None

@@ -183,11 +183,26 @@ class FacePredictor:
                                                  tta=self.tta or False)
         return self._proba_scorer
 
+    @property
+    def temperature(self) -> Optional[float]:
+        """The temperature `fermetric calibrate` fitted for this run and this TTA (None: not
+        calibrated, or calibrated for other weights or another TTA)."""
+        if not hasattr(self, "_temperature"):
+            from fermetric.evaluation.calibration import stored_temperature
+
+            self._temperature = stored_temperature(self.run, self.tta)
+        return self._temperature
+
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
-        """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities."""
+        """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities (temperature
+        scaled when the run was calibrated for this TTA)."""
         p = self.scorer().scores(self._float_batch(crops)).numpy().astype(np.float64)
         if p.shape[0] == 0:
             return np.zeros((0, len(self.class_names)))
+        if self.temperature is not None:
+            from fermetric.evaluation.calibration import apply_temperature
+
+            p = apply_temperature(p, self.temperature)
         if p.shape[1] != len(self.class_names):
             raise FermetricError(f"{self.run.path}: the model scores {p.shape[1]} classes but the run has {len(self.class_names)}")
         return p
@@ -303,7 +318,8 @@ def predict_images(
     batch = BatchResult(
         images=[], errors=list(errors), class_names=predictor.class_names, run=str(predictor.run.path),
         kind=predictor.kind,
-        settings={"detect": detect, "min_face": min_face, "margin": margin, "tta": predictor.tta, "crop_max_side": CROP_MAX_SIDE,
+        settings={"detect": detect, "min_face": min_face, "margin": margin, "tta": predictor.tta,
+                  "temperature": predictor.temperature, "crop_max_side": CROP_MAX_SIDE,
                   "saliency": saliency, "detector": "opencv haarcascade_frontalface_default"},
     )
     out = Path(out_dir) if out_dir is not None else None

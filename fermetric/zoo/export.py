@@ -177,6 +177,42 @@ def seconds_per_face(scorer, images: torch.Tensor, repeats: int = 2) -> float:
     return best / len(images)
 
 
+ENSEMBLE_SPEC_KEYS = ("description", "weights_rule", "members")
+MEMBER_KEYS = ("name", "scorer", "tta", "weight")
+
+
+def read_ensemble_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """An ensemble spec (configs/zoo/*-ensemble.yaml), checked: description, weights_rule and
+    members, a list of {name, scorer: classifier|knn, tta: shift|tencrop (classifiers), weight >= 0}.
+
+    Raises:
+        ZooError naming the file, the member and the key that is wrong.
+    """
+    from fermetric.config import read_yaml
+    from fermetric.evaluation.predict import TTA_MODES
+    from fermetric.runs.ensemble import MEMBER_SCORERS
+
+    spec = read_yaml(path)
+    if not isinstance(spec, dict) or set(spec) - set(ENSEMBLE_SPEC_KEYS):
+        raise ZooError(f"{path}: an ensemble spec has the keys {', '.join(ENSEMBLE_SPEC_KEYS)}; got "
+                       f"{sorted(spec) if isinstance(spec, dict) else type(spec).__name__}")
+    members = spec.get("members")
+    if not isinstance(members, list) or not members:
+        raise ZooError(f"{path}: expected 'members:' a list of {{{', '.join(MEMBER_KEYS)}}}")
+    for i, m in enumerate(members):
+        where = f"{path}: members[{i}]"
+        if not isinstance(m, dict) or not m.get("name") or set(m) - set(MEMBER_KEYS):
+            raise ZooError(f"{where}: expected a mapping with a name and only {', '.join(MEMBER_KEYS)}; got {m!r}")
+        if m.get("scorer", "classifier") not in MEMBER_SCORERS:
+            raise ZooError(f"{where}: scorer {m.get('scorer')!r}; expected one of {', '.join(MEMBER_SCORERS)}")
+        if m.get("tta") not in (None, *TTA_MODES):
+            raise ZooError(f"{where}: tta {m.get('tta')!r}; expected one of {', '.join(TTA_MODES)} or none")
+        w = m.get("weight", 1.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+            raise ZooError(f"{where}: weight {w!r}; expected a number >= 0")
+    return spec
+
+
 def export_ensemble(spec_path: str | os.PathLike, name: str, *, data: str, retrain: str,
                     root: str | os.PathLike | None = None, device: str = "cpu", notes: Sequence[str] = ()) -> Path:
     """Write the ensemble entry `name` from the spec file `spec_path` (YAML: description, members
@@ -189,13 +225,10 @@ def export_ensemble(spec_path: str | os.PathLike, name: str, *, data: str, retra
     """
     from fermetric.evaluation.ensemble import cross_fitted_vote
     from fermetric.runs.ensemble import EnsembleRun, Member
-    from fermetric.config import read_yaml
     from fermetric.zoo.load import load_pretrained, zoo_run_dir
 
-    spec = read_yaml(spec_path)
-    specs = spec.get("members") if isinstance(spec, dict) else None
-    if not isinstance(specs, list) or not specs or not all(isinstance(m, dict) and m.get("name") for m in specs):
-        raise ZooError(f"{spec_path}: expected 'members:' a list of {{name, scorer, tta, weight}}")
+    spec = read_ensemble_spec(spec_path)
+    specs = spec["members"]
     base, tmp = _new_entry_dir(name, root)
     try:
         members = [Member(run=load_pretrained(str(m["name"]), device=device, precision="fp32", root=base),
