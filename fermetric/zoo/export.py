@@ -160,7 +160,13 @@ def cpu_name(threads: int = 0) -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    return f"{model}, {threads or torch.get_num_threads()} threads"
+    from fermetric.utils.runtime import _cpu_flags
+
+    flags = _cpu_flags()
+    # the model name of a virtual machine's CPU is often generic: the vector units say which kind it is
+    kind = ("AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags
+            else "AVX-512, no bf16" if "avx512f" in flags else "AVX2" if "avx2" in flags else "")
+    return f"{model}{f' ({kind})' if kind else ''}, {threads or torch.get_num_threads()} threads"
 
 
 def seconds_per_face(scorer, images: torch.Tensor, repeats: int = 2) -> float:
