@@ -111,6 +111,7 @@ def test_ensemble_entry_works_where_a_run_does(tiny_ensemble_zoo, monkeypatch, t
     assert rec["methods"] == ["occlusion"] and rec["scorer"] == "EnsembleScorer"
     rec = fermetric.explain_run("tiny-ens", method="all", per_class=1, data="synth", out=tmp_path / "all", device="cpu")
     assert "lime" in rec["methods"] and any(s.startswith("saliency") for s in rec["skipped"])  # kNN member: black box
+    assert any("member(s) tiny-tri vote through a kNN index" in s for s in rec["skipped"])
     predictor = FacePredictor(load_pretrained("tiny-ens", device="cpu", root=tiny_ensemble_zoo))
     face = bundled_faces()[0]
     p = predictor.predict_proba(face.image()[None])

@@ -569,6 +569,12 @@ def require_differentiable(scorer: Scorer, method: str) -> None:
     if not isinstance(scorer, Scorer):
         raise ModelError(f"method {method!r} needs a fermetric scorer (ClassifierScorer, PrototypeScorer, KNNScorer); got {type(scorer).__name__}")
     if not getattr(scorer, "differentiable", False):
+        if isinstance(scorer, EnsembleScorer):
+            black = [n for n, m in zip(scorer.names, scorer.members) if not m.differentiable]
+            raise ModelError(
+                f"method {method!r} needs gradients, but this EnsembleScorer is a black box: its member(s) "
+                f"{', '.join(black)} vote through a kNN index. Use a black-box method on the ensemble (occlusion, "
+                "lime), or a gradient method on one member")
         raise ModelError(
             f"method {method!r} needs gradients, but {type(scorer).__name__} is a black box (kNN vote through FAISS). "
             "Use PrototypeScorer (cosine to class centroids, differentiable) for gradient methods, "
