@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from fermetric.config import RunConfig
