@@ -49,7 +49,7 @@ def test_same_seed_same_tensors_other_seed_other_tensors():
 # it was split into named steps (issue 12; sha256 6af08ff8... at 1.0 and 14b372a3... at 2.0 on an
 # Intel Xeon with AVX-512), kept whole in tests/data so that a change can be measured, not just seen.
 # A change of the renderer moves many pixels and mask bits; what may differ between CPU kinds is the
-# last bit of a transcendental function that MKL computes on another code path (AMD EPYC): measured
+# last bit of a transcendental function that MKL likely computes on another code path (AMD EPYC): measured
 # here by forcing MKL's generic path (MKL_CBWR=COMPATIBLE) and PyTorch's scalar kernels
 # (ATEN_CPU_CAPABILITY=default), that moved 1 pixel of 221,184 by 1 grey level at difficulty 2.0 and
 # no mask bit. The tolerance below allows such rounding (a handful of pixels off by one level, a
