@@ -42,14 +42,13 @@ def _pretrained_metrics(run: Any) -> dict[str, Any]:
     """What a trained run's metrics.json holds, measured for a zoo entry on the study's data: the
     metrics of val (FER2013 PublicTest) and of test where the data has one, the training time
     and epochs from its card (an ensemble: its members')."""
-    from fermetric.evaluation.metrics import classification_metrics
     from fermetric.zoo import get_entry
 
     data = run.load_data()
     m: dict[str, Any] = {"data": str(run.cfg.data.source)}
     for split in ("val", "test"):
         if split in data and len(data[split]):
-            m[split] = classification_metrics(data[split].labels.numpy(), run.predict(split), run.class_names)
+            m[split] = _measured(run, split)
     trained = [mb.run for mb in run.members] if run.kind == "ensemble" else [run]
     cards = [get_entry(r.pretrained).card for r in trained]
     m["train_seconds"] = 60.0 * sum(c.get("train_minutes") or 0 for c in cards)
@@ -65,6 +64,11 @@ def _tta_metrics(run: Any, split: str, tta: str, device: Optional[str], pretrain
         from fermetric.api import evaluate_run
 
         return evaluate_run(run.path, split=split, tta=tta, device=device)[0]
+    return _measured(run, split, tta)
+
+
+def _measured(run: Any, split: str, tta: Any = False) -> dict[str, Any]:
+    """classification_metrics of a run's predictions (with `tta`) on a split of its data."""
     from fermetric.evaluation.metrics import classification_metrics
 
     return classification_metrics(run.load_data()[split].labels.numpy(), run.predict(split, tta=tta), run.class_names)
@@ -119,7 +123,8 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         from fermetric.evaluation.ensemble import ensemble_report
         from fermetric.utils.io import write_json
 
-        split = _report_split(metrics[(members_of[0], seed)] if (members_of[0], seed) in metrics else members[0].metrics)
+        member_metrics = [metrics[(n, seed)] for n in members_of if (n, seed) in runs]
+        split = _report_split(member_metrics[0])
         rep = ensemble_report(members, split, tta or False)
         write_json(out / "ensemble" / f"seed{seed}" / f"ensemble_{split}.json", rep)
         ensembles[seed] = rep
@@ -128,7 +133,6 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         # split reported), which can drop near-chance members that drag the mean down
         for row_name, vote, how in (("ensemble (soft vote)", "soft_vote", "soft vote of "),
                                     ("ensemble (fitted)", "fitted_vote", "val-fitted vote of ")):
-            member_metrics = [metrics[(n, seed)] for n in members_of if (n, seed) in runs]
             rows.append(result_row(row_name, "ensemble", how + names, seed, str(member_metrics[0].get("data")),
                                    split, rep[vote], parameters=sum(_parameters(r.model) for r in members),
                                    train_seconds=sum(mm.get("train_seconds") or 0 for mm in member_metrics)))
