@@ -367,10 +367,33 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def _check_override_target(text: str, path: list[str], value: Any, cls: type) -> None:
+    """Refuse an override that addresses a whole section (`train=5`) or a key below a value
+    (`train.epochs.x=1`): either would replace what the user meant to change, and a later
+    `section.key=` override would silently drop it. Unknown keys are left to `_from_dict`."""
+    node: Any = cls
+    for i, part in enumerate(path):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else None
+        if fields is None:
+            where = ".".join(path[:i])
+            raise ConfigError(f"override {text!r}: {where} is a value, not a section, so it has no key {part!r}; "
+                              f"write {where}=VALUE")
+        if part not in fields:
+            return
+        node = _strip_optional(typing.get_type_hints(node)[part])[0]
+    if dataclasses.is_dataclass(node) and not isinstance(value, dict):
+        keys = ", ".join(f.name for f in dataclasses.fields(node))
+        raise ConfigError(f"override {text!r} addresses the section {'.'.join(path)}, not one of its keys; "
+                          f"write {'.'.join(path)}.KEY=VALUE with KEY one of: {keys}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...],
+                    cls: type = RunConfig) -> dict[str, Any]:
+    """`data` with each `section.key=value` of `overrides` set, checked against `cls`'s sections."""
     data = dict(data)
     for text in overrides or ():
         path, value = parse_override(text)
+        _check_override_target(text, path, value, cls)
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -381,12 +404,36 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a mapping that repeats a key is an error (PyYAML keeps the last
+    silently: two study models of one name would be one model)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"the key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text read safely, a repeated key refused (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_text(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     except RecursionError:  # thousands of nested [ or {: PyYAML's parser recurses per level

@@ -35,10 +35,15 @@ import torch
 import torch.nn.functional as F
 
 
+WIDTH: int | None = None  # --width: every model of one run is built at this width (None: the model's default)
+
+
 def make_model(name: str, stem: str):
     from fermetric.models import create_model
 
     kw = {"stem": stem} if name.startswith(("resnet", "senet")) else {}
+    if WIDTH is not None:
+        kw["width"] = WIDTH
     torch.manual_seed(0)
     return create_model(name, num_classes=7, **kw).train()
 
@@ -115,6 +120,8 @@ def loop_rate(name: str, batch: int, steps: int, stem: str, threads: int, precis
                "--set", f"train.batch_size={batch}", "--set", f"train.max_steps_per_epoch={steps}",
                "--set", f"data.synth_train={batch * steps}", "--set", "data.synth_val=64", "--set", "data.synth_test=0",
                "--set", f"train.threads={threads}", "--set", f"model.stem={stem}", "--set", "schedule.warmup_epochs=0"]
+        if WIDTH is not None:
+            cmd += ["--set", f"model.width={WIDTH}"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         rows = list(csv.DictReader(open(out / "history.csv")))
         resolved = torch.load(out / "checkpoints" / "last.pt", weights_only=True).get("runtime", {})
@@ -128,6 +135,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stem", default="small")
+    ap.add_argument("--width", type=int, default=None, help="channel width of every model (default: each model's own)")
     ap.add_argument("--variants", nargs="*", default=["channels_last"], choices=["bf16", "channels_last", "compile"],
                     help="bare-step variants to time besides fp32 eager")
     ap.add_argument("--loop-precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -136,9 +144,11 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global WIDTH
+    WIDTH = args.width
     from fermetric.utils import runtime
 
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.steps} timed steps, stem {args.stem}, "
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.steps} timed steps, stem {args.stem}, width {args.width or "default"}, "
           f"native bf16: {runtime.cpu_has_native_bf16()}")
     results = []
     for name in args.models:

@@ -408,6 +408,48 @@ def _file_then(tmp: Path, args: list[str]) -> Callable[[], object]:
 
 
 
+def _study(tmp: Path, text: str) -> Callable[[], object]:
+    from fermetric.study.config import load_study
+
+    (tmp / "s.yaml").write_text(text)
+    return lambda: load_study(tmp / "s.yaml")
+
+
+def _class_map(*items: str) -> Callable[[], object]:
+    from fermetric.evaluation.crossdata import parse_class_map
+
+    return lambda: parse_class_map(list(items))
+
+
+STUDY_HEAD = "name: s\nmodels:\n"
+# Reliability round 3 (issue 25): names are not paths, overrides address keys, files say what they mean
+ROUND3_CASES = [
+    Case("override-addresses-section", lambda t: _set("train=5"), ConfigError, ("train=5", "addresses the section train", "train.KEY")),
+    Case("override-section-then-key", lambda t: _set("train=5", "train.epochs=3"), ConfigError, ("train=5", "section train")),
+    Case("override-below-a-value", lambda t: _set("train.epochs.x=1"), ConfigError, ("train.epochs is a value",)),
+    Case("yaml-repeated-key", lambda t: _yaml(t, "train:\n  epochs: 2\n  epochs: 3\n"), ConfigError,
+         ("c.yaml", "'epochs' appears twice", "line 3")),
+    Case("study-repeated-model", lambda t: _study(t, STUDY_HEAD + "  a: {family: classifier}\n  a: {family: triplet}\n"),
+         ConfigError, ("s.yaml", "'a' appears twice", "line 4")),
+    Case("study-name-escapes", lambda t: _study(t, STUDY_HEAD + "  ../../escaped: {family: classifier}\n"), ConfigError,
+         ("s.yaml", "'../../escaped' is not a plain name")),
+    Case("study-name-absolute", lambda t: _study(t, STUDY_HEAD + "  /srv/abs: {family: classifier}\n"), ConfigError,
+         ("'/srv/abs' is not a plain name",)),
+    Case("study-name-empty", lambda t: _study(t, STUDY_HEAD + "  '': {family: classifier}\n"), ConfigError, ("'' is empty",)),
+    Case("study-name-number", lambda t: _study(t, STUDY_HEAD + "  1: {family: classifier}\n"), ConfigError, ("1 is not a string",)),
+    Case("study-seed-bool", lambda t: _study(t, "name: s\nseeds: [true]\nmodels:\n  a: {family: classifier}\n"), ConfigError,
+         ("seeds", "[True]")),
+    Case("study-own-name-escapes", lambda t: _study(t, "name: ../up\nmodels:\n  a: {family: classifier}\n"), ConfigError,
+         ("study name", "'../up'")),
+    Case("cli-study-name-escapes", lambda t: (t.joinpath("s.yaml").write_text(STUDY_HEAD + "  ../../escaped: {family: classifier}\n"),
+                                              _cli(["study", "--config", str(t / "s.yaml"), "--out", str(t / "a" / "b")]))[1],
+         FermetricError, ("not a plain name",), no_output="a"),
+    Case("class-map-twice", lambda t: _class_map("cats=Happy", "cats=Sad"), ConfigError, ("'cats' twice", "Happy", "Sad")),
+    Case("threads-beyond-the-machine", lambda t: _cli(["--threads", "100000", "models"]), FermetricError,
+         ("--threads", "at most", "100000")),
+]
+
+
 CASES = [
     # --- FER2013 CSV ---
     Case("csv-header", lambda t: _load(csv_file(t, [f"0,{GOOD_PIXELS},Training"], header="label,image,split")),
@@ -526,7 +568,7 @@ CASES = [
     Case("index-missing-file", lambda t: _index(t, "missing"), CheckpointError, ("labels.npy",)),
     Case("index-dimension", lambda t: _index(t, "dim"), CheckpointError, ("meta.json",)),
     Case("index-truncated", lambda t: _index(t, "truncated"), CheckpointError, ("index",)),
-] + RUN_CASES + TRAINING_CASES
+] + RUN_CASES + TRAINING_CASES + ROUND3_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

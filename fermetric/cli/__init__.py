@@ -71,6 +71,11 @@ def main(ctx: click.Context, verbose: int, quiet: bool, threads: int | None) -> 
     if threads is not None:
         if threads < 0:
             raise click.BadParameter(f"must be >= 0 (0 = the default), got {threads}", param_hint="'--threads'")
+        from fermetric.utils.runtime import cpu_count
+
+        if threads > cpu_count():
+            raise click.BadParameter(f"this machine has {cpu_count()} CPUs, so at most {cpu_count()} threads; "
+                                     f"got {threads}", param_hint="'--threads'")
         if threads > 0:
             set_threads(threads)
         else:

@@ -85,7 +85,7 @@ def parse_class_map(items: Sequence[str] | Mapping[str, Optional[str]] | None) -
     """`["anger=Angry", "contempt="]` (the CLI's --class-map) or a mapping -> {data: model or None}.
 
     Raises:
-        ConfigError: an item without '=' or an empty data class name.
+        ConfigError: an item without '=', an empty data class name, or a class mapped twice.
     """
     if items is None:
         return {}
@@ -101,6 +101,9 @@ def parse_class_map(items: Sequence[str] | Mapping[str, Optional[str]] | None) -
             k, v = (x.strip() for x in part.split("=", 1))
             if not k:
                 raise ConfigError(f"--class-map entry {part!r} has no data class before '='")
+            if k in out and out[k] != (v or None):  # the last would win silently
+                raise ConfigError(f"--class-map maps {k!r} twice (to {out[k] or 'nothing'} and to {v or 'nothing'}); "
+                                  "keep one")
             out[k] = v or None
     return out
 

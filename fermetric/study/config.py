@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 
 from fermetric.config import _from_dict, check_config, choice, num, read_yaml
 from fermetric.errors import ConfigError
+from fermetric.utils.checks import check_path_name
 
 FAMILIES = ("classifier", "siamese", "triplet")
 # the family a pretrained model stands in the study for, by its zoo kind (an embedding model is
@@ -155,10 +156,16 @@ def study_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: str
         check_config(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
-    cfg.models = {str(k): _entry(str(k), v, where) for k, v in models.items()}
+    for k in models:
+        if not isinstance(k, str):  # YAML reads `1:` or `true:` as a number or a bool
+            raise ConfigError(f"{where}models: the model name {k!r} is not a string; quote it or choose a name")
+        check_path_name(f"{where}models: the model name", k, example="resnet18")
+    cfg.models = {k: _entry(k, v, where) for k, v in models.items()}
     cfg.base_dir = str(base_dir)
-    if not isinstance(cfg.seeds, list) or not cfg.seeds or not all(isinstance(s, int) and s >= 0 for s in cfg.seeds):
-        raise ConfigError(f"{where}seeds: expected a list of non-negative integers; got {cfg.seeds!r}")
+    check_path_name(f"{where}name: the study name", cfg.name, example="cpu_fer2013")  # default --out studies/<name>
+    if not isinstance(cfg.seeds, list) or not cfg.seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in cfg.seeds):
+        raise ConfigError(f"{where}seeds: expected a list of integers in [0, 2**32); got {cfg.seeds!r}")
     if not all(isinstance(s, str) for s in cfg.set):
         raise ConfigError(f"{where}set: expected a list of section.key=value strings; got {cfg.set!r}")
     try:

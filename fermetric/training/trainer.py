@@ -289,7 +289,7 @@ class Trainer:
         self._check_run_dir()
         check_config(cfg)  # the declared ranges, also for a config built in Python (the CLI checked it already)
         if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+            torch.set_num_threads(runtime.usable_threads(cfg.train.threads))
         seed_everything(cfg.seed)
         # resolved here, on this machine, every time (a resumed run may move to another machine)
         precision = runtime.resolve_precision(cfg.train.precision, self.device, amp=cfg.train.amp)

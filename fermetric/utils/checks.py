@@ -78,3 +78,23 @@ def check_number(arg: str, value: Any, *, minimum: Optional[float] = None, above
     if (minimum is not None and value < minimum) or (above is not None and not value > above):
         raise _fail(error, where, arg, expected, value)
     return float(value)
+
+
+def check_path_name(kind: str, name: Any, *, error: type[FermetricError] = ConfigError, example: str = "") -> str:
+    """`name` when it can be one path component that stays where it is put: a non-empty string
+    without a path separator, not `.` or `..`, not hidden (a leading dot), no control characters.
+    Every name fermetric turns into a file or folder (study models, zoo entries, run names) is
+    checked here, so that `../../escaped` or `/srv/abs` cannot write outside its folder.
+
+    Raises:
+        `error`: naming the kind of name, the value and what a good one looks like.
+    """
+    hint = f", such as {example}" if example else ""
+    if not isinstance(name, str) or not name.strip():
+        raise error(f"{kind} {name!r} is empty; give a plain name{hint}")
+    bad = ("/" in name or "\\" in name or name.startswith(".") or name != name.strip()
+           or any(ord(c) < 32 or c == "\x7f" for c in name))
+    if bad:
+        raise error(f"{kind} {name!r} is not a plain name: it becomes a folder, so it must not contain / or \\, "
+                    f"start with a dot, or carry spaces at its ends or control characters; give a plain name{hint}")
+    return name

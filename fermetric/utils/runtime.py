@@ -57,6 +57,25 @@ _warned_emulated: list[bool] = []
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers narrow), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def usable_threads(requested: int) -> int:
+    """`requested` torch threads, capped at this machine's CPUs: a run config written on a bigger
+    machine (train.threads) still trains here, and a huge count cannot exhaust memory or threads
+    (OpenMP crashed with a segmentation fault at 100,000). 0 stays 0 (torch's default)."""
+    cap = cpu_count()
+    if requested > cap:
+        log.warning("train.threads %d is more than this machine's %d CPUs: using %d", requested, cap, cap)
+        return cap
+    return requested
+
+
 def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as fh:

@@ -18,6 +18,7 @@ from fermetric.config import config_to_dict, save_config
 from fermetric.evaluation.metrics import classification_metrics
 from fermetric.runs import load_run
 from fermetric.runs.checkpoint import save_checkpoint
+from fermetric.utils.checks import check_path_name
 from fermetric.utils.io import atomic_write_text, sha256_file, write_json
 from fermetric.zoo.registry import ZooError, card_markdown, zoo_root
 
@@ -145,8 +146,7 @@ def _install(tmp: Path, base: Path, name: str, card: dict[str, Any]) -> Path:
 
 def _new_entry_dir(name: str, root) -> tuple[Path, Path]:
     """(zoo folder, a fresh hidden folder in it to build the entry `name` in)."""
-    if not name or "/" in name or os.sep in name or name.startswith("."):
-        raise ZooError(f"zoo entry name {name!r} must be a plain name such as fer2013-baseline")
+    check_path_name("zoo entry name", name, error=ZooError, example="fer2013-baseline")
     base = zoo_root(root)
     base.mkdir(parents=True, exist_ok=True)
     return base, Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
