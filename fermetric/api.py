@@ -42,6 +42,16 @@ def _writing(run: PathLike, into_run: bool = True):
     return run_lock(run_dir)
 
 
+def _claim(out: Optional[PathLike], kind: str, *legacy: str) -> None:
+    """Refuse an --out folder that holds what fermetric did not write, before any work (the
+    default folders inside a run need no check: out None). `legacy`: glob patterns of the files
+    this output had before folders were marked (fermetric.utils.outputs)."""
+    from fermetric.utils.outputs import output_dir
+
+    if out is not None:
+        output_dir(out, kind, legacy=legacy)
+
+
 def _load(run: PathLike, device: Optional[str], precision: Optional[str]):
     from fermetric.runs import load_run
 
@@ -85,6 +95,7 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
         raise ConfigError("--class-map maps the classes of another data set; give that data set with --data")
     suffix = {None: "", "shift": "_tta", "tencrop": "_tencrop"}[mode]
     tta_text = {None: "", "shift": " + TTA", "tencrop": " + ten-crop TTA"}[mode]
+    _claim(out, "evaluation", "*_confusion.png", "*.md")
     with _writing(run, out is None):
         from fermetric.evaluation.calibration import calibration_metrics
         from fermetric.evaluation.metrics import classification_metrics, write_metrics
@@ -123,6 +134,7 @@ def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool | str = Fal
     """
     from fermetric.evaluation.ensemble import ensemble_report, write_ensemble
 
+    _claim(out, "ensemble", "ensemble_*.json")
     members = [_load(r, device, precision) for r in runs]
     results = ensemble_report(members, split, tta)
     return results, write_ensemble(results, out)
@@ -155,6 +167,7 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
 
     if class_map and data is None:
         raise ConfigError("--class-map maps the classes of another data set; give that data set with --data")
+    _claim(out, "kNN report", "knn_report.json")
     with _writing(run):  # the embedding cache is written into RUN whatever `out` is
         r = _load(run, device, None)
         if data is None:
@@ -210,7 +223,10 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
     from fermetric.plotting import save_figure
     from fermetric.plotting.embeddings import plot_embedding_2d
     from fermetric.utils.io import save_npy
+    from fermetric.utils.outputs import is_fermetric_png, replaceable_file
 
+    if out is not None:  # before any work: never over a file that is not our figure
+        replaceable_file(out, "figure", is_fermetric_png)
     with _writing(run):
         r = _load(run, device, None)
         emb, labels = r.embeddings(split)
@@ -299,6 +315,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         # the kNN gallery is the train split: each image would vote for itself
         raise ConfigError("--split train: the knn scorer votes with the train split as its gallery, so train images "
                           "would match themselves; explain --split val or test, or use --scorer prototype")
+    _claim(out, "explanations", "explain_*.json")
     with _writing(run, out is None):
         r = _load(run, device, precision)
         if data is not None:
@@ -341,6 +358,8 @@ def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[S
     from fermetric.plotting import save_figure
     from fermetric.plotting.filters import plot_activation_grid, plot_filter_grid
 
+    _claim(out, "filter figures", "filters_*.png")
+
     with _writing(run, out is None):
         r = _load(run, device, precision)
         if data is not None:  # the run's own data at another path (Run.use_data)
@@ -381,6 +400,8 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
     from fermetric.analysis import METHODS, evaluate_explanations, table_to_markdown
     from fermetric.analysis.methods import pick_per_class
     from fermetric.utils.io import atomic_write_text, write_json
+
+    _claim(out, "faithfulness table", "explain_eval.json")
 
     chosen = [m.strip() for m in methods if m.strip()]
     bad = [m for m in chosen if m not in METHODS]
@@ -431,6 +452,7 @@ def data_info(source: Optional[str] = None, out: PathLike = "fermetric-data-info
     from fermetric.utils.io import atomic_write_text
 
     cfg = cfg if cfg is not None else RunConfig()
+    _claim(out, "data summary", "summary.txt")
     t0 = time.perf_counter()
     splits = load_data(source if source is not None else cfg.data.source, cfg.data, seed=cfg.seed)
     splits.info.setdefault("load_seconds", round(time.perf_counter() - t0, 3))

@@ -75,6 +75,9 @@ def register(main: click.Group) -> None:
         root = Path(out or "fermetric-demo")
         if (root / "classifier" / "checkpoints" / "last.pt").exists() or (root / "triplet" / "checkpoints" / "last.pt").exists():
             raise click.UsageError(f"{root} already holds a demo; remove it or choose another --out")
+        from fermetric.utils.outputs import output_dir
+
+        output_dir(root, "demo")  # a folder of someone else's files is refused before training
         cmd = main.commands
         t0 = time.time()
         steps: list[tuple[str, float]] = []

@@ -82,9 +82,9 @@ def register(main: click.Group) -> None:
             click.echo(f"note: {note}", err=True)
         click.echo(f"{len(batch.images)} image(s) predicted, {batch.n_faces} face(s), {len(batch.errors)} input(s) failed "
                    f"(model: {run}, {batch.kind}, {len(batch.class_names)} classes)")
+        if not batch.images:
+            click.echo(f"error: no prediction for any of the {len(batch.errors)} input(s); nothing written", err=True)
+            ctx.exit(1)
         click.echo(f"  {out}/predictions.json")
         for r in batch.images:
             click.echo(f"  {r.annotated}")
-        if not batch.images:
-            click.echo(f"error: no prediction for any of the {len(batch.errors)} input(s)", err=True)
-            ctx.exit(1)

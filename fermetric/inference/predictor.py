@@ -19,6 +19,7 @@ import torch
 
 from fermetric.data.classes import IMAGE_SIZE
 from fermetric.errors import DataError, FermetricError
+from fermetric.utils.outputs import output_dir
 from fermetric.inference.faces import (
     CROP_MAX_SIDE,
     DEFAULT_MARGIN,
@@ -283,6 +284,9 @@ def _no_face_message(photo: Photo, detect: str, min_face: int) -> str:
     return msg
 
 
+PREDICTIONS_LEGACY = ("predictions.json",)  # a predict --out folder of a version before output markers
+
+
 def predict_images(
     predictor: FacePredictor,
     inputs: Iterable[str | Path],
@@ -299,7 +303,9 @@ def predict_images(
     Args:
         predictor: the run's FacePredictor.
         inputs: image files and/or directories.
-        out_dir: where predictions.json and the annotated images go (None: write nothing).
+        out_dir: where predictions.json and the annotated images go (None: write nothing); a
+            folder that holds files fermetric did not write is refused, and when no image gives
+            a prediction nothing is written (an earlier predictions.json stays).
         detect: "auto" (images <= 64 px on both sides are crops, others are searched),
             "always" or "never" (every image is a crop).
         min_face: smallest face side searched, in pixels.
@@ -323,8 +329,8 @@ def predict_images(
                   "saliency": saliency, "detector": "opencv haarcascade_frontalface_default"},
     )
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:  # refused before any work when it holds what is not ours; made at the first face
+        output_dir(out, "predictions", legacy=PREDICTIONS_LEGACY, create=False)
     used_names: set[str] = set()
     want_saliency = saliency
     for path in (progress(files) if progress else files):
@@ -360,10 +366,11 @@ def predict_images(
                 saliency=None if maps is None else maps[i],
             ))
         if out is not None:
+            output_dir(out, "predictions", legacy=PREDICTIONS_LEGACY)
             result.annotated = _unique(out, f"{path.stem}_pred.png", used_names)
             annotate(photo, result.faces).save(result.annotated)
         batch.images.append(result)
-    if out is not None:
+    if out is not None and batch.images:  # nothing predicted: the command fails, an earlier predictions.json stays
         from fermetric.utils.io import write_json
 
         write_json(out / "predictions.json", batch.to_json())

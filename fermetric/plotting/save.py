@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from fermetric.utils.io import atomic_write_bytes
+from fermetric.utils.outputs import PNG_SOFTWARE
 
 FIGURE_DPI = 120
 
@@ -19,7 +20,8 @@ def figure_png(fig: Figure, dpi: int = FIGURE_DPI) -> bytes:
     """The figure as PNG bytes (for the HTML report); closes the figure."""
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", dpi=dpi)
+        # the Software text chunk marks it as ours: a later --out may replace it (utils.outputs)
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": PNG_SOFTWARE})
     finally:
         plt.close(fig)
     return buf.getvalue()

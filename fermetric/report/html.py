@@ -17,6 +17,9 @@ from typing import Any, Iterable, Optional, Sequence
 from fermetric.errors import DataError
 from fermetric.report.collect import ExtraSummary, Figure, RunSummary, collect_extra, collect_run
 from fermetric.utils.io import atomic_write_text
+from fermetric.utils.outputs import file_starts_with, replaceable_file
+
+GENERATOR_META = '<meta name="generator" content="fermetric '  # marks the HTML as a fermetric report
 
 __all__ = ["build_report", "render_report", "explain_rows"]
 
@@ -557,6 +560,7 @@ def render_report(runs: Sequence[RunSummary], extras: Sequence[ExtraSummary] = (
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'{GENERATOR_META}{e(__version__)}">',  # what lets a later report replace this file (is_fermetric_report)
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{e(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{e(title)}</h1>",
@@ -572,6 +576,12 @@ def render_report(runs: Sequence[RunSummary], extras: Sequence[ExtraSummary] = (
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
+
+
+def is_fermetric_report(path: Path) -> bool:
+    """An HTML report fermetric wrote (its generator meta; reports of versions before it carry
+    "by fermetric" in their first paragraph), which a new report may replace."""
+    return file_starts_with(path, [GENERATOR_META.encode(), b'<p class="meta">generated '], head=1 << 16)
 
 
 def build_report(
@@ -601,8 +611,6 @@ def build_report(
         raise DataError("build_report needs at least one run directory or extra folder")
     runs = [collect_run(p) for p in run_dirs]
     extras = [collect_extra(p) for p in extra_dirs]
-    out = Path(out_path)
-    if out.is_dir():
-        raise DataError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / 'report.html'}")
+    out = replaceable_file(out_path, "report", is_fermetric_report)
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, render_report(runs, extras, title, preface_html))

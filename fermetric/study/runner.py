@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 from fermetric.config import RunConfig, apply_overrides, check_config, config_to_dict, load_config, load_run_config
 from fermetric.errors import ConfigError, FermetricError
 from fermetric.study.config import StudyConfig, load_study
+from fermetric.utils.outputs import output_dir
 
 log = logging.getLogger("fermetric.study")
 
@@ -257,7 +258,8 @@ def run_study(
         for s in seeds if not study.models[n].pretrained else ():
             resolve_model_config(study, n, s, data, device)
     result = StudyResult(out=out)
-    out.mkdir(parents=True, exist_ok=True)
+    # a study folder of an earlier version is recognised by its runs/ or results table
+    output_dir(out, "study", legacy=("runs", "results.csv", "report.html"))
     cache = _DataCache()
     t_all = time.time()
     for seed in seeds:

@@ -1,0 +1,121 @@
+"""Bad output paths (issue 25): fermetric writes only into folders it made, empty ones, or its own
+kind of output, never replaces a file it did not write, and a command that fails keeps earlier
+results. Each case: exit code, a one-line message without a traceback, and every file of the
+user's byte-identical afterwards."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, snapshot
+from fermetric.errors import ConfigError
+from fermetric.utils.outputs import MARKER, output_dir
+
+
+def _refused(args: list[str], *fragments: str, expect: int = 2) -> str:
+    res = run_cli(args, expect=expect)
+    out = res.output
+    assert "Traceback" not in out
+    for f in fragments:
+        assert f in out, f"{f!r} not in {out!r}"
+    return out
+
+
+def _user_folder(tmp: Path) -> Path:
+    d = tmp / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("\\documentclass{article}")
+    return d
+
+
+def test_report_never_replaces_a_runs_file(tmp_path: Path, classifier_run: Path):
+    run = tmp_path / "other_run"
+    shutil.copytree(classifier_run, run)
+    before = snapshot(run)
+    for target in (run / "config.yaml", run / "checkpoints" / "best.pt"):
+        _refused(["report", str(classifier_run), "--out", str(target)], str(target), "not a report written by fermetric")
+    assert snapshot(run) == before
+
+
+def test_report_replaces_its_own_report(tmp_path: Path, classifier_run: Path):
+    out = tmp_path / "r.html"
+    run_cli(["report", str(classifier_run), "--out", str(out)])
+    first = out.read_text()
+    assert '<meta name="generator" content="fermetric' in first
+    run_cli(["report", str(classifier_run), "--out", str(out)])  # ours: replaced
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_study_refuses_a_run_directory_and_a_users_folder(tmp_path: Path, classifier_run: Path):
+    run = tmp_path / "run"
+    shutil.copytree(classifier_run, run)
+    before = snapshot(run)
+    _refused(["study", "--out", str(run)], "is a fermetric run directory, not a study folder")
+    assert snapshot(run) == before
+    mine = _user_folder(tmp_path)
+    _refused(["study", "--out", str(mine)], "already holds files fermetric did not write (thesis.tex)")
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "knn-eval", "explain", "filters"])
+def test_run_commands_refuse_a_users_out_folder(command: str, tmp_path: Path, classifier_run: Path):
+    mine = _user_folder(tmp_path)
+    before = snapshot(mine)
+    _refused([command, str(classifier_run), "--out", str(mine)], str(mine), "fermetric did not write")
+    assert snapshot(mine) == before
+
+
+def test_data_info_refuses_a_users_folder(tmp_path: Path):
+    mine = _user_folder(tmp_path)
+    _refused(["data", "info", "--out", str(mine)], "fermetric did not write")
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+
+def test_embed_plot_never_replaces_a_users_png(tmp_path: Path, triplet_run: Path):
+    from PIL import Image
+
+    png = tmp_path / "holiday.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
+    before = png.read_bytes()
+    _refused(["embed-plot", str(triplet_run), "--method", "pca", "--out", str(png)], "not a figure written by fermetric")
+    assert png.read_bytes() == before
+
+
+def test_failed_predict_keeps_the_earlier_predictions(tmp_path: Path, classifier_run: Path):
+    from PIL import Image
+
+    out = tmp_path / "pred"
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((48, 48), 120, np.uint8)).save(face)  # a 48x48 image is a crop: predicted
+    run_cli(["predict", str(classifier_run), str(face), "--out", str(out)])
+    before = snapshot(out)
+    assert "predictions.json" in before
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(rng.integers(0, 256, (300, 300), dtype=np.uint8)).save(noise)  # no face found
+    _refused(["predict", str(classifier_run), str(noise), "--out", str(out)], "no prediction", "nothing written", expect=1)
+    assert snapshot(out) == before
+    fresh = tmp_path / "fresh"
+    _refused(["predict", str(classifier_run), str(noise), "--out", str(fresh)], "nothing written", expect=1)
+    assert not fresh.exists()
+
+
+def test_output_dir_rule(tmp_path: Path, classifier_run: Path):
+    new = output_dir(tmp_path / "a" / "b", "study")
+    assert (new / MARKER).is_file()
+    output_dir(new, "evaluation")  # ours: another kind may join
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    output_dir(empty, "study")
+    legacy = tmp_path / "legacy"
+    (legacy / "runs").mkdir(parents=True)
+    output_dir(legacy, "study", legacy=("runs",))
+    before = snapshot(classifier_run)
+    output_dir(classifier_run, "evaluation", runs_ok=True)
+    assert snapshot(classifier_run) == before  # a run is used as it is, not marked
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        output_dir(tmp_path / "f", "study")
