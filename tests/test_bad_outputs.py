@@ -119,3 +119,50 @@ def test_output_dir_rule(tmp_path: Path, classifier_run: Path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         output_dir(tmp_path / "f", "study")
+
+
+def _zoo_copy(tiny_zoo: Path, tmp: Path) -> Path:
+    root = tmp / "zoo"
+    shutil.copytree(tiny_zoo, root)
+    return root
+
+
+@pytest.mark.parametrize("damage", ["gallery-labels", "config-k", "card-accuracy", "extra-file", "manifest-gone"])
+def test_a_zoo_entry_is_checked_whole(damage: str, tiny_zoo: Path, tmp_path: Path, monkeypatch):
+    """Every file of an entry is in its manifest: predict and --verify refuse an entry whose gallery
+    labels, config or card were edited, naming the file (the weights' digest alone passed them)."""
+    root = _zoo_copy(tiny_zoo, tmp_path)
+    entry = root / "tiny-tri"
+    if damage == "gallery-labels":
+        g = dict(np.load(entry / "gallery.npz"))
+        g["labels"] = np.zeros_like(g["labels"])  # every label Angry
+        np.savez_compressed(entry / "gallery.npz", **g)
+        named = "gallery.npz has been modified"
+    elif damage == "config-k":
+        cfg = entry / "config.yaml"
+        cfg.write_text(cfg.read_text().replace("knn_k: 20", "knn_k: 1"))
+        named = "config.yaml has been modified"
+    elif damage == "card-accuracy":
+        card = entry / "card.json"
+        card.write_text(card.read_text().replace('"accuracy": 0.', '"accuracy": 1.'))
+        named = "card.json has been modified"
+    elif damage == "extra-file":
+        (entry / "notes.txt").write_text("x")
+        named = "notes.txt is not one of the entry's files"
+    else:
+        (entry / "manifest.json").unlink()
+        named = "manifest.json is missing or unreadable"
+    monkeypatch.setenv("FERMETRIC_ZOO", str(root))
+    _refused(["models", "--pretrained", "--verify"], named, expect=2)
+    face = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((48, 48), 120, np.uint8)).save(face)
+    _refused(["predict", "--model", "tiny-tri", str(face), "--out", str(tmp_path / "p")], named, expect=2)
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_intact_zoo_entry_verifies(tiny_ensemble_zoo: Path, monkeypatch):
+    monkeypatch.setenv("FERMETRIC_ZOO", str(tiny_ensemble_zoo))
+    out = run_cli(["models", "--pretrained", "--verify"]).output
+    assert out.count("every file matches its manifest") == 3

@@ -62,10 +62,10 @@ def test_modified_or_truncated_weights_are_refused(zoo, tmp_path):
     data = bytearray(w.read_bytes())
     data[len(data) // 2] ^= 0xFF
     w.write_bytes(bytes(data))
-    with pytest.raises(ZooError, match=r"'tiny-clf'.*damaged or modified"):
+    with pytest.raises(ZooError, match=r"'tiny-clf'.*weights.pt has been modified"):
         load_pretrained("tiny-clf", device="cpu", root=copy)
     w.write_bytes(bytes(data[:100]))
-    with pytest.raises(ZooError, match="damaged or modified"):
+    with pytest.raises(ZooError, match="weights.pt has been modified"):
         load_pretrained("tiny-clf", device="cpu", root=copy)
     (copy / "tiny-tri" / "gallery.npz").unlink()
     with pytest.raises(ZooError, match="lacks gallery.npz"):

@@ -35,5 +35,5 @@ def _list_pretrained(verify: bool) -> None:
         if verify:
             e.verify()
         default = " (the default of fermetric predict)" if e.name == DEFAULT_CLASSIFIER else ""
-        checked = ", weights match their SHA-256" if verify else ""
+        checked = ", every file matches its manifest (SHA-256)" if verify else ""
         click.echo(f"== {e.name}{default}{checked}: {e.path}\n{card_markdown(e.card)}")

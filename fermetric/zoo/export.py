@@ -20,7 +20,7 @@ from fermetric.runs import load_run
 from fermetric.runs.checkpoint import save_checkpoint
 from fermetric.utils.checks import check_path_name
 from fermetric.utils.io import atomic_write_text, sha256_file, write_json
-from fermetric.zoo.registry import ZooError, card_markdown, zoo_root
+from fermetric.zoo.registry import ZooError, card_markdown, write_manifest, zoo_root
 
 
 def _fp16(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,6 +105,7 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
             "sha256": sha256_file(tmp / "weights.pt"), "size_bytes": (tmp / "weights.pt").stat().st_size,
         }
         write_json(tmp / "card.json", card)
+        write_manifest(tmp)  # provisional (the card changes below), so that the entry loads to be measured
         # measure the stored weights, not the run's fp32 ones
         entry_run = load_pretrained(tmp.name, device=device, precision="fp32", root=base)
         y = entry_run.use_data(data)[split].labels.numpy()
@@ -131,6 +132,7 @@ def _install(tmp: Path, base: Path, name: str, card: dict[str, Any]) -> Path:
     (an existing entry is replaced only now, when the new one is complete)."""
     write_json(tmp / "card.json", card)
     atomic_write_text(tmp / "card.md", card_markdown(card))
+    write_manifest(tmp)
     final = base / name
     old = None
     if final.exists():

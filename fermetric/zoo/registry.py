@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fermetric.errors import FermetricError
-from fermetric.utils.io import read_json, sha256_file
+from fermetric.utils.io import read_json, sha256_file, write_json
 
 ZOO_ROOT = Path(__file__).resolve().parent / "models"
 # what `fermetric predict IMAGE...` uses when no RUN or --model is given
@@ -68,16 +68,18 @@ class ZooEntry:
         return list(self.card.get("members", [])) if self.kind == "ensemble" else []
 
     def verify(self, root: str | os.PathLike | None = None) -> str:
-        """Check weights.pt against the card's SHA-256 (an ensemble: every member's weights against
-        the digest they had when the ensemble was measured); returns the digest.
+        """Check every file of the entry against its manifest (`_verify_files`), weights.pt against
+        the card's SHA-256 (an ensemble: every member's weights against the digest they had when
+        the ensemble was measured); returns the weights' digest.
 
         Raises:
             ZooError naming the entry, the file, both digests and how to repair it.
         """
+        fix = f"reinstall fermetric (pip install --force-reinstall fermetric) or retrain it: {self.card.get('retrain', '(see card.md)')}"
+        self._verify_files(fix)
         if self.kind == "ensemble":
             return self._verify_members(root)
         want = str(self.card.get("sha256", ""))
-        fix = f"reinstall fermetric (pip install --force-reinstall fermetric) or retrain it: {self.card.get('retrain', '(see card.md)')}"
         if not self.weights.is_file():
             raise ZooError(f"pretrained model {self.name!r}: {self.weights} is missing; {fix}")
         got = sha256_file(self.weights)
@@ -89,6 +91,33 @@ class ZooEntry:
                 f"{size} bytes; the card expects {want[:16]}...{f', {expected} bytes' if expected else ''}); {fix}"
             )
         return got
+
+    def _verify_files(self, fix: str) -> None:
+        """Every file of the entry against manifest.json (written at export): a changed, missing or
+        added file names itself. Weights alone are not enough: a gallery whose labels were edited,
+        or a config with another kNN k, would give other predictions under a verified name."""
+        where = f"pretrained model {self.name!r}"
+        try:
+            listed = read_json(self.path / MANIFEST)["sha256"]
+            assert isinstance(listed, dict)
+        except (OSError, ValueError, KeyError, TypeError, AssertionError):
+            raise ZooError(f"{where}: {self.path / MANIFEST} is missing or unreadable, so its files cannot be checked; "
+                           f"{fix}") from None
+        present = set(entry_files(self.path))
+        for name in sorted(set(listed) | present):
+            if name not in listed:
+                raise ZooError(f"{where}: {self.path / name} is not one of the entry's files (manifest.json); "
+                               "move it out of the entry")
+            if name not in present:
+                raise ZooError(f"{where}: {self.path / name} is missing; {fix}")
+            got = sha256_file(self.path / name)
+            if got != listed[name]:
+                raise ZooError(f"{where}: {self.path / name} has been modified since the entry was exported (SHA-256 "
+                               f"{got[:16]}..., the manifest expects {str(listed[name])[:16]}...); {fix}")
+        need = {"card.json"} | ({"weights.pt", "config.yaml"} if self.kind != "ensemble" else set()) | (
+            {"gallery.npz"} if self.kind == "embedding" else set())
+        if need - set(listed):
+            raise ZooError(f"{where}: {', '.join(sorted(need - set(listed)))} missing from the entry; {fix}")
 
     def _verify_members(self, root) -> str:
         import hashlib
@@ -111,6 +140,19 @@ class ZooEntry:
                 f"measured (weights SHA-256 {got[:16]}..., the card expects {str(spec.get('sha256'))[:16]}...); "
                 f"re-export the ensemble: {self.card.get('retrain', '(see card.md)')}")
         return got
+
+
+MANIFEST = "manifest.json"  # {"sha256": {file name: digest}} of every other file of an entry
+
+
+def entry_files(folder: Path) -> list[str]:
+    """The files of an entry folder that its manifest covers: every visible regular file but the manifest."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST)
+
+
+def write_manifest(folder: Path) -> Path:
+    """Write folder/manifest.json: the SHA-256 of every file of the entry (the last step of an export)."""
+    return write_json(folder / MANIFEST, {"sha256": {name: sha256_file(folder / name) for name in entry_files(folder)}})
 
 
 def zoo_root(root: str | os.PathLike | None = None) -> Path:
