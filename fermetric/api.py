@@ -44,12 +44,13 @@ def _writing(run: PathLike, into_run: bool = True):
 
 def _claim(out: Optional[PathLike], kind: str, *legacy: str) -> None:
     """Refuse an --out folder that holds what fermetric did not write, before any work (the
-    default folders inside a run need no check: out None). `legacy`: glob patterns of the files
-    this output had before folders were marked (fermetric.utils.outputs)."""
+    default folders inside a run need no check: out None). Nothing is created here, so a command
+    that fails leaves no folder; the files this output always has (`legacy` glob patterns) mark
+    the folder as ours for the next command (fermetric.utils.outputs)."""
     from fermetric.utils.outputs import output_dir
 
     if out is not None:
-        output_dir(out, kind, legacy=legacy)
+        output_dir(out, kind, legacy=legacy, create=False)
 
 
 def _load(run: PathLike, device: Optional[str], precision: Optional[str]):

@@ -599,3 +599,16 @@ def test_bad_checkpoints_in_runs(kind: str, tmp_path: Path, classifier_run: Path
 
 def test_suite_is_large_enough():
     assert len(CASES) + 2 >= 80
+
+
+def test_ensemble_refuses_members_of_other_data(tmp_path: Path, classifier_run: Path):
+    """Runs trained on SynthFER drawn with another seed hold other val faces: voting them against the
+    first run's labels would report a wrong result as a success (issue 25)."""
+    from conftest import TINY_TRAIN_ARGS
+
+    other = tmp_path / "seed1"
+    run_cli(["train-classifier", "--model", "baseline", "--epochs", "1", "--seed", "1", "--out", str(other), *TINY_TRAIN_ARGS])
+    res = run_cli(["ensemble", str(classifier_run), str(other), "--out", str(tmp_path / "ens")], expect=2)
+    assert "not trained on the same data" in res.output and "seed 1" in res.output, res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "ens").exists()

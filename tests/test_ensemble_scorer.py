@@ -120,6 +120,7 @@ def test_ensemble_entry_works_where_a_run_does(tiny_ensemble_zoo, monkeypatch, t
 
 def test_a_member_changed_after_the_ensemble_was_measured_is_refused(tiny_ensemble_zoo, tmp_path):
     from fermetric.zoo import ZooError, get_entry, load_pretrained
+    from fermetric.zoo.registry import write_manifest
 
     root = tmp_path / "zoo"
     shutil.copytree(tiny_ensemble_zoo, root)
@@ -127,6 +128,7 @@ def test_a_member_changed_after_the_ensemble_was_measured_is_refused(tiny_ensemb
     card = json.loads(card_path.read_text())
     card["members"][0]["sha256"] = "0" * 64  # as if tiny-clf had been re-exported since
     card_path.write_text(json.dumps(card))
+    write_manifest(root / "tiny-ens")  # the ensemble entry itself intact: only its member differs
     with pytest.raises(ZooError, match="member 'tiny-clf' has changed since the ensemble was measured"):
         load_pretrained("tiny-ens", device="cpu", root=root)
     with pytest.raises(ZooError, match="has changed"):

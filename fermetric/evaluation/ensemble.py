@@ -105,6 +105,25 @@ def cross_fitted_vote(probs: Sequence[np.ndarray], y: np.ndarray, folds: int = C
     return out, used
 
 
+def check_same_data(runs: Sequence[Any], splits: Sequence[str]) -> None:
+    """Refuse to vote or compare runs whose `splits` hold other faces or labels (e.g. SynthFER
+    drawn with another seed, another CSV): every member would be scored against the first run's
+    labels, and the result would be reported as a success.
+
+    Raises:
+        FermetricError: naming the two runs, the split and their data sources.
+    """
+    first = runs[0]
+    for split in splits:
+        want = first.load_data()[split].fingerprint()
+        for r in runs[1:]:
+            if r.load_data()[split].fingerprint() != want:
+                raise FermetricError(
+                    f"{r.path} was not trained on the same data as {first.path}: their {split} splits hold other "
+                    f"images or labels (data {r.cfg.data.source or 'synth'!s} seed {r.cfg.seed} vs "
+                    f"{first.cfg.data.source or 'synth'!s} seed {first.cfg.seed}); vote or compare runs of one data set")
+
+
 def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False,
                     keep_predictions: bool = False) -> dict[str, Any]:
     """Soft vote, val-accuracy-weighted vote and searched-weight vote of runs
@@ -120,7 +139,7 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
          "weights_fitted_on"}.
 
     Raises:
-        FermetricError: the runs disagree on classes or on the number of images.
+        FermetricError: the runs disagree on classes, or their splits hold other images or labels.
     """
     from fermetric.evaluation.metrics import classification_metrics
 
@@ -130,6 +149,7 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
     if len(names) != 1:
         raise FermetricError(f"runs disagree on class names: {sorted(names)}")
     class_names = members[0].class_names
+    check_same_data(members, sorted({split, "val"}))
     y = members[0].load_data()[split].labels.numpy()
     y_val = members[0].load_data()["val"].labels.numpy()
     probs, val_probs, rows, member_preds = [], [], [], []
