@@ -14,6 +14,7 @@ not interleaved, while a training or another command writes the same run. Traini
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -24,22 +25,39 @@ import numpy as np
 from fermetric.errors import ConfigError, FermetricError
 
 PathLike = str | Path
+log = logging.getLogger("fermetric.api")
 
 
-def _writing(run: PathLike, into_run: bool = True):
-    """The run's lock when the output goes into the run directory, else nothing. A pretrained
-    model's name (fermetric.zoo) writes into its cache folder, which is locked instead."""
-    from fermetric.utils.runlock import run_lock
+@contextlib.contextmanager
+def _writing(run: PathLike, *, only_caches: bool = False, hint: str = "give --out elsewhere"):
+    """Hold the run's lock while a command writes into the run directory. A pretrained model's
+    name (fermetric.zoo) writes into its cache folder, which is locked instead.
 
-    if not into_run:
-        return contextlib.nullcontext()
+    `only_caches`: the command's output goes elsewhere and it keeps nothing in the run but caches
+    (embeddings, calibrations, written atomically). Such a command also reads a run that another
+    process holds (a training in progress), and a read-only run (an archive, a read-only mount),
+    whose caches it then skips. A command that must write into a read-only run is refused in one
+    line, with `hint`.
+    """
+    from fermetric.utils.runlock import RunLockedError, RunReadOnlyError, run_lock
+
     run_dir = Path(run)
     if not run_dir.is_dir():
         from fermetric.zoo import zoo_run_dir
 
         run_dir = zoo_run_dir(str(run))
         run_dir.mkdir(parents=True, exist_ok=True)
-    return run_lock(run_dir)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(run_dir))
+        except RunReadOnlyError as e:
+            if not only_caches:
+                raise RunReadOnlyError(f"{e}, and this command writes into it; {hint}") from None
+            log.info("%s: reading it without the lock; caches are not kept", e)
+        except RunLockedError:
+            if not only_caches:
+                raise
+        yield
 
 
 def _claim(out: Optional[PathLike], kind: str, *legacy: str) -> None:
@@ -97,7 +115,7 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
     suffix = {None: "", "shift": "_tta", "tencrop": "_tencrop"}[mode]
     tta_text = {None: "", "shift": " + TTA", "tencrop": " + ten-crop TTA"}[mode]
     _claim(out, "evaluation", "*_confusion.png", "*.md")
-    with _writing(run, out is None):
+    with _writing(run, only_caches=out is not None):  # out elsewhere: nothing but caches goes into RUN
         from fermetric.evaluation.calibration import calibration_metrics
         from fermetric.evaluation.metrics import classification_metrics, write_metrics
 
@@ -149,7 +167,7 @@ def build_index(run: PathLike, index_type: str = "flat", k: Optional[int] = None
     Returns:
         (the Run, the fitted KNNClassifier).
     """
-    with _writing(run):
+    with _writing(run, hint="the index is kept in the run: copy the run somewhere writable"):
         r = _load(run, device, None)
         return r, r.build_index(index_type, k=k, weighting=weighting)
 
@@ -169,7 +187,7 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
     if class_map and data is None:
         raise ConfigError("--class-map maps the classes of another data set; give that data set with --data")
     _claim(out, "kNN report", "knn_report.json")
-    with _writing(run):  # the embedding cache is written into RUN whatever `out` is
+    with _writing(run, only_caches=out is not None):  # the embedding cache goes into RUN whatever `out` is
         r = _load(run, device, None)
         if data is None:
             split = split or "val"
@@ -196,7 +214,7 @@ def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Opti
 
     for image in (image_a, image_b):  # a missing or bad file is refused before any model work
         read_face_image(image)
-    with _writing(run):
+    with _writing(run, only_caches=True):  # the calibration is cached in RUN
         return same_expression_probability(_load(run, device, None), image_a, image_b)
 
 
@@ -207,7 +225,7 @@ def calibrate(run: PathLike, split: str = "val", tta: bool | str = False, device
     from fermetric.evaluation.calibration import calibrate_run
     from fermetric.evaluation.predict import resolve_tta
 
-    with _writing(run):
+    with _writing(run, hint="the temperature is kept in the run: copy the run somewhere writable"):
         return calibrate_run(_load(run, device, precision), split, resolve_tta(tta))
 
 
@@ -225,14 +243,17 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
     from fermetric.plotting.embeddings import plot_embedding_2d
     from fermetric.utils.io import save_npy
     from fermetric.utils.outputs import is_fermetric_png, replaceable_file
+    from fermetric.utils.runlock import known_read_only
 
     if out is not None:  # before any work: never over a file that is not our figure
         replaceable_file(out, "figure", is_fermetric_png)
-    with _writing(run):
+    with _writing(run, only_caches=out is not None):
         r = _load(run, device, None)
         emb, labels = r.embeddings(split)
         coords = project_2d(emb, method=method, seed=r.cfg.seed)
-        coords_path = save_npy(r.path / "embeddings" / f"{split}_{method}_2d.npy", coords)
+        # beside the figure when the run is read-only (an archived run still gets its plot)
+        coords_dir = Path(out).parent if known_read_only(r.path) else r.path / "embeddings"
+        coords_path = save_npy(coords_dir / f"{split}_{method}_2d.npy", coords)
         fig = plot_embedding_2d(coords, labels, r.class_names,
                                 title=f"{r.cfg.model.name} ({r.kind}) {split} embeddings, {method.upper()}")
         path = save_figure(fig, Path(out) if out else r.path / "figures" / f"embed_{method}_{split}.png")
@@ -317,7 +338,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         raise ConfigError("--split train: the knn scorer votes with the train split as its gallery, so train images "
                           "would match themselves; explain --split val or test, or use --scorer prototype")
     _claim(out, "explanations", "explain_*.json")
-    with _writing(run, out is None):
+    with _writing(run, only_caches=out is not None):
         r = _load(run, device, precision)
         if data is not None:
             r.use_data(data)
@@ -361,7 +382,7 @@ def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[S
 
     _claim(out, "filter figures", "filters_*.png")
 
-    with _writing(run, out is None):
+    with _writing(run, only_caches=out is not None):
         r = _load(run, device, precision)
         if data is not None:  # the run's own data at another path (Run.use_data)
             r.use_data(data)
@@ -411,7 +432,7 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
     loaded = [_load(r, device, precision) for r in runs]
     if len({r.class_names for r in loaded}) != 1:
         raise FermetricError("the runs disagree on class names; compare runs trained on the same data")
-    with _writing(loaded[0].path, out is None):
+    with _writing(loaded[0].path, only_caches=out is not None):
         scorers: dict[str, Any] = {}
         for r in loaded:
             scorers.update(r.scorers(knn=knn))

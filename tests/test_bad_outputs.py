@@ -166,3 +166,45 @@ def test_an_intact_zoo_entry_verifies(tiny_ensemble_zoo: Path, monkeypatch):
     monkeypatch.setenv("FERMETRIC_ZOO", str(tiny_ensemble_zoo))
     out = run_cli(["models", "--pretrained", "--verify"]).output
     assert out.count("every file matches its manifest") == 3
+
+
+@pytest.fixture()
+def read_only_fs(monkeypatch):
+    """Every run directory behaves as on a read-only file system when its lock is taken (tests run
+    as root, for whom chmod does not stop writes): EROFS, as a read-only mount gives."""
+    import errno
+
+    from fermetric.utils import runlock
+
+    def refuse(run_dir):
+        raise OSError(errno.EROFS, "Read-only file system", str(run_dir / runlock.LOCK_NAME))
+
+    monkeypatch.setattr(runlock, "_acquire", refuse)
+    yield
+    runlock._READ_ONLY.clear()
+
+
+def test_read_only_runs_are_readable(tmp_path: Path, triplet_run: Path, read_only_fs):
+    from PIL import Image
+
+    run = tmp_path / "archived"
+    shutil.copytree(triplet_run, run)
+    before = snapshot(run)
+    faces = []
+    for i, level in enumerate((90, 160)):
+        faces.append(tmp_path / f"f{i}.png")
+        Image.fromarray(np.full((48, 48), level, np.uint8)).save(faces[-1])
+    elsewhere = tmp_path / "out"
+    run_cli(["evaluate", str(run), "--out", str(elsewhere / "eval")])
+    run_cli(["knn-eval", str(run), "--out", str(elsewhere / "knn")])
+    assert "same expression: probability" in run_cli(["similarity", str(run), str(faces[0]), str(faces[1])]).output
+    run_cli(["embed-plot", str(run), "--method", "pca", "--out", str(elsewhere / "plot.png")])
+    assert (elsewhere / "val_pca_2d.npy").is_file()  # the coordinates beside the figure
+    assert snapshot(run) == before
+    # commands that must write into the run say so in one line
+    for args, fragment in ((["evaluate", str(run)], "give --out elsewhere"),
+                           (["build-index", str(run)], "copy the run somewhere writable"),
+                           (["calibrate", str(run)], "copy the run somewhere writable")):
+        out = _refused(args, "is read-only (Read-only file system), and this command writes into it", fragment)
+        assert len(out.strip().splitlines()) == 1, out
+    assert snapshot(run) == before

@@ -132,6 +132,7 @@ def run_calibration(run, refit: bool = False) -> Calibration:
     """The run's calibration (fitted on val pairs), from RUN/similarity.json when it was fitted
     on the run's current checkpoint, else fitted now and saved there."""
     from fermetric.utils.io import read_json, write_json
+    from fermetric.utils.runlock import known_read_only
 
     path = run.path / CALIBRATION_FILE
     if path.is_file() and not refit:
@@ -143,10 +144,11 @@ def run_calibration(run, refit: bool = False) -> Calibration:
             pass  # unreadable or of other weights: refitted below
     emb, labels = run.embeddings("val")
     cal = fit_calibration(*pair_similarities(emb, labels, seed=run.cfg.seed), split="val")
-    try:
-        write_json(path, {**run.fingerprint, "calibration": cal.to_dict()})
-    except OSError:  # a read-only run still answers, it just refits next time
-        pass
+    if not known_read_only(run.path):
+        try:
+            write_json(path, {**run.fingerprint, "calibration": cal.to_dict()})
+        except OSError:  # a read-only run still answers, it just refits next time
+            pass
     return cal
 
 

@@ -28,6 +28,7 @@ from fermetric.runs.checkpoint import check_compatible, load_checkpoint_sha256, 
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
 from fermetric.utils.io import read_json, save_npy, write_json
+from fermetric.utils.runlock import known_read_only
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ class Run:
                 ds = self.load_data()[split]
                 cached = embed_dataset(fn, ds, batch_size, self.device, precision=self.precision), ds.labels.numpy()
                 try:
+                    if known_read_only(self.path):  # not even tried: the run stays as it is
+                        raise OSError("the run is read-only")
                     folder.mkdir(parents=True, exist_ok=True)
                     save_npy(emb_path, cached[0])
                     save_npy(lab_path, cached[1])

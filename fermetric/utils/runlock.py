@@ -9,6 +9,7 @@ file it locked is still the one at the path (else it retries on the new file).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +30,21 @@ _HELD: dict[str, list] = {}
 
 class RunLockedError(FermetricError):
     """Another process is writing the run directory."""
+
+
+class RunReadOnlyError(FermetricError):
+    """The run directory cannot be written (a read-only file system, an archive, no permission)."""
+
+
+# run directories found read-only in this process: commands that only read them go on without
+# the lock, and the caches they would keep in the run (embeddings, calibrations) are not written
+_READ_ONLY: set[str] = set()
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def known_read_only(run_dir: str | os.PathLike) -> bool:
+    """Whether `run_dir` was found read-only when this process tried to lock it."""
+    return os.path.realpath(run_dir) in _READ_ONLY
 
 
 def _holder(path: Path) -> str:
@@ -71,7 +87,8 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     bad input leaves no empty run directory behind.
 
     Raises:
-        RunLockedError naming the holder's PID when another process holds it.
+        RunLockedError naming the holder's PID when another process holds it; RunReadOnlyError
+        when the folder cannot be written (the run is then remembered as read-only).
     """
     run_dir = Path(run_dir)
     key = os.path.realpath(run_dir)
@@ -89,6 +106,13 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         fd = _acquire(run_dir)
+    except OSError as e:
+        if created:
+            _remove_if_empty(run_dir)
+        if e.errno in _NOT_WRITABLE:
+            _READ_ONLY.add(key)
+            raise RunReadOnlyError(f"run directory {run_dir} is read-only ({e.strerror})") from None
+        raise
     except BaseException:
         if created:
             _remove_if_empty(run_dir)
