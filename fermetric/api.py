@@ -71,10 +71,15 @@ def _claim(out: Optional[PathLike], kind: str, *legacy: str) -> None:
         output_dir(out, kind, legacy=legacy, create=False)
 
 
-def _load(run: PathLike, device: Optional[str], precision: Optional[str]):
+def _load(run: PathLike, device: Optional[str], precision: Optional[str], data: Optional[PathLike] = None):
+    """The run (or zoo entry); `data`: its own data at another path (Run.use_data), e.g. the
+    fer2013.csv a pretrained model was trained on."""
     from fermetric.runs import load_run
 
-    return load_run(run, device=device or "auto", precision=precision or "auto")
+    r = load_run(run, device=device or "auto", precision=precision or "auto")
+    if data is not None:
+        r.use_data(str(data))
+    return r
 
 
 def _data_tag(data: str) -> str:
@@ -144,7 +149,8 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
 
 
 def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool | str = False, out: PathLike = "ensemble",
-             device: Optional[str] = "auto", precision: Optional[str] = "auto") -> tuple[dict[str, Any], list[Path]]:
+             device: Optional[str] = "auto", precision: Optional[str] = "auto",
+             data: Optional[PathLike] = None) -> tuple[dict[str, Any], list[Path]]:
     """`fermetric ensemble`: soft vote and val-accuracy-weighted vote of runs on a split
     (fermetric.evaluation.ensemble.ensemble_report), written as OUT/ensemble_<split>.json / .md.
 
@@ -154,13 +160,13 @@ def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool | str = Fal
     from fermetric.evaluation.ensemble import ensemble_report, write_ensemble
 
     _claim(out, "ensemble", "ensemble_*.json")
-    members = [_load(r, device, precision) for r in runs]
+    members = [_load(r, device, precision, data) for r in runs]
     results = ensemble_report(members, split, tta)
     return results, write_ensemble(results, out)
 
 
 def build_index(run: PathLike, index_type: str = "flat", k: Optional[int] = None, weighting: Optional[str] = None,
-                device: Optional[str] = "auto"):
+                device: Optional[str] = "auto", data: Optional[PathLike] = None):
     """`fermetric build-index`: the run's FAISS kNN index over its train split, saved as RUN/index
     and stamped with the checkpoint it came from.
 
@@ -168,7 +174,7 @@ def build_index(run: PathLike, index_type: str = "flat", k: Optional[int] = None
         (the Run, the fitted KNNClassifier).
     """
     with _writing(run, hint="the index is kept in the run: copy the run somewhere writable"):
-        r = _load(run, device, None)
+        r = _load(run, device, None, data)
         return r, r.build_index(index_type, k=k, weighting=weighting)
 
 
@@ -201,7 +207,8 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
         return rep, write_knn_report(rep, Path(out) if out else r.path / folder)
 
 
-def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Optional[str] = "auto"):
+def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Optional[str] = "auto",
+               data: Optional[PathLike] = None, detect: str = "auto"):
     """`fermetric similarity`: the probability that two face images show the same expression
     (fermetric.retrieval.similarity.same_expression_probability); the images are read and checked
     before the run is opened. The calibration (and the val embeddings it needs) is kept in RUN.
@@ -209,28 +216,28 @@ def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Opti
     Returns:
         A SimilarityResult (cosine, probability, calibration).
     """
-    from fermetric.data.images import read_face_image
+    from fermetric.inference.faces import one_face
     from fermetric.retrieval.similarity import same_expression_probability
 
-    for image in (image_a, image_b):  # a missing or bad file is refused before any model work
-        read_face_image(image)
+    for image in (image_a, image_b):  # a missing or bad file, or one without a face, is refused before any model work
+        one_face(image, detect)
     with _writing(run, only_caches=True):  # the calibration is cached in RUN
-        return same_expression_probability(_load(run, device, None), image_a, image_b)
+        return same_expression_probability(_load(run, device, None, data), image_a, image_b, detect=detect)
 
 
 def calibrate(run: PathLike, split: str = "val", tta: bool | str = False, device: Optional[str] = "auto",
-              precision: Optional[str] = "auto") -> dict[str, Any]:
+              precision: Optional[str] = "auto", data: Optional[PathLike] = None) -> dict[str, Any]:
     """`fermetric calibrate`: fit a classifier run's temperature on `split` and keep it in
     RUN/temperature.json (fermetric.evaluation.calibration.calibrate_run); `predict` then uses it."""
     from fermetric.evaluation.calibration import calibrate_run
     from fermetric.evaluation.predict import resolve_tta
 
     with _writing(run, hint="the temperature is kept in the run: copy the run somewhere writable"):
-        return calibrate_run(_load(run, device, precision), split, resolve_tta(tta))
+        return calibrate_run(_load(run, device, precision, data), split, resolve_tta(tta))
 
 
 def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Optional[PathLike] = None,
-               device: Optional[str] = "auto") -> tuple[np.ndarray, list[Path]]:
+               device: Optional[str] = "auto", data: Optional[PathLike] = None) -> tuple[np.ndarray, list[Path]]:
     """`fermetric embed-plot`: a 2-D projection (umap, pca, tsne) of a split's embeddings (pre-logit
     features for classifiers), coloured by class: RUN/embeddings/<split>_<method>_2d.npy and the
     figure `out` (default RUN/figures/embed_<method>_<split>.png).
@@ -248,7 +255,7 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
     if out is not None:  # before any work: never over a file that is not our figure
         replaceable_file(out, "figure", is_fermetric_png)
     with _writing(run, only_caches=out is not None):
-        r = _load(run, device, None)
+        r = _load(run, device, None, data)
         emb, labels = r.embeddings(split)
         coords = project_2d(emb, method=method, seed=r.cfg.seed)
         # beside the figure when the run is read-only (an archived run still gets its plot)
@@ -339,9 +346,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
                           "would match themselves; explain --split val or test, or use --scorer prototype")
     _claim(out, "explanations", "explain_*.json")
     with _writing(run, only_caches=out is not None):
-        r = _load(run, device, precision)
-        if data is not None:
-            r.use_data(data)
+        r = _load(run, device, precision, data)
         sc = r.scorer(scorer)
         ds = r.load_data()[split]
         labels = ds.labels.numpy()
@@ -383,9 +388,7 @@ def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[S
     _claim(out, "filter figures", "filters_*.png")
 
     with _writing(run, only_caches=out is not None):
-        r = _load(run, device, precision)
-        if data is not None:  # the run's own data at another path (Run.use_data)
-            r.use_data(data)
+        r = _load(run, device, precision, data)
         ds = r.load_data()["val"]
         if not 0 <= image_index < len(ds):
             raise ConfigError(f"--image-index must lie in 0..{len(ds) - 1}; got {image_index}")
@@ -408,7 +411,7 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
                  methods: Sequence[str] = ("saliency", "smoothgrad", "occlusion", "gradcam", "lime"),
                  lime_samples: int = 300, knn: bool = True, out: Optional[PathLike] = None, seed: int = 0,
                  device: Optional[str] = "auto", precision: Optional[str] = "auto",
-                 progress: bool = False) -> tuple[dict[str, Any], list[Path]]:
+                 progress: bool = False, data: Optional[PathLike] = None) -> tuple[dict[str, Any], list[Path]]:
     """`fermetric explain-eval`: how faithful each explanation method is on each run's scorers
     (Run.scorers: classifier; prototype and, with `knn`, kNN for embedding runs): deletion /
     insertion AUC, evidence-mask mass and pointing game (SynthFER), randomisation check. Written as
@@ -429,7 +432,7 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
     bad = [m for m in chosen if m not in METHODS]
     if bad:
         raise ConfigError(f"--methods: unknown method(s) {', '.join(bad)}; valid: {', '.join(METHODS)}")
-    loaded = [_load(r, device, precision) for r in runs]
+    loaded = [_load(r, device, precision, data) for r in runs]
     if len({r.class_names for r in loaded}) != 1:
         raise FermetricError("the runs disagree on class names; compare runs trained on the same data")
     with _writing(loaded[0].path, only_caches=out is not None):

@@ -421,6 +421,14 @@ def _class_map(*items: str) -> Callable[[], object]:
     return lambda: parse_class_map(list(items))
 
 
+def _noise(tmp: Path, name: str) -> Path:
+    """A 300x300 noise image: searched for a face (it is larger than a crop), none found."""
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)).save(tmp / name)
+    return tmp / name
+
+
 STUDY_HEAD = "name: s\nmodels:\n"
 # Reliability round 3 (issue 25): names are not paths, overrides address keys, files say what they mean
 ROUND3_CASES = [
@@ -445,6 +453,8 @@ ROUND3_CASES = [
                                               _cli(["study", "--config", str(t / "s.yaml"), "--out", str(t / "a" / "b")]))[1],
          FermetricError, ("not a plain name",), no_output="a"),
     Case("class-map-twice", lambda t: _class_map("cats=Happy", "cats=Sad"), ConfigError, ("'cats' twice", "Happy", "Sad")),
+    Case("similarity-no-face", lambda t, r: _cli(["similarity", str(r), str(_noise(t, "noise.png")), str(_noise(t, "noise.png"))]),
+         FermetricError, ("noise.png", "no face found in the 300x300 image", "--no-detect"), runs=("triplet_run",)),
     Case("threads-beyond-the-machine", lambda t: _cli(["--threads", "100000", "models"]), FermetricError,
          ("--threads", "at most", "100000")),
 ]

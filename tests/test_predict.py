@@ -262,8 +262,14 @@ def test_cli_predict_no_detect_and_bad_run(classifier_run, photo_dir, tmp_path):
                                     "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "o" / "predictions.json").read_text())["images"][0]["mode"] == "whole image"
-    res = CliRunner().invoke(main, ["predict", str(tmp_path), str(photo_dir / "photo.jpg")])
-    assert res.exit_code == 2 and "not a fermetric run directory" in res.stderr
+    runs = tmp_path / "runs"  # the folder above a run, given as RUN
+    (runs / "clf" / "checkpoints").mkdir(parents=True)
+    res = CliRunner().invoke(main, ["predict", str(runs), str(photo_dir / "photo.jpg")])
+    assert res.exit_code == 2 and "is not a run directory but holds runs" in res.stderr, res.output
+    broken = tmp_path / "broken"  # a run without its config fails as a run
+    (broken / "checkpoints").mkdir(parents=True)
+    res = CliRunner().invoke(main, ["predict", str(broken), str(photo_dir / "photo.jpg")])
+    assert res.exit_code == 2 and "not a fermetric run directory" in res.stderr, res.output
     res = CliRunner().invoke(main, ["predict", str(classifier_run), str(photo_dir), "--no-detect", "--detect-small"])
     assert res.exit_code == 2 and "contradict" in res.stderr
     assert CROP_MAX_SIDE == 64
@@ -281,3 +287,22 @@ def test_cli_predict_refuses_tiny_images_and_fifos(classifier_run, tmp_path):
     assert "dot.png" in res.output and "1x1" in res.output
     assert "pipe.jpg" in res.output and "FIFO" in res.output
     assert "Traceback" not in res.output
+
+
+def test_predict_takes_a_folder_of_images(tmp_path, classifier_run):
+    """`predict [RUN] photos/`: a folder (not a run) is a batch of images; other files are skipped and counted."""
+    from PIL import Image
+
+    from conftest import run_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((48, 48), 60 + 50 * i, np.uint8)).save(photos / f"{i}.png")
+    (photos / "notes.txt").write_text("not an image")
+    res = run_cli(["predict", str(classifier_run), str(photos), "--out", str(tmp_path / "p")])
+    assert "2 image(s) predicted" in res.output and "1 file(s) in the folders given are not images" in res.output
+    res = run_cli(["predict", "--model", "fer2013-baseline", str(photos), "--out", str(tmp_path / "q")])
+    assert "2 image(s) predicted" in res.output
+    res = run_cli(["predict", str(photos), "--out", str(tmp_path / "r")])  # the default model, the folder as images
+    assert "2 image(s) predicted" in res.output, res.output

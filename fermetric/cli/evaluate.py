@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import OutPath, RUN, device_option, precision_option
+from fermetric.cli.options import OutPath, RUN, device_option, precision_option, run_data_option
 
 
 def register(main: click.Group) -> None:
@@ -52,16 +52,18 @@ def register(main: click.Group) -> None:
                   help="The split the temperature is fitted on (never train: the model is over-confident there).")
     @click.option("--tta", type=click.Choice(["shift", "tencrop"]), is_flag=False, flag_value="shift", default=None,
                   help="Fit the temperature of the TTA softmax (--tta alone: shift, what predict uses).")
+    @run_data_option
     @device_option
     @precision_option
-    def calibrate(run: str, split: str, tta: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
+    def calibrate(run: str, split: str, tta: Optional[str], data: Optional[str], device: Optional[str],
+                  precision: Optional[str] = None) -> None:
         """Temperature scaling of a classifier: fit the temperature of its softmax on a split and
         keep it in RUN/temperature.json (stamped with the checkpoint); predict uses it from then on.
         Prints ECE / NLL / Brier before and after (after cross-fitted on halves of the split, so
         the numbers are not flattered by the split's own labels)."""
         from fermetric.api import calibrate as run_calibrate
 
-        rec = run_calibrate(run, split, tta or False, device=device, precision=precision)
+        rec = run_calibrate(run, split, tta or False, device=device, precision=precision, data=data)
         click.echo(f"{Path(run).name} {split}{f' (TTA {tta})' if tta else ''}: temperature {rec['temperature']:.3f} "
                    f"(n = {rec['n']}, accuracy {rec['accuracy'] * 100:.2f} %, unchanged)")
         for when in ("before", "after_cross_fitted"):
@@ -75,9 +77,11 @@ def register(main: click.Group) -> None:
     @click.option("--tta", type=click.Choice(["shift", "tencrop"]), is_flag=False, flag_value="shift", default=None,
                   help="TTA for the classifier members (--tta alone: shift; --tta tencrop).")
     @click.option("--out", type=OutPath(file_okay=False), default="ensemble", show_default=True)
+    @run_data_option
     @device_option
     @precision_option
-    def ensemble(runs: tuple[str, ...], split: str, tta: Optional[str], out: str, device: Optional[str], precision: Optional[str] = None) -> None:
+    def ensemble(runs: tuple[str, ...], split: str, tta: Optional[str], out: str, data: Optional[str], device: Optional[str],
+                 precision: Optional[str] = None) -> None:
         """Soft-vote and val-accuracy-weighted ensembles of classifier and embedding (kNN) runs.
 
         With --split test the weights are the members' val accuracies; with --split val they are
@@ -86,6 +90,6 @@ def register(main: click.Group) -> None:
         from fermetric.api import ensemble as run_ensemble
         from fermetric.evaluation.ensemble import ensemble_markdown
 
-        results, paths = run_ensemble(runs, split, tta or False, out, device=device, precision=precision)
+        results, paths = run_ensemble(runs, split, tta or False, out, device=device, precision=precision, data=data)
         click.echo(ensemble_markdown(results))
         click.echo("\n".join(f"  {p}" for p in paths))

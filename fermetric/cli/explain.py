@@ -7,10 +7,8 @@ from pathlib import Path
 
 import click
 
-from fermetric.cli.options import OutPath, RUN, SEED, device_option, precision_option
+from fermetric.cli.options import OutPath, RUN, SEED, device_option, precision_option, run_data_option
 
-RUN_DATA_HELP = ("The run's own data at another path (same classes), e.g. the fer2013.csv a pretrained model "
-                 "was trained on. Another data set: evaluate --data.")
 
 METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
@@ -27,7 +25,7 @@ def register(main: click.Group) -> None:
     @click.option("--target", type=click.Choice(["predicted", "label"]), default="predicted", show_default=True)
     @click.option("--mask-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
                   help="The mask column: this share of the pixels with the largest attributions (LIME: its top regions).")
-    @click.option("--data", default=None, metavar="PATH", help=RUN_DATA_HELP)
+    @run_data_option
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/explain.")
     @click.option("--seed", type=SEED, default=0, show_default=True)
     @device_option
@@ -54,7 +52,7 @@ def register(main: click.Group) -> None:
     @click.option("--num", type=click.IntRange(min=1), default=16, show_default=True)
     @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Gradient-ascent steps.")
     @click.option("--image-index", type=click.IntRange(min=0), default=0, show_default=True, help="val image whose layer outputs are shown.")
-    @click.option("--data", default=None, metavar="PATH", help=RUN_DATA_HELP)
+    @run_data_option
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/figures.")
     @device_option
     @precision_option
@@ -80,16 +78,18 @@ def register(main: click.Group) -> None:
     @click.option("--no-knn", is_flag=True, help="Skip the black-box kNN scorer of embedding runs.")
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: FIRST_RUN/explain_eval.")
     @click.option("--seed", type=SEED, default=0, show_default=True)
+    @run_data_option
     @device_option
     @precision_option
     @click.pass_context
-    def explain_eval_cmd(ctx, runs, split, per_class, methods, lime_samples, no_knn, out, seed, device, precision=None):
+    def explain_eval_cmd(ctx, runs, split, per_class, methods, lime_samples, no_knn, out, seed, data, device, precision=None):
         """How faithful is each explanation? One table of methods x models: deletion / insertion AUC,
         evidence-mask mass and pointing game (SynthFER), model-randomisation rank correlation."""
         from fermetric.analysis import table_to_markdown
         from fermetric.api import explain_eval
 
         result, paths = explain_eval(runs, split, per_class, methods.split(","), lime_samples, knn=not no_knn, out=out,
-                                     seed=seed, device=device, precision=precision, progress=not ctx.obj.get("quiet"))
+                                     seed=seed, device=device, precision=precision, progress=not ctx.obj.get("quiet"),
+                                     data=data)
         click.echo(table_to_markdown(result["rows"]))
         click.echo("\n".join(f"  {p}" for p in paths))

@@ -51,6 +51,15 @@ class RunPath(click.ParamType):
 RUN = RunPath()
 
 
+RUN_DATA_HELP = ("The run's own data at another path (same classes), e.g. the fer2013.csv a pretrained model "
+                 "was trained on. Another data set: evaluate --data.")
+
+
+def run_data_option(f: Callable) -> Callable:
+    """--data for a command on a RUN: the run's own data where it lies on this machine (Run.use_data)."""
+    return click.option("--data", default=None, metavar="PATH", help=RUN_DATA_HELP)(f)
+
+
 def data_option(f: Callable) -> Callable:
     return click.option(
         "--data", "data", default=None, metavar="PATH",

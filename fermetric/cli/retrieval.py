@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import OutPath, RUN, device_option
+from fermetric.cli.options import OutPath, RUN, device_option, run_data_option
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 
@@ -23,12 +23,14 @@ def register(main: click.Group) -> None:
                   help="flat = exact inner product; ivf / hnsw / ivfpq for large galleries.")
     @click.option("-k", "--k", type=click.IntRange(min=1), default=None, help="Neighbours that vote (default: the run's metric.knn_k).")
     @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None)
+    @run_data_option
     @device_option
-    def build_index(run: str, index_type: str, k: Optional[int], weighting: Optional[str], device: Optional[str]) -> None:
+    def build_index(run: str, index_type: str, k: Optional[int], weighting: Optional[str], data: Optional[str],
+                    device: Optional[str]) -> None:
         """Build the run's FAISS kNN index over its train split (the gallery): RUN/index/."""
         from fermetric.api import build_index as run_build_index
 
-        r, knn = run_build_index(run, index_type, k=k, weighting=weighting, device=device)
+        r, knn = run_build_index(run, index_type, k=k, weighting=weighting, device=device, data=data)
         click.echo(f"{index_type} index over {len(knn)} train embeddings of dimension {knn.dimension} (k={knn.k}, "
                    f"{knn.weighting}), from {r.checkpoint_path.name} sha256 {r.checkpoint_sha256[:12]}")
         click.echo(f"  {r.index_dir}")
@@ -80,16 +82,20 @@ def register(main: click.Group) -> None:
     @click.argument("image_a", type=click.Path())
     @click.argument("image_b", type=click.Path())
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @click.option("--no-detect", is_flag=True, help="Use each image whole as the face (default: as predict, "
+                  "images up to 64 px are crops, larger ones are searched for their largest face).")
+    @run_data_option
     @device_option
-    def similarity(run: str, image_a: str, image_b: str, as_json: bool, device: Optional[str]) -> None:
+    def similarity(run: str, image_a: str, image_b: str, as_json: bool, no_detect: bool, data: Optional[str],
+                   device: Optional[str]) -> None:
         """Probability that two face images show the same expression (cosine of the run's
-        embeddings, Platt-calibrated on val pairs and kept in RUN/similarity.json). Images are
-        used whole as face crops."""
+        embeddings, Platt-calibrated on val pairs and kept in RUN/similarity.json). Faces are
+        found as predict finds them; an image without one is refused."""
         import json
 
         from fermetric.api import similarity as run_similarity
 
-        res = run_similarity(run, image_a, image_b, device=device)
+        res = run_similarity(run, image_a, image_b, device=device, data=data, detect="never" if no_detect else "auto")
         if as_json:
             click.echo(json.dumps(res.to_dict(), indent=2))
             return
@@ -102,11 +108,12 @@ def register(main: click.Group) -> None:
     @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
     @click.option("--method", type=click.Choice(["umap", "pca", "tsne"]), default="umap", show_default=True)
     @click.option("--out", type=OutPath(dir_okay=False), default=None, help="Default: RUN/figures/embed_<method>_<split>.png.")
+    @run_data_option
     @device_option
-    def embed_plot(run: str, split: str, method: str, out: Optional[str], device: Optional[str]) -> None:
+    def embed_plot(run: str, split: str, method: str, out: Optional[str], data: Optional[str], device: Optional[str]) -> None:
         """2-D UMAP (or PCA / t-SNE) of a split's embeddings, coloured by class, with centroids."""
         from fermetric.api import embed_plot as run_embed_plot
 
-        coords, paths = run_embed_plot(run, split, method, out, device=device)
+        coords, paths = run_embed_plot(run, split, method, out, device=device, data=data)
         click.echo(f"{len(coords)} {split} embeddings projected with {method}")
         click.echo(f"  {paths[0]}\n  {paths[2]}")

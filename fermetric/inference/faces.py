@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -36,6 +36,9 @@ __all__ = [
     "crop_face",
     "whole_image_crop",
     "expand_inputs",
+    "find_faces",
+    "one_face",
+    "DETECT_MODES",
     "is_face_crop",
 ]
 
@@ -229,8 +232,59 @@ def whole_image_crop(gray: np.ndarray, size: int = IMAGE_SIZE) -> tuple[np.ndarr
     return (crop if s == size else _resize(crop, size)), (x0, y0, x0 + s, y0 + s)
 
 
-def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+DETECT_MODES = ("auto", "always", "never")
+# one face of a photo: (detector box x, y, w, h), the 48x48 gray crop, the crop's box in the photo
+Face = tuple[tuple[int, int, int, int], np.ndarray, tuple[int, int, int, int]]
+
+
+def find_faces(photo: Photo, detect: str = "auto", min_face: int = 40, margin: float = DEFAULT_MARGIN) -> tuple[str, list[Face]]:
+    """The faces of a photo as predict and similarity take them: ("whole image", [the centre
+    square]) for a crop-sized image (detect "auto") or with detect "never", else ("detected",
+    every face the detector finds, possibly none)."""
+    w, h = photo.size
+    if detect == "never" or (detect == "auto" and is_face_crop(w, h)):
+        crop, cb = whole_image_crop(photo.gray)
+        return "whole image", [((cb[0], cb[1], cb[2] - cb[0], cb[3] - cb[1]), crop, cb)]
+    out = []
+    for b in detect_faces(photo.gray, min_face=min_face):
+        crop, cb = crop_face(photo.gray, b, margin=margin)
+        out.append((b, crop, cb))
+    return "detected", out
+
+
+def no_face_message(photo: Photo, detect: str, min_face: int, min_face_option: bool = True) -> str:
+    """Why a photo gave no face, and what to try (`min_face_option`: the command has --min-face)."""
+    w, h = photo.size
+    hints = []
+    if min_face > 24 and min_face_option:
+        hints.append(f"a smaller --min-face (now {min_face})")
+    hints.append("--no-detect to use the whole image as the face")
+    msg = f"no face found in the {w}x{h} image; try " + " or ".join(hints)
+    if detect == "always" and is_face_crop(w, h):
+        msg += f" (images up to {CROP_MAX_SIDE} px are normally taken as crops)"
+    return msg
+
+
+def one_face(path: str | Path, detect: str = "auto", min_face: int = 40, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """The 48x48 gray face of an image that should show one face (similarity): the image itself
+    when it is a crop, else the largest face the detector finds.
+
+    Raises:
+        DataError: the image cannot be read, or no face is found in it (with what to try).
+    """
+    photo = read_photo(path)
+    _, faces = find_faces(photo, detect, min_face, margin)
+    if not faces:
+        raise DataError(f"{path}: {no_face_message(photo, detect, min_face, min_face_option=False)}")
+    return max(faces, key=lambda f: f[0][2] * f[0][3])[1]
+
+
+def expand_inputs(paths: Iterable[str | Path], skipped: Optional[list[Path]] = None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files as given; directories expanded (recursively, sorted) to their image files.
+
+    Args:
+        skipped: when given, the other files found in the directories (not images by their
+            extension) are appended to it, so that the caller can count them.
 
     Returns:
         (image paths, [(path, why it gives nothing)]): a missing path or a directory without
@@ -240,7 +294,10 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[P
     problems: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            inside = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            found = [f for f in inside if is_image_file(f)]
+            if skipped is not None:
+                skipped += [f for f in inside if not is_image_file(f)]
             if not found:
                 problems.append((p, f"directory has no images (looked for {', '.join(IMAGE_EXTENSIONS)})"))
             files += found

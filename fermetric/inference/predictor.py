@@ -23,20 +23,20 @@ from fermetric.utils.outputs import output_dir
 from fermetric.inference.faces import (
     CROP_MAX_SIDE,
     DEFAULT_MARGIN,
+    DETECT_MODES,
     Photo,
     crop_face,
     detect_faces,
     expand_inputs,
-    is_face_crop,
+    find_faces,
+    no_face_message,
     read_photo,
-    whole_image_crop,
 )
 
 log = logging.getLogger("fermetric.predict")
 
 __all__ = ["FaceResult", "ImageResult", "BatchResult", "FacePredictor", "predict_images", "annotate"]
 
-DETECT_MODES = ("auto", "always", "never")
 
 
 @dataclass
@@ -228,10 +228,11 @@ class FacePredictor:
 def split_run_and_images(args: Sequence[str], model: Optional[str] = None) -> tuple[str, list[str]]:
     """`predict [RUN] IMAGE...`: the run and the images.
 
-    RUN comes first as before: a directory there is the run (so a mistyped run fails as one),
-    and so is a pretrained model's name. When the first argument is an image file, or with
-    --model NAME (then every argument is an image or a folder of images), the pretrained model
-    (--model, else the zoo's default classifier) predicts.
+    RUN comes first as before: a run directory there is the run (a folder with config.yaml or
+    checkpoints/, so a broken run fails as one), and so is a pretrained model's name. When the
+    first argument is an image file or a folder of images, or with --model NAME (then every
+    argument is an image or a folder of images), the pretrained model (--model, else the zoo's
+    default classifier) predicts.
 
     Raises:
         ValueError when no image is left, or --model and a RUN are both given.
@@ -239,14 +240,21 @@ def split_run_and_images(args: Sequence[str], model: Optional[str] = None) -> tu
     from fermetric.zoo import DEFAULT_CLASSIFIER, is_pretrained_name
 
     def names_a_run(arg: str) -> bool:
-        return (Path(arg) / "config.yaml").is_file() or (not Path(arg).exists() and is_pretrained_name(arg))
+        p = Path(arg)
+        return (p / "config.yaml").is_file() or (p / "checkpoints").is_dir() or (
+            not p.exists() and is_pretrained_name(arg))
 
     args = list(args)
+    for arg in args:  # a folder of runs is a mistyped RUN, not a batch of figures to predict
+        if Path(arg).is_dir() and not names_a_run(arg):
+            inner = next((c.parent for c in Path(arg).glob("*/checkpoints") if c.is_dir()), None)
+            if inner is not None:
+                raise ValueError(f"{arg} is not a run directory but holds runs (e.g. {inner}); give one of them as RUN")
     if model is not None:
         if args and names_a_run(args[0]):
             raise ValueError(f"give either RUN ({args[0]}) or --model {model}, not both")
         run = model
-    elif args and (Path(args[0]).is_dir() or names_a_run(args[0])):
+    elif args and names_a_run(args[0]):
         run = args.pop(0)
     else:
         run = DEFAULT_CLASSIFIER
@@ -257,31 +265,6 @@ def split_run_and_images(args: Sequence[str], model: Optional[str] = None) -> tu
     if not args:
         raise ValueError("no IMAGE given: fermetric predict [RUN] IMAGE [IMAGE ...]")
     return run, args
-
-
-def _faces_of(photo: Photo, detect: str, min_face: int, margin: float) -> tuple[str, list[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, int, int, int]]]]:
-    w, h = photo.size
-    if detect == "never" or (detect == "auto" and is_face_crop(w, h)):
-        crop, cb = whole_image_crop(photo.gray)
-        return "whole image", [((cb[0], cb[1], cb[2] - cb[0], cb[3] - cb[1]), crop, cb)]
-    boxes = detect_faces(photo.gray, min_face=min_face)
-    out = []
-    for b in boxes:
-        crop, cb = crop_face(photo.gray, b, margin=margin)
-        out.append((b, crop, cb))
-    return "detected", out
-
-
-def _no_face_message(photo: Photo, detect: str, min_face: int) -> str:
-    w, h = photo.size
-    hints = []
-    if min_face > 24:
-        hints.append(f"a smaller --min-face (now {min_face})")
-    hints.append("--no-detect to use the whole image as the face")
-    msg = f"no face found in the {w}x{h} image; try " + " or ".join(hints)
-    if detect == "always" and is_face_crop(w, h):
-        msg += f" (images up to {CROP_MAX_SIDE} px are normally taken as crops)"
-    return msg
 
 
 PREDICTIONS_LEGACY = ("predictions.json",)  # a predict --out folder of a version before output markers
@@ -320,7 +303,8 @@ def predict_images(
     """
     if detect not in DETECT_MODES:
         raise DataError(f"detect must be one of {DETECT_MODES}; got {detect!r}")
-    files, errors = expand_inputs(inputs)
+    not_images: list[Path] = []
+    files, errors = expand_inputs(inputs, skipped=not_images)
     batch = BatchResult(
         images=[], errors=list(errors), class_names=predictor.class_names, run=str(predictor.run.path),
         kind=predictor.kind,
@@ -328,6 +312,9 @@ def predict_images(
                   "temperature": predictor.temperature, "crop_max_side": CROP_MAX_SIDE,
                   "saliency": saliency, "detector": "opencv haarcascade_frontalface_default"},
     )
+    if not_images:
+        batch.notes.append(f"{len(not_images)} file(s) in the folders given are not images by their extension and were "
+                           f"skipped (e.g. {not_images[0]})")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:  # refused before any work when it holds what is not ours; made at the first face
         output_dir(out, "predictions", legacy=PREDICTIONS_LEGACY, create=False)
@@ -340,9 +327,9 @@ def predict_images(
             errors_msg = str(exc).removeprefix(f"{path}: ")
             batch.errors.append((path, errors_msg))
             continue
-        mode, faces = _faces_of(photo, detect, min_face, margin)
+        mode, faces = find_faces(photo, detect, min_face, margin)
         if not faces:
-            batch.errors.append((path, _no_face_message(photo, detect, min_face)))
+            batch.errors.append((path, no_face_message(photo, detect, min_face)))
             continue
         crops = np.stack([c for _, c, _ in faces])
         probs = predictor.predict_proba(crops)

@@ -171,24 +171,25 @@ class SimilarityResult:
         return asdict(self)
 
 
-def same_expression_probability(run, image_a, image_b, device: str = "auto") -> SimilarityResult:
+def same_expression_probability(run, image_a, image_b, device: str = "auto", detect: str = "auto") -> SimilarityResult:
     """The probability that two face images show the same expression, from a run's embeddings
     (embedding runs) or pre-logit features (classifier runs), calibrated on val pairs.
 
     Args:
         run: a Run (fermetric.runs.load_run) or a run directory (opened on `device`).
-        image_a, image_b: face image files (used whole as face crops: centre square, 48x48 gray,
-            as `fermetric predict --no-detect`).
+        image_a, image_b: face images, taken as `fermetric predict` takes them: a crop-sized image
+            whole, a larger one by its largest detected face (detect "never": always whole).
 
     Raises:
-        DataError: an image is missing, not an image, or too small (checked before any model work).
+        DataError: an image is missing, not an image, too small, or shows no face (checked
+            before any model work).
     """
     import torch
 
-    from fermetric.data.images import read_face_image
+    from fermetric.inference.faces import one_face
     from fermetric.utils import runtime
 
-    crops = [read_face_image(image_a), read_face_image(image_b)]  # both checked before loading a run
+    crops = [one_face(image_a, detect), one_face(image_b, detect)]  # both checked before loading a run
     if not hasattr(run, "embeddings"):
         from fermetric.runs import load_run
 
