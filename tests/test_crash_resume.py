@@ -66,3 +66,8 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     assert "Traceback" not in err
     assert (out / "checkpoints" / "interrupted.pt").is_file()
     assert "interrupted" in err
+    # the resumed run finishes and the partial epoch's leftover goes (issue 25)
+    done = subprocess.run(_cmd(out, "--resume"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "checkpoints" / "interrupted.pt").exists()
+    assert (out / "metrics.json").is_file()

@@ -7,7 +7,7 @@ A run directory holds everything needed to rebuild what it reports:
     metrics.json          best-model metrics on val (and test when the data has it)
     checkpoints/last.pt   after every epoch (resume point)
     checkpoints/best.pt   best epoch by the objective's main metric
-    checkpoints/interrupted.pt   the weights at a Ctrl-C
+    checkpoints/interrupted.pt   the weights at a Ctrl-C (removed once a resumed sitting completes an epoch)
     figures/              training curves and confusion matrices
     train.log             the log
 
@@ -530,6 +530,8 @@ class Trainer:
                 save_checkpoint(state, self.ckpt_dir / "best.pt")
             save_checkpoint(state, self.ckpt_dir / "last.pt")
             write_history(fit.history, self.run_dir / "history.csv")
+            # a Ctrl-C's partial epoch is superseded once a later sitting completes an epoch
+            (self.ckpt_dir / "interrupted.pt").unlink(missing_ok=True)
         self._saved_epoch = epoch + 1
         barrier()
 
