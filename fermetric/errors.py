@@ -42,3 +42,7 @@ class CheckpointError(FermetricError):
 
 class ModelError(FermetricError):
     """Unknown model name, bad layer name, or incompatible weights."""
+
+
+class DiskFullError(FermetricError):
+    """No space left on the device (or over quota) while writing a file; the file it was to replace is unchanged."""

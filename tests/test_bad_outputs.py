@@ -208,3 +208,51 @@ def test_read_only_runs_are_readable(tmp_path: Path, triplet_run: Path, read_onl
         out = _refused(args, "is read-only (Read-only file system), and this command writes into it", fragment)
         assert len(out.strip().splitlines()) == 1, out
     assert snapshot(run) == before
+
+
+@pytest.fixture()
+def full_disk(monkeypatch):
+    """Every file fermetric writes through its atomic writer fails as on a full device (ENOSPC at
+    the flush to disk, after the bytes were handed over: the late failure a full disk gives)."""
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+TINY = ["--set", "data.synth_train=70", "--set", "data.synth_val=14", "--set", "data.synth_test=0",
+        "--set", "model.width=4", "--set", "train.batch_size=16"]
+
+
+def test_full_disk_new_run_leaves_nothing(tmp_path: Path, full_disk):
+    out = _refused(["train-classifier", "--out", str(tmp_path / "run"), "--epochs", "1", *TINY], "no space left on the device")
+    assert len(out.strip().splitlines()[-1]) < 400 and "Traceback" not in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_full_disk_resume_leaves_the_run_as_it_was(tmp_path: Path, classifier_run: Path, full_disk):
+    run = tmp_path / "run"
+    shutil.copytree(classifier_run, run)
+    before = snapshot(run)
+    _refused(["train-classifier", "--out", str(run), "--resume", "--epochs", "3"], "no space left on the device")
+    assert snapshot(run) == before
+
+
+def test_full_disk_build_index_keeps_the_earlier_index(tmp_path: Path, triplet_run: Path, monkeypatch):
+    import errno
+    import os
+
+    run = tmp_path / "run"
+    shutil.copytree(triplet_run, run)
+    run_cli(["build-index", str(run)])
+    before = snapshot(run)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    _refused(["build-index", str(run), "--index", "hnsw"], "no space left on the device")
+    assert snapshot(run) == before

@@ -33,6 +33,10 @@ class FermetricGroup(click.Group):
         except PermissionError as exc:
             click.echo(f"error: permission denied: {exc.filename or exc}", err=True)
             ctx.exit(2)
+        except OSError as exc:  # a full disk, a read-only file system, ...: one line, never a traceback
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)

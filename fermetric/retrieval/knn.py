@@ -24,6 +24,8 @@ import io
 import json
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +35,7 @@ import torch
 import fermetric
 from fermetric.errors import CheckpointError, ConfigError, DataError, FermetricError
 from fermetric.utils.checks import check_int, check_number
-from fermetric.utils.io import atomic_write_bytes, sha256_file, write_json
+from fermetric.utils.io import atomic_write_bytes, replace_folder, sha256_file, write_json
 
 __all__ = ["KNNClassifier", "NotFittedError", "faiss_threads", "default_nlist", "default_nprobe",
            "default_ef_search", "vote"]
@@ -546,20 +548,19 @@ class KNNClassifier:
         fingerprint of a run; it is stored in meta.json and restored as `self.source` by `load`,
         so a reader can refuse an index whose embeddings are stale.
 
-        Each file is written atomically; meta.json goes last and records the SHA-256 of the
-        other two, so a save interrupted half-way is detected by `load`.
+        The three files are written into a temporary sibling folder that then replaces
+        `directory`, so a save that fails half-way (a full disk) leaves an earlier index as it
+        was; meta.json records the SHA-256 of the other two, so a damaged copy is detected by `load`.
 
         Returns:
             The directory.
         """
         self._check_fitted()
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
         index_bytes = faiss.serialize_index(self.index_).tobytes()
         buf = io.BytesIO()
         np.save(buf, self.labels_, allow_pickle=False)
-        atomic_write_bytes(directory / INDEX_FILE, index_bytes)
-        atomic_write_bytes(directory / LABELS_FILE, buf.getvalue())
         if source is not None:
             self.source = dict(source)
         meta = self.meta()
@@ -568,8 +569,15 @@ class KNNClassifier:
             INDEX_FILE: hashlib.sha256(index_bytes).hexdigest(),
             LABELS_FILE: hashlib.sha256(buf.getvalue()).hexdigest(),
         }
-        write_json(directory / META_FILE, meta)
-        return directory
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            atomic_write_bytes(tmp / INDEX_FILE, index_bytes)
+            atomic_write_bytes(tmp / LABELS_FILE, buf.getvalue())
+            write_json(tmp / META_FILE, meta)
+            return replace_folder(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     @classmethod
     def load(cls, directory: str | os.PathLike, num_threads: int | None = None) -> "KNNClassifier":

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
 import time
@@ -41,7 +42,7 @@ from tqdm.auto import tqdm
 from fermetric import __version__
 from fermetric.config import RunConfig, check_config, config_to_dict, save_config
 from fermetric.data.dataset import DataSplits
-from fermetric.errors import CheckpointError, ConfigError, FermetricError
+from fermetric.errors import CheckpointError, ConfigError, DiskFullError, FermetricError
 from fermetric.training.distributed import average_buffers, barrier
 from fermetric.runs.history import write_history
 from fermetric.runs.checkpoint import (
@@ -240,8 +241,31 @@ class Trainer:
         `_check_finite`, `_record_epoch`, `_stop_condition`, `_checkpoint`; `_save_interrupted`
         at a Ctrl-C; `_finish` (best checkpoint evaluated, metrics and figures).
         """
-        with run_lock(self.run_dir) if self.is_main else contextlib.nullcontext():
-            return self._fit()
+        before = set(os.listdir(self.run_dir)) if self.run_dir.is_dir() else None
+        try:
+            with run_lock(self.run_dir) if self.is_main else contextlib.nullcontext():
+                return self._fit()
+        except (DiskFullError, OSError):
+            # a new run that could not write its first checkpoint (a full disk) leaves nothing behind
+            if self.is_main and not self.resume and self._saved_epoch == 0:
+                self._remove_new_run(before)
+            raise
+
+    def _remove_new_run(self, before: Optional[set[str]]) -> None:
+        """Remove what this sitting created in a run directory that held no run (`before`: the
+        names that were there, None when the folder did not exist)."""
+        handler = getattr(self, "_log_handler", None)
+        if handler is not None:  # closed, so that train.log can go
+            logging.getLogger("fermetric").removeHandler(handler)
+            handler.close()
+        if not self.run_dir.is_dir():
+            return
+        for name in set(os.listdir(self.run_dir)) - (before or set()):
+            target = self.run_dir / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        if before is None:
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
 
     def _fit(self) -> TrainResult:
         cfg = self.cfg

@@ -5,6 +5,7 @@ read a torch file (`read_torch_file`: weights_only, and a message that names the
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,6 +15,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+
+from fermetric.errors import DiskFullError
 
 
 def _read_umask() -> int:
@@ -32,8 +35,32 @@ def _default_mode() -> int:
     return 0o666 & ~_UMASK
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError:
+    """The one-line error of a write that ran out of space (`exc` is ENOSPC or EDQUOT)."""
+    return DiskFullError(f"no space left on the device to write {path} ({exc.strerror}); free some space and run "
+                         "the command again (what was there before is unchanged)")
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
+    """Write `path` through a temporary sibling renamed over it, so a reader never sees half a file
+    and a failed write (a full disk, a crash) leaves the earlier file as it was.
+
+    Raises:
+        DiskFullError: the device is full (or the quota used up); nothing was replaced.
+    """
     path = Path(path)
+    try:
+        return _write_and_replace(path, write, mode)
+    except OSError as exc:
+        if exc.errno in FULL_DISK:
+            raise disk_full_error(path, exc) from None
+        raise
+
+
+def _write_and_replace(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -50,6 +77,23 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: s
             pass
         raise
     return path
+
+
+def replace_folder(tmp: Path, final: Path) -> Path:
+    """Put the complete folder `tmp` in place as `final` (a sibling), replacing an earlier `final`
+    only now: a reader sees the old folder or the new one, never a mix."""
+    import shutil
+
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep other users of a shared install out
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

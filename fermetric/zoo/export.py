@@ -19,7 +19,7 @@ from fermetric.evaluation.metrics import classification_metrics
 from fermetric.runs import load_run
 from fermetric.runs.checkpoint import save_checkpoint
 from fermetric.utils.checks import check_path_name
-from fermetric.utils.io import atomic_write_text, sha256_file, write_json
+from fermetric.utils.io import atomic_write_text, replace_folder, sha256_file, write_json
 from fermetric.zoo.registry import ZooError, card_markdown, write_manifest, zoo_root
 
 
@@ -133,17 +133,7 @@ def _install(tmp: Path, base: Path, name: str, card: dict[str, Any]) -> Path:
     write_json(tmp / "card.json", card)
     atomic_write_text(tmp / "card.md", card_markdown(card))
     write_manifest(tmp)
-    final = base / name
-    old = None
-    if final.exists():
-        old = base / f".{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep other users of a shared install out
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    return replace_folder(tmp, base / name)
 
 
 def _new_entry_dir(name: str, root) -> tuple[Path, Path]:
