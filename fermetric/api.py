@@ -92,7 +92,8 @@ def _data_tag(data: str) -> str:
 
 def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = False, out: Optional[PathLike] = None,
                  device: Optional[str] = "auto", precision: Optional[str] = "auto", data: Optional[str] = None,
-                 class_map: Optional[Sequence[str] | dict] = None) -> tuple[dict[str, Any], list[Path]]:
+                 class_map: Optional[Sequence[str] | dict] = None,
+                 exclude_duplicates: bool = False) -> tuple[dict[str, Any], list[Path]]:
     """`fermetric evaluate`: accuracy, macro-F1, per-class scores and the confusion matrix of a run
     on a split, written as <split>[_tta|_tencrop].json / .md / _confusion.png / _reliability.png into `out` (default
     RUN/eval).
@@ -108,6 +109,9 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
             under metrics["cross_data"] and the files are named <data>_<split>[...].
         class_map: with `data`: "DATA_CLASS=MODEL_CLASS" entries (or a dict; "" / None leaves a
             class out) that override the matching by name.
+        exclude_duplicates: leave out the evaluated faces that have an exact or near duplicate in
+            the run's training split (fermetric.data.audit; FER2013 PublicTest has 418 such faces);
+            the files are named <...>_nodup and metrics["excluded_duplicates"] counts them.
 
     Returns:
         (metrics, paths written).
@@ -129,8 +133,18 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
             split = split or "val"
             ds = r.load_data()[split]
             y = ds.labels.numpy()
-            m = classification_metrics(y, r.predict(split, tta=mode), r.class_names)
-            m["calibration"] = calibration_metrics(r.predict_proba(split, tta=mode), y)
+            probs = r.predict_proba(split, tta=mode)
+            keep = np.arange(len(y))
+            if exclude_duplicates:
+                from fermetric.data.audit import NEAR_RADIUS, near_duplicate_mask
+
+                dup = near_duplicate_mask(ds, r.load_data()["train"], NEAR_RADIUS)
+                keep = np.flatnonzero(~dup)
+            m = classification_metrics(y[keep], probs[keep].argmax(1), r.class_names)
+            m["calibration"] = calibration_metrics(probs[keep], y[keep])
+            if exclude_duplicates:
+                m["excluded_duplicates"] = {"n_excluded": int(len(y) - len(keep)), "n_kept": int(len(keep)),
+                                            "radius": NEAR_RADIUS, "against": f"{len(r.load_data()['train'])} training images"}
             if r.kind == "embedding":
                 knn = r.knn()
                 m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,
@@ -140,12 +154,32 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
         else:
             from fermetric.evaluation.crossdata import evaluate_on_data
 
-            m = evaluate_on_data(r, data, split, mode, class_map)
+            m = evaluate_on_data(r, data, split, mode, class_map,
+                                 exclude_duplicates_of=_training_faces(r, data) if exclude_duplicates else None)
             split = m["cross_data"]["split"]
             name, where = f"{_data_tag(data)}_{split}{suffix}", f"{m['cross_data']['data']} ({split})"
+        if exclude_duplicates:
+            name, where = f"{name}_nodup", f"{where}, faces with a duplicate in training left out"
         m.update({"run": str(r.path), "split": split, "tta": mode or False, "kind": r.kind, "checkpoint": r.fingerprint})
         paths = write_metrics(Path(out) if out else r.path / "eval", name, m, f"{r.cfg.model.name} on {where}{tta_text}")
     return m, paths
+
+
+def _training_faces(r, data: str):
+    """The run's training split, for --exclude-duplicates: the run's own data, else (a pretrained
+    model whose training file is not here) the Training split of `data` when it is a file of the
+    name the model was trained on."""
+    from fermetric.errors import DataError
+
+    try:
+        return r.load_data()["train"]
+    except DataError:
+        trained_on = Path(str(r.cfg.data.source or "")).name
+        if trained_on and Path(str(data)).name == trained_on:
+            from fermetric.data import load_data
+
+            return load_data(str(data), r.cfg.data, seed=r.cfg.seed)["train"]
+        raise
 
 
 def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool | str = False, out: PathLike = "ensemble",
@@ -493,6 +527,41 @@ def data_info(source: Optional[str] = None, out: PathLike = "fermetric-data-info
                           title=f"{splits.name} [{name}]" + (" + evidence masks" if masks else ""))
         written.append(save_figure(fig, out_dir / fname))
     return table, facts, written
+
+
+def data_audit(source: Optional[str] = None, out: PathLike = "fermetric-data-audit", radius: Optional[int] = None,
+               cfg: Any = None, examples: int = 32) -> tuple[dict[str, Any], list[Path]]:
+    """`fermetric data audit`: exact and near-duplicate faces within and across the splits,
+    duplicates with other labels, blank images (fermetric.data.audit), written as OUT/audit.json
+    (every pair), OUT/audit.md (the tables) and OUT/duplicates.png (`examples` pairs across
+    splits: up to half with conflicting labels, the rest with the same label).
+
+    Returns:
+        (report, paths written).
+    """
+    from fermetric.config import RunConfig
+    from fermetric.data import load_data
+    from fermetric.data.audit import NEAR_RADIUS, audit_markdown, audit_splits
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.audit import plot_duplicate_pairs
+    from fermetric.utils.io import atomic_write_text, write_json
+
+    cfg = cfg if cfg is not None else RunConfig()
+    _claim(out, "data audit", "audit.json")
+    splits = load_data(source if source is not None else cfg.data.source, cfg.data, seed=cfg.seed)
+    report = audit_splits(splits, NEAR_RADIUS if radius is None else radius)
+    report["data"] = splits.name
+    across = [d for d in report["duplicates"] if d["a"] != d["b"]] or report["duplicates"]
+    conflicting = [d for d in across if d["label_a"] != d["label_b"]][:examples // 2]
+    shown = conflicting + [d for d in across if d["label_a"] == d["label_b"]][:examples - len(conflicting)]
+    out_dir = Path(out)
+    written = [write_json(out_dir / "audit.json", report),
+               atomic_write_text(out_dir / "audit.md", audit_markdown(report, splits.class_names))]
+    if shown:
+        fig = plot_duplicate_pairs(shown, splits, title=f"{splits.name}: duplicate pairs (radius {report['radius']}), "
+                                                         "other labels in red")
+        written.append(save_figure(fig, out_dir / "duplicates.png"))
+    return report, written
 
 
 def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] = "predictions", *,

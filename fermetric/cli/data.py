@@ -1,4 +1,4 @@
-"""`fermetric data info [PATH]` and `fermetric data synth --n N --out DIR`."""
+"""`fermetric data info [PATH]`, `fermetric data audit [PATH]` and `fermetric data synth --n N --out DIR`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,6 +44,37 @@ def register(main: click.Group) -> None:
             click.echo(line)
         for p in written:
             click.echo(f"wrote {p}")
+
+    @data.command("audit")
+    @click.argument("path", required=False, default=None)
+    @click.option("--out", type=OutPath(file_okay=False), default="fermetric-data-audit", show_default=True,
+                  help="Folder for audit.json, audit.md and duplicates.png.")
+    @click.option("--radius", type=click.IntRange(0, 63), default=None,
+                  help="Near duplicates: at most this many of the 63 hash bits differ (default 4, see the README).")
+    @click.option("--skip-bad-rows", is_flag=True, help="Skip malformed CSV rows (counted) instead of failing.")
+    @seed_option
+    @config_options
+    def audit(path: Optional[str], out: str, radius: Optional[int], skip_bad_rows: bool, seed: Optional[int],
+              config_path: Optional[str], overrides: tuple[str, ...]) -> None:
+        """Exact and near-duplicate faces within and across splits (e.g. PublicTest faces that are
+        also in Training), duplicates with other labels, and blank images."""
+        from fermetric.api import data_audit
+        from fermetric.config import resolve_config
+
+        cfg = resolve_config(config_path, overrides, data=path, seed=seed)
+        if skip_bad_rows:
+            cfg.data.skip_bad_rows = True
+        report, written = data_audit(None, out, radius, cfg=cfg)
+        for p in report["pairs"]:
+            n = report["splits"][p["b"]]["n"]
+            click.echo(f"{p['a']} - {p['b']}: {p['n_exact']:,} exact, {p['n_near']:,} near pairs "
+                       f"({p['n_conflicting']:,} with other labels); {p['b_with_duplicate']:,} of {n:,} {p['b']} images "
+                       f"have a duplicate in {p['a']}")
+        for name, s in report["splits"].items():
+            if s["blank"]:
+                click.echo(f"{name}: {len(s['blank'])} blank image(s)")
+        for w in written:
+            click.echo(f"wrote {w}")
 
     @data.command("synth")
     @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Images in all (10% val, 10% test).")

@@ -22,11 +22,14 @@ def register(main: click.Group) -> None:
                   help="Evaluate on another data set (folder, fer2013.csv, synth): classes matched by name.")
     @click.option("--class-map", "class_map", multiple=True, metavar="DATA_CLASS=MODEL_CLASS",
                   help="With --data: map a data class to a model class (DATA_CLASS= leaves it out). Repeatable.")
+    @click.option("--exclude-duplicates", is_flag=True,
+                  help="Leave out the evaluated faces with an exact or near duplicate in the run's training split "
+                       "(fermetric data audit); the number left out is printed and recorded.")
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/eval.")
     @device_option
     @precision_option
     def evaluate(run: str, split: Optional[str], tta: Optional[str], data: Optional[str], class_map: tuple[str, ...],
-                 out: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
+                 exclude_duplicates: bool, out: Optional[str], device: Optional[str], precision: Optional[str] = None) -> None:
         """Evaluate a trained run on a split, or on another data set (--data): accuracy, macro-F1,
         per-class scores, confusion matrix. With --data, classes the model does not know are
         reported and left out of the metrics; the class mapping is printed."""
@@ -36,7 +39,12 @@ def register(main: click.Group) -> None:
         if split == "all" and data is None:
             raise click.BadParameter("'all' is for --data (all images of another data set); choose val, test or train",
                                      param_hint="--split")
-        m, paths = evaluate_run(run, split, tta, out, device=device, precision=precision, data=data, class_map=class_map)
+        m, paths = evaluate_run(run, split, tta, out, device=device, precision=precision, data=data, class_map=class_map,
+                                exclude_duplicates=exclude_duplicates)
+        if "excluded_duplicates" in m:
+            ex = m["excluded_duplicates"]
+            click.echo(f"  {ex['n_excluded']} face(s) with a duplicate among the {ex['against']} left out "
+                       f"(hash radius {ex['radius']}); {ex['n_kept']} scored")
         if "cross_data" in m:
             for line in mapping_lines(m["cross_data"], m["class_names"]):
                 click.echo(f"  {line}")

@@ -196,8 +196,23 @@ def _known_subset(ds: FERDataset, mapping: ClassMapping) -> tuple[FERDataset, np
     return ds.subset(torch.as_tensor(keep)), idx[keep], left_out
 
 
+def without_duplicates(ds: FERDataset, labels: np.ndarray, gallery: FERDataset) -> tuple[FERDataset, np.ndarray, dict[str, Any]]:
+    """`ds` (and its `labels`) without the faces that have an exact or near duplicate in `gallery`,
+    and what was left out: {"n_excluded", "n_kept", "radius", "against"}."""
+    from fermetric.data.audit import NEAR_RADIUS, near_duplicate_mask
+
+    dup = near_duplicate_mask(ds, gallery, NEAR_RADIUS)
+    keep = np.flatnonzero(~dup)
+    if keep.size == 0:
+        raise DataError("every evaluated image has a duplicate in the training split; nothing is left to score")
+    info = {"n_excluded": int(dup.sum()), "n_kept": int(keep.size), "radius": NEAR_RADIUS,
+            "against": f"{len(gallery)} training images"}
+    return ds.subset(torch.as_tensor(keep)), labels[keep], info
+
+
 def evaluate_on_data(run: Any, data: str, split: Optional[str] = None, tta: bool | str = False,
-                     class_map: Sequence[str] | Mapping[str, Optional[str]] | None = None) -> dict[str, Any]:
+                     class_map: Sequence[str] | Mapping[str, Optional[str]] | None = None,
+                     exclude_duplicates_of: Optional[FERDataset] = None) -> dict[str, Any]:
     """Classification metrics of a run on another data set, over the model's classes.
 
     Args:
@@ -207,6 +222,9 @@ def evaluate_on_data(run: Any, data: str, split: Optional[str] = None, tta: bool
         split: a split of that data, or None for all its images.
         tta: False, "shift" or "tencrop" (classifiers).
         class_map: data class -> model class overrides (see `map_classes`).
+        exclude_duplicates_of: leave out the images with an exact or near duplicate among these
+            faces (the run's training split; fermetric.data.audit), counted under
+            "excluded_duplicates".
 
     Returns:
         classification_metrics over the images of known classes (labels mapped to the model's
@@ -219,11 +237,16 @@ def evaluate_on_data(run: Any, data: str, split: Optional[str] = None, tta: bool
     ds, name, used = load_other_data(run, data, split)
     mapping = map_classes(ds.class_names, run.class_names, class_map)
     known, y, left_out = _known_subset(ds, mapping)
+    excluded, n_known = None, len(known)
+    if exclude_duplicates_of is not None:
+        known, y, excluded = without_duplicates(known, y, exclude_duplicates_of)
     pred, probs = run.predict_images(known, tta=tta)
     m = classification_metrics(y, pred, run.class_names)
+    if excluded is not None:
+        m["excluded_duplicates"] = excluded
     if len(y):
         m["calibration"] = calibration_metrics(probs, y)
-    m["cross_data"] = {"data": name, "source": str(data), "split": used, "n_images": len(ds), "n_scored": len(known),
+    m["cross_data"] = {"data": name, "source": str(data), "split": used, "n_images": len(ds), "n_scored": n_known,
                        "left_out": left_out, **mapping.to_dict()}
     return m
 
