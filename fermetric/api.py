@@ -352,7 +352,9 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
     """`fermetric explain`: maps of `method` ("all": every method the scorer supports) for
     `per_class` seeded images of each class of a split, as OUT/<method>_<split>.npy and .png
     (image / map / overlay / mask rows; the data's evidence masks, SynthFER's, outlined in
-    green) and OUT/explain_<split>.json (default OUT: RUN/explain).
+    green) and OUT/explain_<split>.json (default OUT: RUN/explain). Method "neighbours": the
+    kNN decision by example (the nearest training faces, their labels, similarities and vote
+    weights; `_explain_neighbours`).
 
     Args:
         scorer: "auto", "classifier", "prototype" or "knn" (see Run.scorer).
@@ -374,10 +376,12 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
     from fermetric.analysis.methods import pick_per_class
     from fermetric.utils.io import write_json
 
-    if scorer == "knn" and split == "train":
+    if (scorer == "knn" or method == "neighbours") and split == "train":
         # the kNN gallery is the train split: each image would vote for itself
         raise ConfigError("--split train: the knn scorer votes with the train split as its gallery, so train images "
                           "would match themselves; explain --split val or test, or use --scorer prototype")
+    if method == "neighbours":
+        return _explain_neighbours(run, split, per_class, out, seed, device, precision, data)
     _claim(out, "explanations", "explain_*.json")
     with _writing(run, only_caches=out is not None):
         r = _load(run, device, precision, data)
@@ -399,6 +403,45 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
                   "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped}
         write_json(out_dir / f"explain_{split}.json", record)
     return {**record, "paths": written}
+
+
+def _explain_neighbours(run: PathLike, split: str, per_class: int, out: Optional[PathLike], seed: int,
+                        device: Optional[str], precision: Optional[str], data: Optional[PathLike]) -> dict[str, Any]:
+    """`explain --method neighbours`: the k nearest training faces behind each kNN decision, as
+    OUT/neighbours_<split>.png (a row per face) and OUT/explain_<split>.json (every neighbour's
+    train index, label, similarity and vote weight)."""
+    import torch
+
+    from fermetric.analysis.methods import pick_per_class
+    from fermetric.plotting import save_figure
+    from fermetric.plotting.neighbours import plot_neighbours
+    from fermetric.retrieval.neighbours import nearest_examples
+    from fermetric.utils.io import write_json
+
+    _claim(out, "explanations", "explain_*.json")
+    with _writing(run, only_caches=out is not None):
+        r = _load(run, device, precision, data)
+        ds = r.load_data()[split]
+        labels = ds.labels.numpy()
+        idx = pick_per_class(labels, per_class, len(r.class_names), seed=seed)
+        queries = ds.subset(torch.as_tensor(idx))
+        nb = nearest_examples(r, queries)
+        gallery = None
+        try:  # a pretrained model ships its gallery's embeddings, not its faces: those need --data
+            gallery = r.load_data()["train"].images[:, 0].numpy()
+        except FermetricError as e:
+            log.warning("the training faces are not here (%s): the neighbours are drawn as labels only", e)
+        knn = r.knn()
+        fig = plot_neighbours(queries.images[:, 0].numpy(), labels[idx], nb, gallery, r.class_names,
+                              title=f"{r.cfg.model.name} ({r.kind}): the nearest training faces of {split} faces "
+                                    f"(k = {knn.k}, {knn.weighting} weighting; s similarity, w vote weight)")
+        out_dir = Path(out) if out else r.path / "explain"
+        paths = [save_figure(fig, out_dir / f"neighbours_{split}.png")]
+        record = {"run": str(r.path), "split": split, "scorer": "knn", "target": "predicted", "indices": idx,
+                  "labels": labels[idx], "predictions": nb.predicted, "methods": ["neighbours"], "skipped": [],
+                  "k": knn.k, "weighting": knn.weighting, "neighbours": nb.to_json(r.class_names)}
+        write_json(out_dir / f"explain_{split}.json", record)
+    return {**record, "paths": paths}
 
 
 def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[Sequence[int]] = None, num: int = 16,

@@ -189,10 +189,10 @@ def test_evaluate_on_the_gallery_split_excludes_self_matches(triplet_run: Path, 
     keep = idx != np.arange(len(y))[:, None]
     keep[~(~keep).any(1), -1] = False
     idx, sims = idx[keep].reshape(len(y), -1), sims[keep].reshape(len(y), -1)
-    from fermetric.retrieval.knn import _break_ties, vote
+    from fermetric.retrieval.knn import break_ties, vote
 
     labels = y[idx]
-    want = _break_ties(vote(labels, sims, len(r.class_names), r.cfg.metric.knn_weighting), labels)
+    want = break_ties(vote(labels, sims, len(r.class_names), r.cfg.metric.knn_weighting), labels)
     assert got["accuracy"] == pytest.approx(float((want == y).mean()))
     assert got["knn"]["self_matches_excluded"] is True
 

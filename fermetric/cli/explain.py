@@ -10,7 +10,8 @@ import click
 from fermetric.cli.options import OutPath, RUN, SEED, device_option, precision_option, run_data_option
 
 
-METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all"]
+# "neighbours": the kNN decision by example (nearest training faces), not a map
+METHOD_CHOICES = ["saliency", "smoothgrad", "occlusion", "gradcam", "lime", "all", "neighbours"]
 SCORER_CHOICES = ["auto", "classifier", "prototype", "knn"]
 
 
@@ -33,7 +34,9 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def explain_cmd(ctx, run, method, split, per_class, scorer, target, mask_fraction, data, out, seed, device,
                     precision=None):
-        """Explain a run's predictions: a row per image of image / map / overlay, per method."""
+        """Explain a run's predictions: a row per image of image / map / overlay, per method;
+        --method neighbours: the nearest training faces behind each kNN decision, with their
+        labels, similarities and vote weights."""
         from fermetric.api import explain_run
 
         rec = explain_run(run, method, split, per_class, scorer, target, out, seed, device=device, precision=precision,

@@ -177,6 +177,28 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.float32(1e-12))
 
 
+def vote_weights(neighbor_labels: np.ndarray, sims: np.ndarray, weighting: str = "distance",
+                 temperature: float = 0.1) -> np.ndarray:
+    """(M, k) float64 weight of each neighbour's vote (see `vote`); 0 for a missing neighbour.
+
+    Raises:
+        DataError: a query found no neighbour at all. ConfigError: an unknown weighting.
+    """
+    m = neighbor_labels.shape[0]
+    valid = neighbor_labels >= 0
+    if m and not valid.any(axis=1).all():
+        rows = np.flatnonzero(~valid.any(axis=1))
+        raise DataError(
+            f"queries {rows[:5].tolist()} found no neighbours; raise nprobe (IVF) or ef_search (HNSW)"
+        )
+    if weighting == "majority":
+        return valid.astype(np.float64)
+    if weighting == "distance":
+        s = np.where(valid, sims.astype(np.float64), -np.inf)
+        return np.exp((s - s.max(axis=1, keepdims=True)) / temperature)
+    raise ConfigError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+
+
 def vote(
     neighbor_labels: np.ndarray,
     sims: np.ndarray,
@@ -202,24 +224,13 @@ def vote(
     """
     m, k = neighbor_labels.shape
     valid = neighbor_labels >= 0
-    if m and not valid.any(axis=1).all():
-        rows = np.flatnonzero(~valid.any(axis=1))
-        raise DataError(
-            f"queries {rows[:5].tolist()} found no neighbours; raise nprobe (IVF) or ef_search (HNSW)"
-        )
-    if weighting == "majority":
-        weights = valid.astype(np.float64)
-    elif weighting == "distance":
-        s = np.where(valid, sims.astype(np.float64), -np.inf)
-        weights = np.exp((s - s.max(axis=1, keepdims=True)) / temperature)
-    else:
-        raise ConfigError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+    weights = vote_weights(neighbor_labels, sims, weighting, temperature)
     flat = (np.arange(m)[:, None] * num_classes + np.where(valid, neighbor_labels, 0)).ravel()
     scores = np.bincount(flat, weights=weights.ravel(), minlength=m * num_classes).reshape(m, num_classes)
     return scores / scores.sum(axis=1, keepdims=True)
 
 
-def _break_ties(proba: np.ndarray, neighbor_labels: np.ndarray) -> np.ndarray:
+def break_ties(proba: np.ndarray, neighbor_labels: np.ndarray) -> np.ndarray:
     """argmax of each row; among classes tied within TIE_TOLERANCE, the class of the
     highest-ranked (most similar) neighbour wins."""
     m, c = proba.shape
@@ -507,7 +518,7 @@ class KNNClassifier:
         """(M,) int64 class ids: the largest vote, ties to the class of the nearest neighbour.
         `exclude`: see `kneighbors`."""
         proba, neighbor_labels = self._vote(queries, exclude)
-        return _break_ties(proba, neighbor_labels)
+        return break_ties(proba, neighbor_labels)
 
     def score(self, queries: Any, labels: Any) -> float:
         """Accuracy of `predict(queries)` against (M,) labels."""

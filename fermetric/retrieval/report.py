@@ -23,7 +23,7 @@ from fermetric.retrieval.knn import (
     KNNClassifier,
     _as_float32_matrix,
     _as_labels,
-    _break_ties,
+    break_ties,
     _l2_normalize,
     vote,
 )
@@ -177,13 +177,13 @@ def knn_report(
 
     def predict_at(kk: int) -> np.ndarray:
         proba = vote(neighbor_labels[:, :kk], sims[:, :kk], num_classes, weighting, temperature)
-        return _break_ties(proba, neighbor_labels[:, :kk])
+        return break_ties(proba, neighbor_labels[:, :kk])
 
     if classifier is not None and clf.index_type != "flat":
         # an approximate index's k best are not a prefix of its k_max best: search k itself, as predictions do
         sims_k, idx_k = search(k)
         labels_k = np.where(idx_k >= 0, yg[np.maximum(idx_k, 0)], -1)
-        headline = _break_ties(vote(labels_k, sims_k, num_classes, weighting, temperature), labels_k)
+        headline = break_ties(vote(labels_k, sims_k, num_classes, weighting, temperature), labels_k)
     else:
         headline = predict_at(k)
 
