@@ -242,10 +242,12 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
 
 
 def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Optional[str] = "auto",
-               data: Optional[PathLike] = None, detect: str = "auto"):
+               data: Optional[PathLike] = None, detect: str = "auto", maps: Optional[PathLike] = None):
     """`fermetric similarity`: the probability that two face images show the same expression
     (fermetric.retrieval.similarity.same_expression_probability); the images are read and checked
     before the run is opened. The calibration (and the val embeddings it needs) is kept in RUN.
+    `maps`: also draw which regions of each face make them similar (gradient x input of the
+    cosine, fermetric.analysis.similarity_maps) into that PNG.
 
     Returns:
         A SimilarityResult (cosine, probability, calibration).
@@ -253,10 +255,31 @@ def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Opti
     from fermetric.inference.faces import one_face
     from fermetric.retrieval.similarity import same_expression_probability
 
-    for image in (image_a, image_b):  # a missing or bad file, or one without a face, is refused before any model work
-        one_face(image, detect)
+    # a missing or bad file, or one without a face, is refused before any model work
+    crops = [one_face(image, detect) for image in (image_a, image_b)]
+    if maps is not None:
+        from fermetric.utils.outputs import is_fermetric_png, replaceable_file
+
+        replaceable_file(maps, "figure", is_fermetric_png, option="--maps")
     with _writing(run, only_caches=True):  # the calibration is cached in RUN
-        return same_expression_probability(_load(run, device, None, data), image_a, image_b, detect=detect)
+        r = _load(run, device, None, data)
+        res = same_expression_probability(r, image_a, image_b, detect=detect)
+        if maps is not None:
+            import torch
+
+            from fermetric.analysis.similarity_maps import similarity_maps
+            from fermetric.plotting import save_figure
+            from fermetric.plotting.similarity import plot_similarity_pair
+
+            x = torch.from_numpy(np.stack(crops)[:, None].astype(np.float32) / 255.0).to(r.device)
+            r.model.eval()
+            embed = r.model.embed if hasattr(r.model, "embed") else r.model
+            map_a, map_b, _ = similarity_maps(embed, x[:1], x[1:])
+            fig = plot_similarity_pair(crops[0], crops[1], map_a[0], map_b[0],
+                                       title=f"same expression: p = {res.probability:.2f} (cosine {res.cosine:.3f}), "
+                                             f"{r.cfg.model.name} ({r.kind})")
+            res.maps = str(save_figure(fig, maps))
+        return res
 
 
 def calibrate(run: PathLike, split: str = "val", tta: bool | str = False, device: Optional[str] = "auto",

@@ -84,10 +84,12 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @click.option("--no-detect", is_flag=True, help="Use each image whole as the face (default: as predict, "
                   "images up to 64 px are crops, larger ones are searched for their largest face).")
+    @click.option("--maps", type=OutPath(dir_okay=False), default=None, metavar="PNG",
+                  help="Also draw which regions of each face make them similar (gradient x input of the cosine).")
     @run_data_option
     @device_option
-    def similarity(run: str, image_a: str, image_b: str, as_json: bool, no_detect: bool, data: Optional[str],
-                   device: Optional[str]) -> None:
+    def similarity(run: str, image_a: str, image_b: str, as_json: bool, no_detect: bool, maps: Optional[str],
+                   data: Optional[str], device: Optional[str]) -> None:
         """Probability that two face images show the same expression (cosine of the run's
         embeddings, Platt-calibrated on val pairs and kept in RUN/similarity.json). Faces are
         found as predict finds them; an image without one is refused."""
@@ -95,13 +97,16 @@ def register(main: click.Group) -> None:
 
         from fermetric.api import similarity as run_similarity
 
-        res = run_similarity(run, image_a, image_b, device=device, data=data, detect="never" if no_detect else "auto")
+        res = run_similarity(run, image_a, image_b, device=device, data=data, detect="never" if no_detect else "auto",
+                             maps=maps)
         if as_json:
             click.echo(json.dumps(res.to_dict(), indent=2))
             return
         cal = res.calibration
         click.echo(f"same expression: probability {res.probability:.3f} (cosine {res.cosine:.4f}; calibrated on "
                    f"{cal['n_pairs']} {cal['split']} pairs, {cal['same_share'] * 100:.1f} % of them the same expression)")
+        if res.maps:
+            click.echo(f"  {res.maps}")
 
     @main.command("embed-plot")
     @click.argument("run", type=RUN)

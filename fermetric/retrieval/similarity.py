@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -166,6 +166,7 @@ class SimilarityResult:
     cosine: float
     probability: float  # that both show the same expression
     calibration: dict[str, Any]
+    maps: Optional[str] = None  # the similarity-map figure, when one was drawn
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
