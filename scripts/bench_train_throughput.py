@@ -148,7 +148,7 @@ def main() -> None:
     WIDTH = args.width
     from fermetric.utils import runtime
 
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.steps} timed steps, stem {args.stem}, width {args.width or "default"}, "
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.steps} timed steps, stem {args.stem}, width {args.width or 'default'}, "
           f"native bf16: {runtime.cpu_has_native_bf16()}")
     results = []
     for name in args.models:
