@@ -23,6 +23,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from fermetric.errors import ConfigError, FermetricError
+from fermetric.utils.outputs import final_path, staged_outputs
 
 PathLike = str | Path
 log = logging.getLogger("fermetric.api")
@@ -161,7 +162,9 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
         if exclude_duplicates:
             name, where = f"{name}_nodup", f"{where}, faces with a duplicate in training left out"
         m.update({"run": str(r.path), "split": split, "tta": mode or False, "kind": r.kind, "checkpoint": r.fingerprint})
-        paths = write_metrics(Path(out) if out else r.path / "eval", name, m, f"{r.cfg.model.name} on {where}{tta_text}")
+        dest = Path(out) if out else r.path / "eval"
+        with staged_outputs(dest) as tmp:  # all files or none: an earlier evaluation stays whole on failure
+            paths = [final_path(p, tmp, dest) for p in write_metrics(tmp, name, m, f"{r.cfg.model.name} on {where}{tta_text}")]
     return m, paths
 
 
@@ -196,7 +199,9 @@ def ensemble(runs: Sequence[PathLike], split: str = "val", tta: bool | str = Fal
     _claim(out, "ensemble", "ensemble_*.json")
     members = [_load(r, device, precision, data) for r in runs]
     results = ensemble_report(members, split, tta)
-    return results, write_ensemble(results, out)
+    with staged_outputs(out) as tmp:
+        paths = [final_path(p, tmp, out) for p in write_ensemble(results, tmp)]
+    return results, paths
 
 
 def build_index(run: PathLike, index_type: str = "flat", k: Optional[int] = None, weighting: Optional[str] = None,
@@ -238,7 +243,9 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
 
             rep = knn_report_on_data(r, data, split, class_map, k=k, weighting=weighting)
             folder = f"knn_{_data_tag(data)}_{rep['split']}"
-        return rep, write_knn_report(rep, Path(out) if out else r.path / folder)
+        dest = Path(out) if out else r.path / folder
+        with staged_outputs(dest) as tmp:
+            return rep, [final_path(p, tmp, dest) for p in write_knn_report(rep, tmp)]
 
 
 def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Optional[str] = "auto",
@@ -416,15 +423,17 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         preds = sc.scores(images).argmax(1).cpu().numpy()
         tgt = labels[idx] if target == "label" else None
         evidence = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
-        out_dir = Path(out) if out else r.path / "explain"
+        dest = Path(out) if out else r.path / "explain"
         methods = list(METHODS) if method == "all" else [method]
-        written, done, skipped = _explain_images(
-            sc, images, methods, out_dir, split, class_names=r.class_names, labels=labels[idx], predictions=preds,
-            target=tgt, evidence=evidence, seed=seed, mask_fraction=mask_fraction, progress=progress,
-            title=f"{r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
-        record = {"run": str(r.path), "split": split, "scorer": type(sc).__name__, "target": target,
-                  "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped}
-        write_json(out_dir / f"explain_{split}.json", record)
+        with staged_outputs(dest) as tmp:
+            written, done, skipped = _explain_images(
+                sc, images, methods, tmp, split, class_names=r.class_names, labels=labels[idx], predictions=preds,
+                target=tgt, evidence=evidence, seed=seed, mask_fraction=mask_fraction, progress=progress,
+                title=f"{r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
+            record = {"run": str(r.path), "split": split, "scorer": type(sc).__name__, "target": target,
+                      "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped}
+            write_json(tmp / f"explain_{split}.json", record)
+            written = [final_path(w, tmp, dest) for w in written]
     return {**record, "paths": written}
 
 
@@ -458,12 +467,14 @@ def _explain_neighbours(run: PathLike, split: str, per_class: int, out: Optional
         fig = plot_neighbours(queries.images[:, 0].numpy(), labels[idx], nb, gallery, r.class_names,
                               title=f"{r.cfg.model.name} ({r.kind}): the nearest training faces of {split} faces "
                                     f"(k = {knn.k}, {knn.weighting} weighting; s similarity, w vote weight)")
-        out_dir = Path(out) if out else r.path / "explain"
-        paths = [save_figure(fig, out_dir / f"neighbours_{split}.png")]
+        dest = Path(out) if out else r.path / "explain"
         record = {"run": str(r.path), "split": split, "scorer": "knn", "target": "predicted", "indices": idx,
                   "labels": labels[idx], "predictions": nb.predicted, "methods": ["neighbours"], "skipped": [],
                   "k": knn.k, "weighting": knn.weighting, "neighbours": nb.to_json(r.class_names)}
-        write_json(out_dir / f"explain_{split}.json", record)
+        with staged_outputs(dest) as tmp:
+            save_figure(fig, tmp / f"neighbours_{split}.png")
+            write_json(tmp / f"explain_{split}.json", record)
+        paths = [dest / f"neighbours_{split}.png"]
     return {**record, "paths": paths}
 
 
@@ -496,14 +507,16 @@ def filters_run(run: PathLike, layer: Optional[str] = None, channels: Optional[S
         layer = layer or getattr(r.model, "gradcam_layer", None)
         fi = visualize_filters(r.model, layer, chans, num_channels=num, steps=steps, seed=r.cfg.seed, precision=r.precision)
         safe = str(layer).replace(".", "_")
-        out_dir = Path(out) if out else r.path / "figures"
-        p1 = save_figure(plot_filter_grid(fi, layer=layer, title=f"{r.cfg.model.name}: images that excite {layer}"),
-                         out_dir / f"filters_{safe}.png")
+        dest = Path(out) if out else r.path / "figures"
         img = ds.float_images(torch.tensor([image_index]))
         acts = layer_activations(r.model, img, layer, channels=chans, k=num)
-        p2 = save_figure(plot_activation_grid(acts, image=img[0, 0].numpy(), layer=layer,
-                                              title=f"{layer} outputs for val image {image_index}"),
-                         out_dir / f"activations_{safe}.png")
+        with staged_outputs(dest) as tmp:
+            save_figure(plot_filter_grid(fi, layer=layer, title=f"{r.cfg.model.name}: images that excite {layer}"),
+                        tmp / f"filters_{safe}.png")
+            save_figure(plot_activation_grid(acts, image=img[0, 0].numpy(), layer=layer,
+                                             title=f"{layer} outputs for val image {image_index}"),
+                        tmp / f"activations_{safe}.png")
+        p1, p2 = dest / f"filters_{safe}.png", dest / f"activations_{safe}.png"
     return {"layer": layer, "filters": len(getattr(fi, "channels", ())) or num, "paths": [p1, p2]}
 
 
@@ -546,12 +559,13 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
         masks = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
         rows = evaluate_explanations(scorers, images, labels[idx], masks, chosen, seed=seed,
                                      method_options={"lime": {"num_samples": lime_samples}}, progress=progress)
-        out_dir = Path(out) if out else loaded[0].path / "explain_eval"
-        out_dir.mkdir(parents=True, exist_ok=True)
+        dest = Path(out) if out else loaded[0].path / "explain_eval"
         result = {"runs": [str(r.path) for r in loaded], "split": split, "n_images": int(len(idx)),
                   "masks": masks is not None, "rows": rows}
-        paths = [write_json(out_dir / "explain_eval.json", result),
-                 atomic_write_text(out_dir / "explain_eval.md", table_to_markdown(rows))]
+        with staged_outputs(dest) as tmp:
+            write_json(tmp / "explain_eval.json", result)
+            atomic_write_text(tmp / "explain_eval.md", table_to_markdown(rows))
+        paths = [dest / "explain_eval.json", dest / "explain_eval.md"]
     return result, paths
 
 
@@ -584,15 +598,15 @@ def data_info(source: Optional[str] = None, out: PathLike = "fermetric-data-info
     table, facts = describe(splits), info_lines(splits)
     name = split or ("train" if "train" in splits else next(iter(splits.splits)))
     ds = splits[name]
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [atomic_write_text(out_dir / "summary.txt", "\n".join([table, *facts]) + "\n")]
+    dest = Path(out)
     variants = [("samples.png", False)] + ([("samples_masks.png", True)] if ds.masks is not None else [])
-    for fname, masks in variants:
-        fig = sample_grid(ds, per_class=per_class, seed=cfg.seed, masks=masks,
-                          title=f"{splits.name} [{name}]" + (" + evidence masks" if masks else ""))
-        written.append(save_figure(fig, out_dir / fname))
-    return table, facts, written
+    with staged_outputs(dest) as tmp:
+        atomic_write_text(tmp / "summary.txt", "\n".join([table, *facts]) + "\n")
+        for fname, masks in variants:
+            fig = sample_grid(ds, per_class=per_class, seed=cfg.seed, masks=masks,
+                              title=f"{splits.name} [{name}]" + (" + evidence masks" if masks else ""))
+            save_figure(fig, tmp / fname)
+    return table, facts, [dest / "summary.txt", *[dest / fname for fname, _ in variants]]
 
 
 def data_audit(source: Optional[str] = None, out: PathLike = "fermetric-data-audit", radius: Optional[int] = None,
@@ -620,14 +634,16 @@ def data_audit(source: Optional[str] = None, out: PathLike = "fermetric-data-aud
     across = [d for d in report["duplicates"] if d["a"] != d["b"]] or report["duplicates"]
     conflicting = [d for d in across if d["label_a"] != d["label_b"]][:examples // 2]
     shown = conflicting + [d for d in across if d["label_a"] == d["label_b"]][:examples - len(conflicting)]
-    out_dir = Path(out)
-    written = [write_json(out_dir / "audit.json", report),
-               atomic_write_text(out_dir / "audit.md", audit_markdown(report, splits.class_names))]
-    if shown:
-        fig = plot_duplicate_pairs(shown, splits, title=f"{splits.name}: duplicate pairs (radius {report['radius']}), "
-                                                         "other labels in red")
-        written.append(save_figure(fig, out_dir / "duplicates.png"))
-    return report, written
+    dest = Path(out)
+    names = ["audit.json", "audit.md"] + (["duplicates.png"] if shown else [])
+    with staged_outputs(dest) as tmp:
+        write_json(tmp / "audit.json", report)
+        atomic_write_text(tmp / "audit.md", audit_markdown(report, splits.class_names))
+        if shown:
+            fig = plot_duplicate_pairs(shown, splits, title=f"{splits.name}: duplicate pairs (radius {report['radius']}), "
+                                                             "other labels in red")
+            save_figure(fig, tmp / "duplicates.png")
+    return report, [dest / n for n in names]
 
 
 def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] = "predictions", *,

@@ -103,6 +103,9 @@ class ModelConfig:
     stem: str = "small"  # ResNets/SENet: "small" 3x3 stride-1, no pool (6x6 last map); "pool" 3x3 + max-pool (~3.5x faster on CPU); "imagenet" 7x7/2 + max-pool
     width: int = num(64, 1, 4096)  # channels of the first stage (every backbone; 64 = torchvision's ResNets / VGG)
     dropout: float = num(0.3, 0, 1, hi_open=True)
+    # ResNets / SENet: the last BN of each residual block starts at zero, so every block starts as
+    # the identity (Goyal et al. 2017): deep bottleneck nets then learn from the first steps
+    zero_init_residual: bool = False
     weights: Optional[str] = None  # a state-dict file to start from
     # a run directory (classifier or embedding) whose trained backbone this run starts from
     # (fermetric.training.warmstart); applied at the start of a run, not on --resume

@@ -410,3 +410,21 @@ def test_embedding_model_embeds_with_the_backbone_when_asked() -> None:
     assert default.embedding_layer == "projection" and default.num_features == 16
     with pytest.raises(ModelError, match="embedding_layer"):
         create_embedding_model("baseline", width=8, embedding_layer="head")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "senet50"])
+def test_zero_init_residual_starts_every_block_as_the_identity(name):
+    """model.zero_init_residual: the last BN of each residual block starts at zero (off by default)."""
+    from fermetric.config import load_config
+    from fermetric.models.registry import model_from_config
+
+    def last_bn_mass(model):
+        blocks = [m for m in model.modules() if hasattr(m, "bn3") or (hasattr(m, "bn2") and not hasattr(m, "bn3")
+                                                                          and hasattr(m, "conv2"))]
+        last = [m.bn3 if hasattr(m, "bn3") else m.bn2 for m in blocks]
+        assert last, "no residual block found"
+        return float(sum(b.weight.detach().abs().sum() for b in last))
+
+    on = model_from_config(load_config(None, [f"model.name={name}", "model.width=4", "model.zero_init_residual=true"]).model, 7)
+    off = model_from_config(load_config(None, [f"model.name={name}", "model.width=4"]).model, 7)
+    assert last_bn_mass(on) == 0.0 and last_bn_mass(off) > 0.0

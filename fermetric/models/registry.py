@@ -160,7 +160,7 @@ def _check_contract(model: Any, name: str) -> None:
 def model_from_config(model_cfg: Any, num_classes: int) -> FERModel:
     """Build the model a `fermetric.config.ModelConfig` describes.
 
-    `stem`, `width` and `dropout` are passed to the models that take them; a value another
+    `stem`, `width`, `dropout` and `zero_init_residual` are passed to the models that take them; a value another
     model would use but this one does not is logged as ignored (never dropped silently) when it
     differs from the config default.
 
@@ -172,7 +172,7 @@ def model_from_config(model_cfg: Any, num_classes: int) -> FERModel:
     options = entry.options()
     defaults = {f.name: f.default for f in dataclasses.fields(model_cfg)}
     kwargs: dict[str, Any] = {}
-    for key in ("stem", "width", "dropout"):
+    for key in ("stem", "width", "dropout", "zero_init_residual"):
         value = getattr(model_cfg, key, None)
         if value is None:
             continue  # None: keep the model's own default

@@ -147,18 +147,18 @@ class FERResNet(PooledFERModel):
 @register_model("resnet18", pretrained="ResNet18_Weights.IMAGENET1K_V1")
 def resnet18(
     num_classes: int = 7, in_chans: int = 1, stem: str = DEFAULT_STEM, dropout: float = DEFAULT_DROPOUT,
-    width: int = DEFAULT_WIDTH,
+    width: int = DEFAULT_WIDTH, zero_init_residual: bool = False,
 ) -> FERResNet:
     """ResNet18 (torchvision BasicBlock, [2, 2, 2, 2]); 8 * width pre-logit features (512 at width 64)."""
     return FERResNet(BasicBlock, [2, 2, 2, 2], model_name="resnet18", num_classes=num_classes,
-                     in_chans=in_chans, stem=stem, dropout=dropout, width=width)
+                     in_chans=in_chans, stem=stem, dropout=dropout, width=width, zero_init_residual=zero_init_residual)
 
 
 @register_model("resnet50", pretrained="ResNet50_Weights.IMAGENET1K_V2")
 def resnet50(
     num_classes: int = 7, in_chans: int = 1, stem: str = DEFAULT_STEM, dropout: float = DEFAULT_DROPOUT,
-    width: int = DEFAULT_WIDTH,
+    width: int = DEFAULT_WIDTH, zero_init_residual: bool = False,
 ) -> FERResNet:
     """ResNet50 (torchvision Bottleneck, [3, 4, 6, 3]); 32 * width pre-logit features (2048 at width 64)."""
     return FERResNet(Bottleneck, [3, 4, 6, 3], model_name="resnet50", num_classes=num_classes,
-                     in_chans=in_chans, stem=stem, dropout=dropout, width=width)
+                     in_chans=in_chans, stem=stem, dropout=dropout, width=width, zero_init_residual=zero_init_residual)

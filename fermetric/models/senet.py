@@ -49,8 +49,8 @@ class SEBottleneck(Bottleneck):
 @register_model("senet50")
 def senet50(
     num_classes: int = 7, in_chans: int = 1, stem: str = DEFAULT_STEM, dropout: float = DEFAULT_DROPOUT,
-    width: int = DEFAULT_WIDTH,
+    width: int = DEFAULT_WIDTH, zero_init_residual: bool = False,
 ) -> FERResNet:
     """SE-ResNet50 (SE-Bottleneck, [3, 4, 6, 3], reduction 16); 32 * width pre-logit features (2048 at width 64)."""
     return FERResNet(SEBottleneck, [3, 4, 6, 3], model_name="senet50", num_classes=num_classes,
-                     in_chans=in_chans, stem=stem, dropout=dropout, width=width)
+                     in_chans=in_chans, stem=stem, dropout=dropout, width=width, zero_init_residual=zero_init_residual)

@@ -5,7 +5,6 @@ read a torch file (`read_torch_file`: weights_only, and a message that names the
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -16,7 +15,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from fermetric.errors import DiskFullError
+from fermetric.utils.outputs import FULL_DISK, disk_full_error
 
 
 def _read_umask() -> int:
@@ -33,15 +32,6 @@ _UMASK = _read_umask()
 def _default_mode() -> int:
     """The permission bits a plain open() would give a new file (0o666 less the umask)."""
     return 0o666 & ~_UMASK
-
-
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
-
-
-def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError:
-    """The one-line error of a write that ran out of space (`exc` is ENOSPC or EDQUOT)."""
-    return DiskFullError(f"no space left on the device to write {path} ({exc.strerror}); free some space and run "
-                         "the command again (what was there before is unchanged)")
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:

@@ -13,14 +13,26 @@ turn a run's config into HTML.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
-from fermetric.errors import ConfigError
+from fermetric.errors import ConfigError, DiskFullError
 
 MARKER = ".fermetric-output"
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError:
+    """The one-line error of a write that ran out of space (`exc` is ENOSPC or EDQUOT)."""
+    return DiskFullError(f"no space left on the device to write {path} ({exc.strerror}); free some space and run "
+                         "the command again (what was there before is unchanged)")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -116,3 +128,33 @@ def is_fermetric_png(path: Path) -> bool:
     """A PNG whose Software text chunk says fermetric wrote it (plotting.save puts it in)."""
     return file_starts_with(path, [b"\x89PNG"], head=8) and file_starts_with(
         path, [b"Software\x00" + PNG_SOFTWARE.encode()], head=1 << 16)
+
+
+@contextlib.contextmanager
+def staged_outputs(final: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling of the output folder `final` to write a command's files into; only
+    when the block ends without an error are they moved into `final` (one rename each), so a
+    command that fails half-way (a full disk, a bad input found late) leaves the earlier outputs
+    in `final` as they were and adds nothing. Map the paths written with `final_path`."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staged", dir=final.parent))
+    except OSError as exc:
+        if exc.errno in FULL_DISK:
+            raise disk_full_error(final, exc) from None
+        raise
+    try:
+        yield tmp
+        final.mkdir(parents=True, exist_ok=True)
+        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            target = final / f.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def final_path(path: str | os.PathLike, staged: Path, final: str | os.PathLike) -> Path:
+    """Where a file written into the staging folder `staged` lies once moved into `final`."""
+    return Path(final) / Path(path).relative_to(staged)
