@@ -256,3 +256,29 @@ def test_full_disk_build_index_keeps_the_earlier_index(tmp_path: Path, triplet_r
     monkeypatch.setattr(os, "fsync", full)
     _refused(["build-index", str(run), "--index", "hnsw"], "no space left on the device")
     assert snapshot(run) == before
+
+
+def test_full_disk_train_log_warns_once_without_a_traceback(tmp_path: Path, capsys):
+    import errno
+    import logging
+
+    from fermetric.training.trainer import RunLogHandler
+
+    handler = RunLogHandler(tmp_path / "train.log")
+    log = logging.getLogger("fermetric.test_full_disk_log")
+    log.addHandler(handler)
+    log.propagate = False
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    handler.stream.write = full
+    try:
+        log.warning("epoch 1")
+        log.warning("epoch 2")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err
+    assert err.count("can no longer be written") == 1 and "No space left on device" in err

@@ -110,6 +110,21 @@ class _Fit:
         return self.model.module if hasattr(self.model, "module") else self.model
 
 
+class RunLogHandler(logging.FileHandler):
+    """train.log. A write that fails (a full disk) must not print logging's own traceback into the
+    user's terminal, nor stop the training that checkpoints report on: the log says it once, in
+    one line on stderr, and writes nothing more."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            exc = sys.exc_info()[1]
+            sys.stderr.write(f"warning: {self.baseFilename} can no longer be written ({exc}); "
+                             "training goes on without its log\n")
+
+
 class Trainer:
     """Train `objective` on `data` into `run_dir`.
 
@@ -177,7 +192,7 @@ class Trainer:
             (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
-            self._log_handler = logging.FileHandler(self.run_dir / "train.log")
+            self._log_handler = RunLogHandler(self.run_dir / "train.log")
             self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             logging.getLogger("fermetric").addHandler(self._log_handler)
 
