@@ -135,13 +135,14 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
             ds = r.load_data()[split]
             y = ds.labels.numpy()
             probs = r.predict_proba(split, tta=mode)
+            pred = r.predict(split, tta=mode)  # a kNN vote's ties go to the nearest neighbour, not to argmax's first class
             keep = np.arange(len(y))
             if exclude_duplicates:
                 from fermetric.data.audit import NEAR_RADIUS, near_duplicate_mask
 
                 dup = near_duplicate_mask(ds, r.load_data()["train"], NEAR_RADIUS)
                 keep = np.flatnonzero(~dup)
-            m = classification_metrics(y[keep], probs[keep].argmax(1), r.class_names)
+            m = classification_metrics(y[keep], pred[keep], r.class_names)
             m["calibration"] = calibration_metrics(probs[keep], y[keep])
             if exclude_duplicates:
                 m["excluded_duplicates"] = {"n_excluded": int(len(y) - len(keep)), "n_kept": int(len(keep)),
