@@ -4,12 +4,7 @@ explained by one toolkit.
 Images everywhere are 48x48 grayscale; in memory they are uint8 tensors of shape (N, 1, 48, 48),
 and models take float tensors in [0, 1] of the same shape (normalisation lives inside the model).
 """
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("fermetric")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.1.0"
+from fermetric.version import __version__
 
 # Every command's work as one call (fermetric.api), imported on first use so that `import
 # fermetric` stays light (no torch until a function is called)
@@ -22,10 +17,14 @@ def __getattr__(name: str):
         from fermetric import api
 
         return getattr(api, name)
-    if name in ("load_run", "Run"):
-        from fermetric import runs
+    if name == "load_run":  # a run directory or a zoo name: the one way to open what a user names
+        from fermetric.zoo.load import open_run
 
-        return getattr(runs, name)
+        return open_run
+    if name == "Run":
+        from fermetric.runs import Run
+
+        return Run
     raise AttributeError(f"module 'fermetric' has no attribute {name!r}")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from fermetric.errors import ConfigError, FermetricError
 from fermetric.utils.outputs import final_path, staged_outputs
+import fermetric.run_layout as layout
 
 PathLike = str | Path
 log = logging.getLogger("fermetric.api")
@@ -75,7 +76,7 @@ def _claim(out: Optional[PathLike], kind: str, *legacy: str) -> None:
 def _load(run: PathLike, device: Optional[str], precision: Optional[str], data: Optional[PathLike] = None):
     """The run (or zoo entry); `data`: its own data at another path (Run.use_data), e.g. the
     fer2013.csv a pretrained model was trained on."""
-    from fermetric.runs import load_run
+    from fermetric.zoo.load import open_run as load_run
 
     r = load_run(run, device=device or "auto", precision=precision or "auto")
     if data is not None:
@@ -117,7 +118,7 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
     Returns:
         (metrics, paths written).
     """
-    from fermetric.evaluation.predict import resolve_tta
+    from fermetric.scoring.tta import resolve_tta
 
     mode = resolve_tta(tta)
     if class_map and data is None:
@@ -126,32 +127,14 @@ def evaluate_run(run: PathLike, split: Optional[str] = None, tta: bool | str = F
     tta_text = {None: "", "shift": " + TTA", "tencrop": " + ten-crop TTA"}[mode]
     _claim(out, "evaluation", "*_confusion.png", "*.md")
     with _writing(run, only_caches=out is not None):  # out elsewhere: nothing but caches goes into RUN
-        from fermetric.evaluation.calibration import calibration_metrics
-        from fermetric.evaluation.metrics import classification_metrics, write_metrics
+        from fermetric.evaluation.metrics import write_metrics
 
         r = _load(run, device, precision)
         if data is None:
-            split = split or "val"
-            ds = r.load_data()[split]
-            y = ds.labels.numpy()
-            probs = r.predict_proba(split, tta=mode)
-            pred = r.predict(split, tta=mode)  # a kNN vote's ties go to the nearest neighbour, not to argmax's first class
-            keep = np.arange(len(y))
-            if exclude_duplicates:
-                from fermetric.data.audit import NEAR_RADIUS, near_duplicate_mask
+            from fermetric.evaluation.crossdata import evaluate_split
 
-                dup = near_duplicate_mask(ds, r.load_data()["train"], NEAR_RADIUS)
-                keep = np.flatnonzero(~dup)
-            m = classification_metrics(y[keep], pred[keep], r.class_names)
-            m["calibration"] = calibration_metrics(probs[keep], y[keep])
-            if exclude_duplicates:
-                m["excluded_duplicates"] = {"n_excluded": int(len(y) - len(keep)), "n_kept": int(len(keep)),
-                                            "radius": NEAR_RADIUS, "against": f"{len(r.load_data()['train'])} training images"}
-            if r.kind == "embedding":
-                knn = r.knn()
-                m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,
-                            "index_source": str(r.index_dir) if r.index_dir.exists() else "exact index fitted on train",
-                            "self_matches_excluded": split == "train"}
+            split = split or "val"
+            m = evaluate_split(r, split, mode, exclude_duplicates)
             name, where = f"{split}{suffix}", split
         else:
             from fermetric.evaluation.crossdata import evaluate_on_data
@@ -213,9 +196,11 @@ def build_index(run: PathLike, index_type: str = "flat", k: Optional[int] = None
     Returns:
         (the Run, the fitted KNNClassifier).
     """
+    from fermetric.retrieval.index import build_run_index
+
     with _writing(run, hint="the index is kept in the run: copy the run somewhere writable"):
         r = _load(run, device, None, data)
-        return r, r.build_index(index_type, k=k, weighting=weighting)
+        return r, build_run_index(r, index_type, k=k, weighting=weighting)
 
 
 def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None, weighting: Optional[str] = None,
@@ -228,7 +213,7 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
     Returns:
         (report, paths written).
     """
-    from fermetric.retrieval import write_knn_report
+    from fermetric.evaluation.knn_report import run_knn_report, write_knn_report
 
     if class_map and data is None:
         raise ConfigError("--class-map maps the classes of another data set; give that data set with --data")
@@ -237,7 +222,7 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
         r = _load(run, device, None)
         if data is None:
             split = split or "val"
-            rep = r.knn_report(split, k=k, weighting=weighting)
+            rep = run_knn_report(r, split, k=k, weighting=weighting)
             folder = f"knn_{split}"
         else:
             from fermetric.evaluation.crossdata import knn_report_on_data
@@ -271,7 +256,7 @@ def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Opti
         replaceable_file(maps, "figure", is_fermetric_png, option="--maps")
     with _writing(run, only_caches=True):  # the calibration is cached in RUN
         r = _load(run, device, None, data)
-        res = same_expression_probability(r, image_a, image_b, detect=detect)
+        res = same_expression_probability(r, crops[0], crops[1], str(image_a), str(image_b))
         if maps is not None:
             import torch
 
@@ -295,7 +280,7 @@ def calibrate(run: PathLike, split: str = "val", tta: bool | str = False, device
     """`fermetric calibrate`: fit a classifier run's temperature on `split` and keep it in
     RUN/temperature.json (fermetric.evaluation.calibration.calibrate_run); `predict` then uses it."""
     from fermetric.evaluation.calibration import calibrate_run
-    from fermetric.evaluation.predict import resolve_tta
+    from fermetric.scoring.tta import resolve_tta
 
     with _writing(run, hint="the temperature is kept in the run: copy the run somewhere writable"):
         return calibrate_run(_load(run, device, precision, data), split, resolve_tta(tta))
@@ -310,6 +295,8 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
     Returns:
         ((N, 2) coordinates, [figure, coordinates file, the split's cached embeddings]).
     """
+    from fermetric.retrieval.embeddings import split_embeddings
+
     from fermetric.analysis.projection import project_2d
     from fermetric.plotting import save_figure
     from fermetric.plotting.embeddings import plot_embedding_2d
@@ -321,15 +308,15 @@ def embed_plot(run: PathLike, split: str = "val", method: str = "umap", out: Opt
         replaceable_file(out, "figure", is_fermetric_png)
     with _writing(run, only_caches=out is not None):
         r = _load(run, device, None, data)
-        emb, labels = r.embeddings(split)
+        emb, labels = split_embeddings(r, split)
         coords = project_2d(emb, method=method, seed=r.cfg.seed)
         # beside the figure when the run is read-only (an archived run still gets its plot)
-        coords_dir = Path(out).parent if known_read_only(r.path) else r.path / "embeddings"
+        coords_dir = Path(out).parent if known_read_only(r.path) else layout.path_of(r.path, layout.EMBEDDINGS)
         coords_path = save_npy(coords_dir / f"{split}_{method}_2d.npy", coords)
         fig = plot_embedding_2d(coords, labels, r.class_names,
                                 title=f"{r.cfg.model.name} ({r.kind}) {split} embeddings, {method.upper()}")
         path = save_figure(fig, Path(out) if out else r.path / "figures" / f"embed_{method}_{split}.png")
-    return coords, [path, coords_path, r.path / "embeddings" / f"{split}.npy"]
+    return coords, [path, coords_path, layout.path_of(r.path, layout.EMBEDDINGS) / f"{split}.npy"]
 
 
 def _explain_images(sc, images, methods: Sequence[str], out_dir: Path, tag: str, *, class_names: Sequence[str],
@@ -401,6 +388,8 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         The JSON record (indices, labels, predictions, methods done, skipped with why) plus
         "paths": the figures written.
     """
+    from fermetric.scoring.run import run_scorer
+
     import torch
 
     from fermetric.analysis import METHODS
@@ -416,7 +405,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
     _claim(out, "explanations", "explain_*.json")
     with _writing(run, only_caches=out is not None):
         r = _load(run, device, precision, data)
-        sc = r.scorer(scorer)
+        sc = run_scorer(r, scorer)
         ds = r.load_data()[split]
         labels = ds.labels.numpy()
         idx = pick_per_class(labels, per_class, len(r.class_names), seed=seed)
@@ -443,6 +432,8 @@ def _explain_neighbours(run: PathLike, split: str, per_class: int, out: Optional
     """`explain --method neighbours`: the k nearest training faces behind each kNN decision, as
     OUT/neighbours_<split>.png (a row per face) and OUT/explain_<split>.json (every neighbour's
     train index, label, similarity and vote weight)."""
+    from fermetric.retrieval.index import run_knn
+
     import torch
 
     from fermetric.analysis.methods import pick_per_class
@@ -464,7 +455,7 @@ def _explain_neighbours(run: PathLike, split: str, per_class: int, out: Optional
             gallery = r.load_data()["train"].images[:, 0].numpy()
         except FermetricError as e:
             log.warning("the training faces are not here (%s): the neighbours are drawn as labels only", e)
-        knn = r.knn()
+        knn = run_knn(r)
         fig = plot_neighbours(queries.images[:, 0].numpy(), labels[idx], nb, gallery, r.class_names,
                               title=f"{r.cfg.model.name} ({r.kind}): the nearest training faces of {split} faces "
                                     f"(k = {knn.k}, {knn.weighting} weighting; s similarity, w vote weight)")
@@ -534,6 +525,8 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
     Returns:
         (result with "rows", paths written); `table_to_markdown(result["rows"])` is the table.
     """
+    from fermetric.scoring.run import run_scorers
+
     import torch
 
     from fermetric.analysis import METHODS, evaluate_explanations, table_to_markdown
@@ -552,7 +545,7 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
     with _writing(loaded[0].path, only_caches=out is not None):
         scorers: dict[str, Any] = {}
         for r in loaded:
-            scorers.update(r.scorers(knn=knn))
+            scorers.update(run_scorers(r, knn=knn))
         ds = loaded[0].load_data()[split]
         labels = ds.labels.numpy()
         idx = pick_per_class(labels, per_class, len(loaded[0].class_names), seed=seed)
@@ -701,6 +694,8 @@ def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = ()
         ZooError: the model (or the default one) is not installed.
         ConfigError: `out` already holds files, no face to explain, or an unknown method.
     """
+    from fermetric.scoring.run import run_scorer
+
     import torch
 
     from fermetric.analysis import METHODS
@@ -736,7 +731,7 @@ def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = ()
     try:
         t0 = time.time()
         r = load_pretrained(name, device=device or "auto", precision=precision or "auto")
-        sc = r.scorer("auto")
+        sc = run_scorer(r, "auto")
         # bundled and SynthFER labels are FER2013 ids: matched to the model's classes by name and emotion
         fer_to_model = map_classes(FER2013_CLASSES, r.class_names).index
         faces = bundled_faces() if bundled else []

@@ -508,28 +508,30 @@ def resolve_config(
     return check_config(cfg)
 
 
+# The data-source names that mean SynthFER (the default): a name, not a path
+SYNTH_NAMES = {"", "synth", "synthfer", "synthetic"}
+
+
+def is_synth(source: Optional[str]) -> bool:
+    """Whether a data source names SynthFER rather than a file or folder."""
+    return source is None or str(source).strip().lower() in SYNTH_NAMES
+
+
 def absolute_paths(cfg: RunConfig) -> RunConfig:
     """Make the config's file paths (data.source, data.ferplus, model.weights) absolute, in place:
     a run's config.yaml must find its data from any working directory (evaluate, explain,
     report), not only from the one it was trained in."""
-    from fermetric.data.sources import is_synth  # data imports config: imported here
-
     if not is_synth(cfg.data.source):
         cfg.data.source = str(Path(cfg.data.source).expanduser().absolute())
     if cfg.data.ferplus:
         cfg.data.ferplus = str(Path(cfg.data.ferplus).expanduser().absolute())
     if cfg.model.weights:
         cfg.model.weights = str(Path(cfg.model.weights).expanduser().absolute())
-    if cfg.model.init_from and not _names_a_pretrained_model(cfg.model.init_from):
+    if cfg.model.init_from and Path(cfg.model.init_from).expanduser().exists():
+        # a run directory; anything else stays as given: a zoo name is a name (fermetric.zoo.open_run's
+        # rule: a directory of that name comes first), and a missing path is refused by name when used
         cfg.model.init_from = str(Path(cfg.model.init_from).expanduser().absolute())
     return cfg
-
-
-def _names_a_pretrained_model(value: str) -> bool:
-    """A zoo name stays a name (load_run's rule: a directory of that name comes first)."""
-    from fermetric.zoo.registry import is_pretrained_name
-
-    return not Path(value).expanduser().is_dir() and is_pretrained_name(value)
 
 
 # Keys added after runs were already written, with the value that runs written before them used

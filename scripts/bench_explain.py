@@ -31,7 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fermetric.analysis import ClassifierScorer, gradcam, gradient_saliency, lime_explanation, occlusion_saliency
+from fermetric.analysis import gradcam, gradient_saliency, lime_explanation, occlusion_saliency
+from fermetric.scoring import ClassifierScorer
 from fermetric.analysis.lime_explainer import segment_image
 from fermetric.data.synthetic import generate_synthfer
 from fermetric.models import create_model

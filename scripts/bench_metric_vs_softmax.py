@@ -41,6 +41,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fermetric.evaluation.significance import comparison_text, paired_comparison
+from fermetric.retrieval.index import run_knn
+from fermetric.retrieval.embeddings import embed_split
+from fermetric.evaluation.knn_report import run_knn_report
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON_SETTINGS = ["optim.name=adamw", "optim.lr=0.003", "optim.weight_decay=0.0005"]
@@ -206,10 +209,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     def knn_row(name: str, label: str, own_minutes: Optional[float]) -> dict[str, Any]:
         run = runs[name]
-        rep = run.knn_report("val")
+        rep = run_knn_report(run, "val")
         collapsed = None if run.kind == "classifier" else run.metrics["val"].get("collapsed")
         # the kNN prediction (ties to the nearest neighbour's class), as knn_report counts it
-        pred = run.knn().predict(run.embed("val"))
+        pred = run_knn(run).predict(embed_split(run, "val"))
         return row(label, rep, own_minutes, rep.get("mean_average_precision_at_r"), collapsed, vs_softmax(pred))
 
     votes = {"soft_vote": "soft vote", "val_weighted_vote": "val-accuracy weights, cross-fitted",

@@ -9,21 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fermetric.analysis import (
-    ClassifierScorer,
-    KNNScorer,
-    PrototypeScorer,
-    deletion_curve,
-    evaluate_explanations,
-    evidence_table_markdown,
-    explain,
-    insertion_curve,
-    mask_mass_ratio,
-    pointing_game,
-    randomization_check,
-    randomized_copy,
-    table_to_markdown,
-)
+from fermetric.analysis import deletion_curve, evaluate_explanations, evidence_table_markdown, explain, insertion_curve, mask_mass_ratio, pointing_game, randomization_check, randomized_copy, table_to_markdown
+from fermetric.scoring import ClassifierScorer, KNNScorer, PrototypeScorer
 from fermetric.data.synthetic import generate_synthfer
 from fermetric.errors import ConfigError, DataError
 from fermetric.models import create_embedding_model, create_model

@@ -11,15 +11,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from fermetric.analysis import (
-    ClassifierScorer,
-    conv_layer_names,
-    deletion_curve,
-    explain,
-    layer_activations,
-    lime_explanation,
-    visualize_filters,
-)
+from fermetric.analysis import conv_layer_names, deletion_curve, explain, layer_activations, lime_explanation, visualize_filters
+from fermetric.scoring import ClassifierScorer
 from fermetric.data.synthetic import generate_synthfer
 from fermetric.errors import ConfigError, DataError, ModelError
 from fermetric.models import create_embedding_model, create_model

@@ -7,22 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from fermetric.analysis import (
-    BLACK_BOX_METHODS,
-    METHODS,
-    ClassifierScorer,
-    KNNScorer,
-    PrototypeScorer,
-    explain,
-    gradcam,
-    gradient_saliency,
-    lime_explanation,
-    method_options,
-    occlusion_saliency,
-    one_per_class,
-    segment_image,
-    smoothgrad,
-)
+from fermetric.analysis import BLACK_BOX_METHODS, METHODS, explain, gradcam, gradient_saliency, lime_explanation, method_options, occlusion_saliency, one_per_class, segment_image, smoothgrad
+from fermetric.scoring import ClassifierScorer, KNNScorer, PrototypeScorer
 from fermetric.analysis.lime_explainer import _explainer_class
 from fermetric.data.synthetic import generate_synthfer
 from fermetric.errors import ConfigError, DataError, ModelError

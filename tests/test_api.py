@@ -13,6 +13,7 @@ from fermetric.analysis.methods import pick_per_class
 from fermetric.runs import load_run
 
 from conftest import hold_run_lock
+from fermetric.scoring.run import split_predictions
 
 PACKAGE = Path(fermetric.__file__).parent
 
@@ -24,7 +25,7 @@ def test_evaluate_run_is_one_call_and_writes_what_evaluate_writes(classifier_run
     assert json.loads(paths[0].read_text())["accuracy"] == pytest.approx(m["accuracy"])
     run = load_run(classifier_run, device="cpu")
     labels = run.load_data()["val"].labels.numpy()
-    assert m["accuracy"] == pytest.approx(float((run.predict("val") == labels).mean()))
+    assert m["accuracy"] == pytest.approx(float((split_predictions(run, "val") == labels).mean()))
 
 
 def test_explain_run_explains_the_seeded_images_of_each_class(classifier_run, tmp_path):

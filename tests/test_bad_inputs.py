@@ -19,6 +19,8 @@ from conftest import hold_run_lock, run_cli, snapshot
 from fermetric.config import DataConfig, load_config
 from fermetric.data.sources import load_data
 from fermetric.errors import MAX_MESSAGE, CheckpointError, ConfigError, DataError, FermetricError, ModelError
+from fermetric.retrieval.embeddings import split_embeddings
+from fermetric.retrieval.index import build_run_index
 
 GOOD_PIXELS = " ".join(["128"] * 2304)
 
@@ -158,7 +160,7 @@ def _damaged_run(tmp: Path, src: Path, damage: str, command: str = "evaluate", o
         shutil.rmtree(run / derived, ignore_errors=True)
     ckpt = run / "checkpoints" / "best.pt"
     if damage in ("stale-index", "index-truncated", "index-meta", "index-classes"):
-        load_run(run).build_index()
+        build_run_index(load_run(run))
     if damage == "stale-index":  # best.pt rewritten after build-index (--resume, retraining)
         ck = torch.load(ckpt, weights_only=True)
         ck["state_dict"] = {k: v * 1.1 if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
@@ -176,13 +178,13 @@ def _damaged_run(tmp: Path, src: Path, damage: str, command: str = "evaluate", o
         donor = tmp / "donor"
         shutil.copytree(other, donor)
         shutil.rmtree(donor / "index", ignore_errors=True)
-        load_run(donor).build_index()
+        build_run_index(load_run(donor))
         shutil.copytree(donor / "index", run / "index")
     elif damage == "unstamped-index":  # written by an older fermetric: no checkpoint fingerprint
         from fermetric.retrieval import KNNClassifier
 
         r = load_run(run)
-        emb, labels = r.embeddings("train")
+        emb, labels = split_embeddings(r, "train")
         KNNClassifier(k=3, class_names=list(r.class_names)).fit(emb, labels).save(run / "index")
         shutil.rmtree(run / "embeddings")
     elif damage in ("nan", "inf"):

@@ -10,8 +10,9 @@ import torch
 
 from fermetric.errors import ConfigError
 from fermetric.evaluation.crossdata import map_classes
-from fermetric.evaluation.predict import resolve_tta, tencrop_offsets, tta_views
+from fermetric.scoring import resolve_tta, tencrop_offsets, tta_views
 from tests.conftest import run_cli
+from fermetric.scoring.run import dataset_predictions, split_proba
 
 FER = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 
@@ -83,7 +84,7 @@ def test_evaluate_on_another_data_set(classifier_run, ck_folder, tmp_path):
     r = load_run(classifier_run)
     ds, _, _ = load_other_data(r, str(ck_folder))
     keep = [i for i in range(len(ds)) if ds.class_names[int(ds.labels[i])] != "contempt"]
-    pred, _ = r.predict_images(ds.subset(keep))
+    pred, _ = dataset_predictions(r, ds.subset(keep))
     truth = [FER.index({"anger": "Angry", "happiness": "Happy", "sadness": "Sad"}[ds.class_names[int(ds.labels[i])]])
              for i in keep]
     assert m["accuracy"] == pytest.approx(float(np.mean(pred == np.array(truth))))
@@ -130,5 +131,5 @@ def test_evaluate_tencrop_differs_from_shift_and_is_the_mean_of_its_views(classi
     with torch.no_grad():
         r.model.eval()
         probs = torch.stack([torch.softmax(r.model(v), 1) for v in tta_views(x, "tencrop", r.crop_padding)]).mean(0)
-    assert np.allclose(r.predict_proba("test", tta="tencrop"), probs.numpy(), atol=1e-5)
-    assert not np.allclose(r.predict_proba("test", tta="tencrop"), r.predict_proba("test", tta="shift"))
+    assert np.allclose(split_proba(r, "test", tta="tencrop"), probs.numpy(), atol=1e-5)
+    assert not np.allclose(split_proba(r, "test", tta="tencrop"), split_proba(r, "test", tta="shift"))

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from fermetric.analysis import ClassifierScorer, EnsembleScorer, TTAScorer, explain
+from fermetric.analysis import explain
+from fermetric.scoring import ClassifierScorer, EnsembleScorer, TTAScorer
 from fermetric.errors import FermetricError, ModelError
 from fermetric.evaluation.ensemble import soft_vote
 from fermetric.runs import load_run
+from fermetric.scoring.run import run_scorer, split_proba
+from fermetric.retrieval.embeddings import split_embeddings
 
 
 def _linear(seed: int, classes: int = 3) -> torch.nn.Module:
@@ -83,16 +86,16 @@ def test_ensemble_entry_is_the_weighted_vote_of_its_members(tiny_ensemble_zoo, c
     data = load_run(classifier_run, device="cpu").load_data()
     for r in (ens, clf, tri):
         r.use_data(data)
-    want = (2 * clf.predict_proba("val", tta="shift") + tri.predict_proba("val")) / 3
-    np.testing.assert_allclose(ens.predict_proba("val"), want, atol=1e-6)
+    want = (2 * split_proba(clf, "val", tta="shift") + split_proba(tri, "val")) / 3
+    np.testing.assert_allclose(split_proba(ens, "val"), want, atol=1e-6)
     y = data["val"].labels.numpy()
     assert card["test"]["accuracy"] == pytest.approx(float((want.argmax(1) == y).mean()))
     # the scorer (images in) gives the split's numbers (cached embeddings and TTA probabilities)
-    np.testing.assert_allclose(ens.scorer().scores(data["val"].images).numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(run_scorer(ens).scores(data["val"].images).numpy(), want, atol=1e-5)
     with pytest.raises(FermetricError, match="TTA is set per member"):
-        ens.predict_proba("val", tta=True)
+        split_proba(ens, "val", tta=True)
     with pytest.raises(FermetricError, match="no single embedding"):
-        ens.embeddings("val")
+        split_embeddings(ens, "val")
 
 
 def test_ensemble_entry_works_where_a_run_does(tiny_ensemble_zoo, monkeypatch, tmp_path):

@@ -46,7 +46,7 @@ def test_soft_vote_weighted():
 def test_tta_views_shapes_and_identity():
     import torch
 
-    from fermetric.evaluation.predict import tta_views
+    from fermetric.scoring import tta_views
 
     x = torch.rand(3, 1, 48, 48)
     views = tta_views(x)

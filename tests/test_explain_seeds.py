@@ -7,12 +7,13 @@ import pytest
 
 from fermetric.analysis import explain
 from fermetric.runs import load_run
+from fermetric.scoring.run import run_scorer, split_predictions
 
 
 @pytest.mark.parametrize("method, options", [("lime", {"num_samples": 60}), ("smoothgrad", {})])
 def test_same_seed_same_map_bit_for_bit(method: str, options: dict, classifier_run):
     run = load_run(classifier_run, device="cpu", precision="fp32")
-    sc = run.scorer("classifier", compile=False)
+    sc = run_scorer(run, "classifier", compile=False)
     images = run.load_data()["val"].float_images(np.arange(3))
     a = explain(sc, images, method, seed=7, **options)
     b = explain(sc, images, method, seed=7, **options)
@@ -40,6 +41,6 @@ def test_neighbours_explain_the_knn_decision(tmp_path, triplet_run):
     assert np.allclose(nb.weight.sum(1), 1.0)
     train_labels = run.load_data()["train"].labels.numpy()
     assert np.array_equal(nb.labels, train_labels[nb.index])
-    assert np.array_equal(nb.predicted, run.predict("val"))
+    assert np.array_equal(nb.predicted, split_predictions(run, "val"))
     first = rec["neighbours"][0]
     assert len(first["neighbours"]) == rec["k"] and first["predicted"] in run.class_names

@@ -10,7 +10,8 @@ import torch
 
 from fermetric.errors import DataError
 from fermetric.plotting.knn import plot_accuracy_vs_k
-from fermetric.retrieval import KNNClassifier, knn_report, write_knn_report
+from fermetric.evaluation.knn_report import knn_report, write_knn_report
+from fermetric.retrieval import KNNClassifier
 
 NAMES = ["calm", "glad", "sad"]
 
@@ -74,7 +75,7 @@ def test_overlapping_classes_match_references():
 
 
 def test_retrieval_metrics_chunked_equal_unchunked(monkeypatch):
-    import fermetric.retrieval.report as report_mod
+    import fermetric.evaluation.knn_report as report_mod
 
     g, yg = blobs(50, 5.0, seed=4)
     q, yq = blobs(20, 5.0, seed=5)

@@ -10,6 +10,9 @@ import json
 import pytest
 
 from conftest import run_cli
+from fermetric.scoring.run import split_predictions
+from fermetric.retrieval.index import build_run_index, run_knn
+from fermetric.retrieval.embeddings import embed_split
 
 # 155 steps of 32 images: the classifier leaves the majority class after about 100 of them
 # (measured: classifier 43.5 %, triplet 51.0 %, Siamese 51.8 % kNN accuracy)
@@ -63,8 +66,8 @@ def test_run_from_before_the_new_keys_loads_as_trained(tmp_path):
     run = load_run(out, device="cpu")
     assert run.cfg.metric.ce_head == "cosine" and run.cfg.metric.sampler == "m_per_class"
     assert run.cfg.metric.embedding_layer == "projection" and run.cfg.metric.val_gallery == 0
-    assert run.predict("val").shape == (70,)
-    assert run.embed("val").shape == (70, run.cfg.model.embedding_dim)
+    assert split_predictions(run, "val").shape == (70,)
+    assert embed_split(run, "val").shape == (70, run.cfg.model.embedding_dim)
 
 
 def test_new_runs_embed_with_the_backbone_and_train_the_projection(tmp_path, monkeypatch):
@@ -98,7 +101,7 @@ def test_new_runs_embed_with_the_backbone_and_train_the_projection(tmp_path, mon
     assert seen and set(seen) == {12}
     run = load_run(out, device="cpu")
     assert run.cfg.metric.embedding_layer == "backbone"
-    emb = run.embed("val")
+    emb = embed_split(run, "val")
     assert emb.shape == (70, run.model.backbone.num_features) and emb.shape[1] != 12
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
 
@@ -151,16 +154,16 @@ def test_derived_files_follow_the_embedding_layer(tmp_path):
     run_cli(["train-triplet", "--epochs", "1", "--out", str(out), *TINY_TRAIN_ARGS, "--set", "model.embedding_dim=12",
              "--set", "train.max_steps_per_epoch=2"])
     run = load_run(out, device="cpu")
-    run.build_index()
+    build_run_index(run)
     run_calibration(run)
-    assert run.embed("val").shape[1] == run.model.backbone.num_features
+    assert embed_split(run, "val").shape[1] == run.model.backbone.num_features
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     cfg["metric"]["embedding_layer"] = "projection"
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     run = load_run(out, device="cpu")
-    assert run.embed("val").shape == (70, 12)  # the cache of the backbone's vectors is not reused
+    assert embed_split(run, "val").shape == (70, 12)  # the cache of the backbone's vectors is not reused
     assert json.loads((out / "embeddings" / "val.json").read_text())["embedding_layer"] == "projection"
     with pytest.raises(CheckpointError, match="backbone layer.*Rebuild it: fermetric build-index"):
-        run.knn()
+        run_knn(run)
     run_calibration(run)
     assert json.loads((out / "similarity.json").read_text())["embedding_layer"] == "projection"

@@ -26,6 +26,7 @@ from fermetric.inference import (
     read_photo,
     whole_image_crop,
 )
+from fermetric.scoring.run import run_scorer
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is needed for face detection")
 
@@ -173,11 +174,11 @@ def test_predict_averages_over_the_tta_views_the_cards_report(classifier_run, ph
     x = torch.from_numpy(crop)[None, None].float() / 255
     run = load_run(classifier_run, device="cpu")
     with_tta = predict(classifier_run, [photo_dir / "crop.png"], tmp_path / "a", device="cpu")
-    ref = run.scorer("classifier", tta=DEFAULT_TTA, compile=False).scores(x).numpy()[0]
+    ref = run_scorer(run, "classifier", tta=DEFAULT_TTA, compile=False).scores(x).numpy()[0]
     np.testing.assert_allclose(with_tta.images[0].faces[0].probabilities, ref, rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "a" / "predictions.json").read_text())["settings"]["tta"] == DEFAULT_TTA
     plain = predict(classifier_run, [photo_dir / "crop.png"], tmp_path / "b", tta=None, device="cpu")
-    ref = run.scorer("classifier", compile=False).scores(x).numpy()[0]
+    ref = run_scorer(run, "classifier", compile=False).scores(x).numpy()[0]
     np.testing.assert_allclose(plain.images[0].faces[0].probabilities, ref, rtol=1e-5, atol=1e-6)
     assert not np.allclose(with_tta.images[0].faces[0].probabilities, plain.images[0].faces[0].probabilities)
     res = CliRunner().invoke(main, ["-q", "predict", str(classifier_run), str(photo_dir / "crop.png"), "--tta", "none",

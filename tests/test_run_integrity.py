@@ -17,6 +17,9 @@ from conftest import run_cli
 from fermetric.errors import CheckpointError
 from fermetric.retrieval import KNNClassifier
 from fermetric.runs import load_run
+from fermetric.retrieval.embeddings import split_embeddings
+from fermetric.retrieval.index import build_run_index
+from fermetric.retrieval.index import run_knn
 
 
 def copy_run(src: Path, dst: Path, keep_index: bool = False) -> Path:
@@ -60,24 +63,24 @@ def test_stale_index_is_refused_everywhere_until_rebuilt(triplet_run: Path, tmp_
 def test_index_of_another_run_is_refused(triplet_run: Path, classifier_run: Path, tmp_path: Path):
     run = copy_run(classifier_run, tmp_path / "clf")
     other = copy_run(triplet_run, tmp_path / "tri")
-    load_run(other).build_index()
+    build_run_index(load_run(other))
     shutil.copytree(other / "index", run / "index")
     with pytest.raises(CheckpointError, match=f"stale: its gallery was embedded by best.pt .* of run {other}"):
-        load_run(run).knn()
+        run_knn(load_run(run))
 
 
 def test_embedding_cache_is_keyed_to_the_checkpoint(triplet_run: Path, tmp_path: Path):
     run = copy_run(triplet_run, tmp_path / "tri")
-    first = load_run(run).embeddings("val")[0]
+    first = split_embeddings(load_run(run), "val")[0]
     assert json.loads((run / "embeddings" / "val.json").read_text())["shape"] == list(first.shape)
     retrain(run)
     # the old cache is newer than the checkpoint (as after copying runs around): mtimes cannot tell
     for f in (run / "embeddings").iterdir():
         f.touch()
     fresh = load_run(run)
-    again = fresh.embeddings("val")[0]
+    again = split_embeddings(fresh, "val")[0]
     assert not np.allclose(again, first)
-    from fermetric.evaluation.predict import embed_dataset
+    from fermetric.retrieval.embeddings import embed_dataset
 
     np.testing.assert_allclose(again, embed_dataset(fresh.model, fresh.load_data()["val"]), rtol=1e-5, atol=1e-6)
     assert json.loads((run / "embeddings" / "val.json").read_text())["checkpoint_sha256"] == fresh.checkpoint_sha256
@@ -182,7 +185,7 @@ def test_evaluate_on_the_gallery_split_excludes_self_matches(triplet_run: Path, 
     run_cli(["evaluate", str(run), "--split", "train"])
     got = json.loads((run / "eval" / "train.json").read_text())
     r = load_run(run)
-    emb, y = r.embeddings("train")
+    emb, y = split_embeddings(r, "train")
     knn = KNNClassifier(k=r.cfg.metric.knn_k + 1, weighting=r.cfg.metric.knn_weighting).fit(emb, y)
     sims, idx = knn.kneighbors(emb)
     assert (idx[:, 0] == np.arange(len(y))).mean() > 0.9  # without exclusion each image finds itself first

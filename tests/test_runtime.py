@@ -13,13 +13,15 @@ import torch
 import yaml
 from scipy.stats import spearmanr
 
-from fermetric.analysis import ClassifierScorer, gradcam, gradient_saliency
+from fermetric.analysis import gradcam, gradient_saliency
+from fermetric.scoring import ClassifierScorer
 from fermetric.config import load_config
 from fermetric.errors import ConfigError
 from fermetric.models import create_model
 from fermetric.utils import runtime
 
 from conftest import TINY_TRAIN_ARGS, run_cli
+from fermetric.scoring.run import split_proba
 
 
 # --- resolution --------------------------------------------------------------------------------
@@ -169,10 +171,10 @@ def test_bf16_run_loads_in_fp32_and_resumes_in_fp32(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["runtime"] == ckpt["runtime"]
     assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["state_dict"].values())
     run = load_run(out, device="cpu", precision="fp32")
-    probs = run.predict_proba("val")
+    probs = split_proba(run, "val")
     assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1.0, atol=1e-5)
     # the same run evaluated in bf16 agrees with fp32 on (nearly) every prediction
-    probs_bf16 = load_run(out, device="cpu", precision="bf16").predict_proba("val")
+    probs_bf16 = split_proba(load_run(out, device="cpu", precision="bf16"), "val")
     assert (probs_bf16.argmax(1) == probs.argmax(1)).mean() >= 0.9
     # resume the bf16 run in fp32 (e.g. on a machine without bf16)
     run_cli(["train-classifier", "--model", "baseline", "--epochs", "2", "--out", str(out), "--resume",

@@ -5,10 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fermetric.analysis import ClassifierScorer, TTAScorer
-from fermetric.evaluation.predict import predict_proba, tta_views
+from fermetric.scoring import ClassifierScorer, model_proba as predict_proba, tta_views, TTAScorer
 from fermetric.inference import FacePredictor
 from fermetric.runs import load_run
+from fermetric.scoring.run import run_scorer, split_predictions, split_proba
+from fermetric.retrieval.index import run_knn
+from fermetric.retrieval.embeddings import embed_split
 
 
 def _reference_softmax(model, images_u8, tta, batch_size=7):
@@ -28,27 +30,27 @@ def test_classifier_paths_agree(classifier_run, tta):
     run = load_run(classifier_run, device="cpu", precision="fp32")
     val = run.load_data()["val"]
     ref = _reference_softmax(run.model, val.images, tta)
-    np.testing.assert_allclose(run.predict_proba("val", tta=tta), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(split_proba(run, "val", tta=tta), ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(predict_proba(run.model, val, 5, tta=tta, precision="fp32"), ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(run.scorer("classifier", tta=tta).scores(val.float_images()).numpy(), ref,
+    np.testing.assert_allclose(run_scorer(run, "classifier", tta=tta).scores(val.float_images()).numpy(), ref,
                                rtol=1e-5, atol=1e-6)
     if not tta:
         crops = val.images[:, 0].numpy()  # uint8 (N, 48, 48), as the face predictor takes them
         np.testing.assert_allclose(FacePredictor(run).predict_proba(crops), ref, rtol=1e-5, atol=1e-6)
-    assert (run.predict("val", tta=tta) == ref.argmax(1)).all()
+    assert (split_predictions(run, "val", tta=tta) == ref.argmax(1)).all()
 
 
 def test_embedding_paths_agree(triplet_run):
     run = load_run(triplet_run, device="cpu", precision="fp32")
     val = run.load_data()["val"]
-    cached = run.predict_proba("val")  # votes of the cached val embeddings
-    ref = run.knn().predict_proba(run.embed("val"))
+    cached = split_proba(run, "val")  # votes of the cached val embeddings
+    ref = run_knn(run).predict_proba(embed_split(run, "val"))
     np.testing.assert_array_equal(cached, ref)
-    fresh = run.scorer("knn").scores(val.images).numpy()  # images -> embeddings -> votes
+    fresh = run_scorer(run, "knn").scores(val.images).numpy()  # images -> embeddings -> votes
     np.testing.assert_allclose(fresh, ref, atol=1e-6)
     np.testing.assert_allclose(FacePredictor(run).predict_proba(val.images[:, 0].numpy()), ref, atol=1e-6)
     with pytest.raises(Exception, match="TTA is for classifier runs"):
-        run.predict_proba("val", tta=True)
+        split_proba(run, "val", tta=True)
 
 
 def test_tta_scorer_is_the_mean_over_views_of_any_scorer():

@@ -10,6 +10,8 @@ from PIL import Image
 
 from conftest import run_cli
 from fermetric.errors import DataError
+from fermetric.inference.faces import one_face
+from fermetric.runs import load_run
 from fermetric.retrieval.similarity import (
     fit_calibration, pair_similarities, same_expression_probability, sample_pairs, verification_metrics,
 )
@@ -41,7 +43,7 @@ def _face(path, seed):
 
 def test_similarity_cli_and_function(triplet_run, tmp_path):
     a, b = _face(tmp_path / "a.png", 0), _face(tmp_path / "b.png", 1)
-    res = same_expression_probability(triplet_run, a, b, device="cpu")
+    res = same_expression_probability(load_run(triplet_run, device="cpu"), one_face(a), one_face(b), str(a), str(b))
     assert 0.0 <= res.probability <= 1.0 and -1.0 <= res.cosine <= 1.0
     assert res.calibration["split"] == "val" and (triplet_run / "similarity.json").is_file()
     out = run_cli(["similarity", str(triplet_run), str(a), str(b), "--json"]).output

@@ -10,6 +10,8 @@ import pytest
 
 from fermetric.runs import load_run
 from fermetric.zoo import ZooError, export_run, get_entry, is_pretrained_name, list_pretrained, load_pretrained
+from fermetric.scoring.run import run_scorer, split_proba
+from fermetric.retrieval.embeddings import embed_split
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def test_stored_fp16_weights_predict_like_the_run(zoo, classifier_run):
     run = load_run(classifier_run, device="cpu", precision="fp32")
     entry = load_pretrained("tiny-clf", device="cpu", precision="fp32", root=zoo)
     entry.use_data(run.load_data())
-    p_run, p_zoo = run.predict_proba("val"), entry.predict_proba("val")
+    p_run, p_zoo = split_proba(run, "val"), split_proba(entry, "val")
     assert np.abs(p_run - p_zoo).max() < 0.02
     assert (p_run.argmax(1) == p_zoo.argmax(1)).mean() > 0.98
     card = get_entry("tiny-clf", zoo).card
@@ -46,9 +48,9 @@ def test_embedding_entry_classifies_without_the_training_data(zoo, triplet_run):
     run = load_run(triplet_run, device="cpu")
     val = run.load_data()["val"]
     x = val.images[:16].float() / 255.0
-    scores = entry.scorer("prototype").scores(x)
+    scores = run_scorer(entry, "prototype").scores(x)
     assert scores.shape == (16, len(entry.class_names))
-    knn_scores = entry.scorer("knn").scores(x).numpy()
+    knn_scores = run_scorer(entry, "knn").scores(x).numpy()
     assert np.allclose(knn_scores.sum(1), 1.0, atol=1e-5)
     assert entry._data is None  # nothing loaded the training data
 
@@ -80,10 +82,14 @@ def test_unknown_name_lists_the_known_ones(zoo):
 def test_load_run_takes_a_zoo_name(zoo, monkeypatch, tmp_path):
     monkeypatch.setenv("FERMETRIC_ZOO", str(zoo))
     monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
-    run = load_run("tiny-clf", device="cpu")
+    import fermetric
+
+    run = fermetric.load_run("tiny-clf", device="cpu")  # the top level opens directories and zoo names
     assert run.kind == "classifier" and run.path == tmp_path / "cache" / "zoo" / "tiny-clf"
     with pytest.raises(Exception, match="nor is 'not-a-model' a pretrained model"):
-        load_run("not-a-model")
+        fermetric.load_run("not-a-model")
+    with pytest.raises(Exception, match="run directory tiny-clf does not exist"):
+        load_run("tiny-clf")  # fermetric.runs reads directories only: names are resolved above it
 
 
 def test_card_json_is_plain_json(zoo):
@@ -146,15 +152,15 @@ def test_use_data_keys_the_embedding_cache_to_the_data(classifier_run, tmp_path)
 
     run_dir = Path(shutil.copytree(classifier_run, tmp_path / "clf"))
     run = load_run(run_dir, device="cpu")
-    a = run.embed("val")
+    a = embed_split(run, "val")
     run.use_data(run.load_data())  # same data: the disk cache is used again
-    assert np.array_equal(run.embed("val"), a)
+    assert np.array_equal(embed_split(run, "val"), a)
     meta = json.loads((run_dir / "embeddings" / "val.json").read_text())
     assert meta["data"] == str(run.cfg.data.source)
     meta["data"] = "/elsewhere/fer2013.csv"
     (run_dir / "embeddings" / "val.json").write_text(json.dumps(meta))
     fresh = load_run(run_dir, device="cpu")
-    assert np.allclose(fresh.embed("val"), a, atol=1e-5)  # recomputed, not trusted
+    assert np.allclose(embed_split(fresh, "val"), a, atol=1e-5)  # recomputed, not trusted
     assert json.loads((run_dir / "embeddings" / "val.json").read_text())["data"] == str(run.cfg.data.source)
 
 

@@ -2,7 +2,8 @@
 
 Every method takes a *scorer* (images (N, 1, 48, 48) in [0, 1] -> class scores (N, C)):
 
-    from fermetric.analysis import ClassifierScorer, PrototypeScorer, KNNScorer, explain
+    from fermetric.analysis import explain
+    from fermetric.scoring import ClassifierScorer, KNNScorer, PrototypeScorer
     maps = explain(ClassifierScorer(model), images, "gradcam")              # (N, 48, 48)
     maps = explain(PrototypeScorer.from_dataset(emb_model, train), images, "saliency")
     maps = explain(KNNScorer(emb_model, knn), images, "occlusion", patch_size=8, stride=4)
@@ -27,7 +28,7 @@ from fermetric.analysis.faithfulness import (
 )
 from fermetric.analysis.filters import FilterImages, visualize_filters
 from fermetric.analysis.gradcam import gradcam
-from fermetric.analysis.layers import conv_layer_names, get_layer
+from fermetric.models.layers import conv_layer_names, get_layer
 from fermetric.analysis.lime_explainer import LimeResult, lime_explanation, segment_image
 from fermetric.analysis.methods import (
     BLACK_BOX_METHODS,
@@ -43,10 +44,8 @@ from fermetric.analysis.methods import (
 )
 from fermetric.analysis.occlusion import occlusion_saliency
 from fermetric.analysis.saliency import gradient_saliency, smoothgrad
-from fermetric.analysis.scorers import ClassifierScorer, EnsembleScorer, KNNScorer, PrototypeScorer, Scorer, TTAScorer
 
 __all__ = [
-    "Scorer", "ClassifierScorer", "PrototypeScorer", "KNNScorer", "TTAScorer", "EnsembleScorer",
     "explain", "METHODS", "GRADIENT_METHODS", "BLACK_BOX_METHODS", "method_options", "supports", "normalize_maps", "one_per_class", "pick_per_class", "top_attribution_mask",
     "gradient_saliency", "smoothgrad", "occlusion_saliency", "gradcam", "lime_explanation", "LimeResult", "segment_image",
     "visualize_filters", "FilterImages", "layer_activations", "ActivationMaps", "conv_layer_names", "get_layer",
@@ -54,3 +53,19 @@ __all__ = [
     "randomized_copy", "randomization_check", "RandomizationResult", "evaluate_explanations", "table_to_markdown",
     "evidence_table_markdown",
 ]
+
+# The scorers moved to fermetric.scoring (a layer below): still importable from here for one
+# release, with a DeprecationWarning.
+_SCORERS = ("Scorer", "ClassifierScorer", "PrototypeScorer", "KNNScorer", "TTAScorer", "EnsembleScorer")
+
+
+def __getattr__(name: str):
+    if name in _SCORERS:
+        import warnings
+
+        from fermetric import scoring
+
+        warnings.warn(f"fermetric.analysis.{name} is deprecated; import it from fermetric.scoring",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(scoring, name)
+    raise AttributeError(f"module 'fermetric.analysis' has no attribute {name!r}")

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from fermetric.analysis.filters import check_channels
-from fermetric.analysis.layers import LayerCapture, as_module, default_gradcam_layer, eval_mode, get_layer
-from fermetric.analysis.scorers import as_image_batch, check_batch_size
+from fermetric.models.layers import LayerCapture, as_module, default_gradcam_layer, eval_mode, get_layer
+from fermetric.scoring import as_image_batch, check_batch_size
 from fermetric.errors import ConfigError, ModelError
 from fermetric.utils.checks import check_int
 

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fermetric.analysis.filters import gaussian_blur
-from fermetric.analysis.layers import parametrised_layers
+from fermetric.models.layers import parametrised_layers
 from fermetric.analysis.methods import METHODS, _check_method, explain, supports
-from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, resolve_targets
+from fermetric.scoring import Scorer, as_image_batch, check_batch_size
+from fermetric.analysis.targets import resolve_targets
 from fermetric.errors import ConfigError, DataError
 from fermetric.utils.checks import check_int
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from fermetric.utils import runtime
-from fermetric.analysis.layers import LayerCapture, as_module, default_gradcam_layer, eval_mode, get_layer
+from fermetric.models.layers import LayerCapture, as_module, default_gradcam_layer, eval_mode, get_layer
 from fermetric.data.classes import IMAGE_SIZE
 from fermetric.errors import ConfigError, ModelError
 from fermetric.utils.checks import check_int, check_number

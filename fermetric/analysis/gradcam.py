@@ -13,8 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fermetric.analysis.layers import LayerCapture, get_layer
-from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, check_scores, require_differentiable, resolve_targets
+from fermetric.models.layers import LayerCapture, get_layer
+from fermetric.scoring import Scorer, as_image_batch, check_batch_size, check_scores
+from fermetric.analysis.targets import require_differentiable, resolve_targets
 from fermetric.errors import ModelError
 
 

@@ -14,7 +14,8 @@ from fermetric.analysis.gradcam import gradcam
 from fermetric.analysis.lime_explainer import lime_explanation
 from fermetric.analysis.occlusion import occlusion_saliency
 from fermetric.analysis.saliency import gradient_saliency, smoothgrad
-from fermetric.analysis.scorers import Scorer, require_differentiable
+from fermetric.scoring import Scorer
+from fermetric.analysis.targets import require_differentiable
 from fermetric.errors import ConfigError
 from fermetric.utils.checks import check_int
 

@@ -12,7 +12,8 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, resolve_targets
+from fermetric.scoring import Scorer, as_image_batch, check_batch_size
+from fermetric.analysis.targets import resolve_targets
 from fermetric.errors import ConfigError
 from fermetric.utils.checks import check_int
 

@@ -12,7 +12,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from fermetric.analysis.scorers import Scorer, as_image_batch, check_batch_size, check_scores, require_differentiable, resolve_targets
+from fermetric.scoring import Scorer, as_image_batch, check_batch_size, check_scores
+from fermetric.analysis.targets import require_differentiable, resolve_targets
 from fermetric.utils.checks import check_int, check_number
 
 

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from fermetric import __version__
+from fermetric.version import __version__
 from fermetric.errors import FermetricError
 
 

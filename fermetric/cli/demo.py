@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from fermetric.api import DEMO_METHODS
 from fermetric.cli.options import OutPath, SEED, data_option, device_option
+import fermetric.run_layout as layout
 
 # Sized for < 5 minutes on 2 CPU cores with SynthFER; --set adds to or overrides these.
 DEMO_SETTINGS = [
@@ -73,7 +74,7 @@ def register(main: click.Group) -> None:
                 raise click.UsageError(f"--{p.replace('_', '-')} belongs to --pretrained")
         model = model or "baseline"
         root = Path(out or "fermetric-demo")
-        if (root / "classifier" / "checkpoints" / "last.pt").exists() or (root / "triplet" / "checkpoints" / "last.pt").exists():
+        if any(layout.checkpoint_path(root / name, layout.LAST).exists() for name in ("classifier", "triplet")):
             raise click.UsageError(f"{root} already holds a demo; remove it or choose another --out")
         from fermetric.utils.outputs import output_dir
 

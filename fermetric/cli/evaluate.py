@@ -6,7 +6,9 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import OutPath, RUN, device_option, precision_option, run_data_option
+from fermetric.cli.options import (
+    OutPath, RUN, device_option, echo_class_mapping, other_data_options, precision_option, run_data_option,
+)
 
 
 def register(main: click.Group) -> None:
@@ -18,10 +20,7 @@ def register(main: click.Group) -> None:
                   help="Test-time augmentation, mean softmax over 10 views. --tta alone (shift): 5 crops shifted "
                        "by 2 px x flip; --tta tencrop: centre and 4 corner crops where the model's random "
                        "training crops came from (data.augment.crop_padding) x flip.")
-    @click.option("--data", default=None, metavar="PATH",
-                  help="Evaluate on another data set (folder, fer2013.csv, synth): classes matched by name.")
-    @click.option("--class-map", "class_map", multiple=True, metavar="DATA_CLASS=MODEL_CLASS",
-                  help="With --data: map a data class to a model class (DATA_CLASS= leaves it out). Repeatable.")
+    @other_data_options("Evaluate on another data set")
     @click.option("--exclude-duplicates", is_flag=True,
                   help="Leave out the evaluated faces with an exact or near duplicate in the run's training split "
                        "(fermetric data audit); the number left out is printed and recorded.")
@@ -34,7 +33,6 @@ def register(main: click.Group) -> None:
         per-class scores, confusion matrix. With --data, classes the model does not know are
         reported and left out of the metrics; the class mapping is printed."""
         from fermetric.api import evaluate_run
-        from fermetric.evaluation.crossdata import mapping_lines
 
         if split == "all" and data is None:
             raise click.BadParameter("'all' is for --data (all images of another data set); choose val, test or train",
@@ -45,9 +43,7 @@ def register(main: click.Group) -> None:
             ex = m["excluded_duplicates"]
             click.echo(f"  {ex['n_excluded']} face(s) with a duplicate among the {ex['against']} left out "
                        f"(hash radius {ex['radius']}); {ex['n_kept']} scored")
-        if "cross_data" in m:
-            for line in mapping_lines(m["cross_data"], m["class_names"]):
-                click.echo(f"  {line}")
+        echo_class_mapping(m)
         where = f"{m['cross_data']['data']} ({m['split']})" if "cross_data" in m else m["split"]
         click.echo(f"{Path(m['run']).name} {where}{f' (TTA {tta})' if tta else ''}: accuracy {m['accuracy'] * 100:.2f} %, "
                    f"macro-F1 {m['macro_f1'] * 100:.2f} % (n = {m['n']})")

@@ -60,6 +60,26 @@ def run_data_option(f: Callable) -> Callable:
     return click.option("--data", default=None, metavar="PATH", help=RUN_DATA_HELP)(f)
 
 
+def other_data_options(action: str) -> Callable[[Callable], Callable]:
+    """--data (another data set, classes matched by name) and --class-map, for the commands that
+    score a run on other faces (evaluate, knn-eval); `action` starts the --data help."""
+    def decorate(f: Callable) -> Callable:
+        f = click.option("--class-map", "class_map", multiple=True, metavar="DATA_CLASS=MODEL_CLASS",
+                         help="With --data: map a data class to a model class (DATA_CLASS= leaves it out). Repeatable.")(f)
+        return click.option("--data", default=None, metavar="PATH",
+                            help=f"{action} (folder, fer2013.csv, synth): classes matched by name.")(f)
+    return decorate
+
+
+def echo_class_mapping(result: dict) -> None:
+    """Print how another data set's classes were matched to the run's (a result of --data)."""
+    if "cross_data" in result:
+        from fermetric.evaluation.crossdata import mapping_lines
+
+        for line in mapping_lines(result["cross_data"], result["class_names"]):
+            click.echo(f"  {line}")
+
+
 def data_option(f: Callable) -> Callable:
     return click.option(
         "--data", "data", default=None, metavar="PATH",

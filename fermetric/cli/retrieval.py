@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from fermetric.cli.options import OutPath, RUN, device_option, run_data_option
+from fermetric.cli.options import OutPath, RUN, device_option, echo_class_mapping, other_data_options, run_data_option
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 
@@ -42,10 +42,7 @@ def register(main: click.Group) -> None:
     @click.option("-k", "--k", type=click.IntRange(min=1), default=None, help="Neighbours for the headline metrics (default: the index's).")
     @click.option("--weighting", type=click.Choice(["distance", "majority"]), default=None,
                   help="Default: the index's.")
-    @click.option("--data", default=None, metavar="PATH",
-                  help="Query with another data set's images (folder, fer2013.csv, synth): classes matched by name.")
-    @click.option("--class-map", "class_map", multiple=True, metavar="DATA_CLASS=MODEL_CLASS",
-                  help="With --data: map a data class to a model class (DATA_CLASS= leaves it out). Repeatable.")
+    @other_data_options("Query with another data set's images")
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/knn_<split> (RUN/knn_<data>_<split>).")
     @device_option
     def knn_eval(run: str, split: Optional[str], k: Optional[int], weighting: Optional[str], data: Optional[str],
@@ -57,16 +54,13 @@ def register(main: click.Group) -> None:
         Searches through RUN/index when build-index built one (refused when stale), else an
         exact index over the train embeddings: the index predict, evaluate and ensemble use."""
         from fermetric.api import knn_eval as run_knn_eval
-        from fermetric.evaluation.crossdata import mapping_lines
 
         if split == "all" and data is None:
             raise click.BadParameter("'all' is for --data (all images of another data set); choose val or test",
                                      param_hint="--split")
         rep, paths = run_knn_eval(run, split, k=k, weighting=weighting, out=out, device=device, data=data,
                                   class_map=class_map)
-        if "cross_data" in rep:
-            for line in mapping_lines(rep["cross_data"], rep["class_names"]):
-                click.echo(f"  {line}")
+        echo_class_mapping(rep)
         click.echo(f"{Path(rep['run']).name} kNN on {rep['split']}: accuracy {rep['accuracy'] * 100:.2f} %, macro-F1 {rep['macro_f1'] * 100:.2f} %, "
                    f"MAP@R {rep.get('mean_average_precision_at_r', float('nan')):.4f} "
                    f"(k={rep['k']}, {rep['weighting']}, {rep['index']} index: {rep['index_source']})")

@@ -10,15 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from fermetric.config import DataConfig
+from fermetric.config import SYNTH_NAMES, DataConfig, is_synth
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import DataError
 
-SYNTH_NAMES = {"", "synth", "synthfer", "synthetic"}
-
-
-def is_synth(source: Optional[str]) -> bool:
-    return source is None or str(source).strip().lower() in SYNTH_NAMES
+__all__ = ["SYNTH_NAMES", "is_synth", "load_data"]  # is_synth lives with the config it reads
 
 
 def load_data(source: Optional[str | Path] = None, cfg: Optional[DataConfig] = None, seed: int = 0) -> DataSplits:

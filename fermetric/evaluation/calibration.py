@@ -10,12 +10,13 @@ distance weights), so some bins stay empty: they weigh nothing.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from fermetric.errors import FermetricError
+from fermetric.scoring.run import split_proba
+import fermetric.run_layout as layout
 
 ECE_BINS = 15
 BINNING = f"{ECE_BINS} equal-width confidence bins"
@@ -137,7 +138,7 @@ def temperature_record(probs: Any, y: Any, seed: int = 0) -> dict[str, Any]:
             "cross_fit_temperatures": temps}
 
 
-TEMPERATURE_FILE = "temperature.json"
+TEMPERATURE_FILE = layout.TEMPERATURE
 
 
 def calibrate_run(run: Any, split: str = "val", tta: Optional[str] = None) -> dict[str, Any]:
@@ -153,10 +154,10 @@ def calibrate_run(run: Any, split: str = "val", tta: Optional[str] = None) -> di
         raise FermetricError("a temperature fitted on the training split would learn the model's over-confidence on "
                              "the images it was trained on; calibrate on val")
     y = run.load_data()[split].labels.numpy()
-    record = {**run.fingerprint, **temperature_record(run.predict_proba(split, tta=tta or False), y, seed=run.cfg.seed),
+    record = {**run.fingerprint, **temperature_record(split_proba(run, split, tta=tta or False), y, seed=run.cfg.seed),
               "fitted_on": split, "tta": tta or False, "data": str(run.cfg.data.source)}
     run.path.mkdir(parents=True, exist_ok=True)
-    write_json(run.path / TEMPERATURE_FILE, record)
+    write_json(layout.path_of(run.path, layout.TEMPERATURE), record)
     return record
 
 
@@ -164,7 +165,7 @@ def stored_temperature(run: Any, tta: Optional[str] = None) -> Optional[float]:
     """The temperature `calibrate` fitted for this run's current weights and this TTA, or None."""
     from fermetric.utils.io import read_json
 
-    path = Path(run.path) / TEMPERATURE_FILE
+    path = layout.path_of(run.path, layout.TEMPERATURE)
     if run.kind != "classifier" or not path.is_file():
         return None
     try:

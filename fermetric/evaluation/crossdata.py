@@ -1,4 +1,5 @@
-"""Evaluating a trained run on another data set (CK+, FER+, JAFFE, a user's own faces).
+"""Evaluating a trained run on a split of its own data (`evaluate_split`) or on another data set (CK+, FER+,
+JAFFE, a user's own faces).
 
 Classes are matched by name: both sides are read as emotions (`canonical_emotion`: FER2013's
 "Angry" is CK+'s "anger" and FER+'s "Anger"), and `class_map` entries (`DATA_CLASS=MODEL_CLASS`,
@@ -18,6 +19,9 @@ import torch
 from fermetric.data.classes import canonical_emotion, class_key
 from fermetric.data.dataset import DataSplits, FERDataset
 from fermetric.errors import ConfigError, DataError
+from fermetric.retrieval.embeddings import embed_images, split_embeddings
+from fermetric.retrieval.index import run_knn
+from fermetric.scoring.run import dataset_predictions, run_scorer, split_predictions, split_proba
 
 ALL_SPLITS = "all"
 
@@ -196,8 +200,8 @@ def _known_subset(ds: FERDataset, mapping: ClassMapping) -> tuple[FERDataset, np
     return ds.subset(torch.as_tensor(keep)), idx[keep], left_out
 
 
-def without_duplicates(ds: FERDataset, labels: np.ndarray, gallery: FERDataset) -> tuple[FERDataset, np.ndarray, dict[str, Any]]:
-    """`ds` (and its `labels`) without the faces that have an exact or near duplicate in `gallery`,
+def duplicate_free(ds: FERDataset, gallery: FERDataset) -> tuple[np.ndarray, dict[str, Any]]:
+    """The indices of `ds` without an exact or near duplicate in `gallery` (fermetric.data.audit),
     and what was left out: {"n_excluded", "n_kept", "radius", "against"}."""
     from fermetric.data.audit import NEAR_RADIUS, near_duplicate_mask
 
@@ -205,9 +209,41 @@ def without_duplicates(ds: FERDataset, labels: np.ndarray, gallery: FERDataset) 
     keep = np.flatnonzero(~dup)
     if keep.size == 0:
         raise DataError("every evaluated image has a duplicate in the training split; nothing is left to score")
-    info = {"n_excluded": int(dup.sum()), "n_kept": int(keep.size), "radius": NEAR_RADIUS,
-            "against": f"{len(gallery)} training images"}
+    return keep, {"n_excluded": int(dup.sum()), "n_kept": int(keep.size), "radius": NEAR_RADIUS,
+                  "against": f"{len(gallery)} training images"}
+
+
+def without_duplicates(ds: FERDataset, labels: np.ndarray, gallery: FERDataset) -> tuple[FERDataset, np.ndarray, dict[str, Any]]:
+    """`ds` (and its `labels`) without the faces that have an exact or near duplicate in `gallery`,
+    and what was left out (see `duplicate_free`)."""
+    keep, info = duplicate_free(ds, gallery)
     return ds.subset(torch.as_tensor(keep)), labels[keep], info
+
+
+def evaluate_split(run: Any, split: str, tta: Optional[str] = None, exclude_duplicates: bool = False) -> dict[str, Any]:
+    """Classification and calibration metrics of a run on a split of its own data, through the
+    scoring path (a kNN vote's ties go to the nearest neighbour, as knn-eval counts them); with
+    `exclude_duplicates`, without the faces that have a duplicate in the run's training split."""
+    from fermetric.evaluation.calibration import calibration_metrics
+    from fermetric.evaluation.metrics import classification_metrics
+
+    ds = run.load_data()[split]
+    y = ds.labels.numpy()
+    probs = split_proba(run, split, tta=tta)
+    pred = split_predictions(run, split, tta=tta)
+    keep, excluded = np.arange(len(y)), None
+    if exclude_duplicates:
+        keep, excluded = duplicate_free(ds, run.load_data()["train"])
+    m = classification_metrics(y[keep], pred[keep], run.class_names)
+    m["calibration"] = calibration_metrics(probs[keep], y[keep])
+    if excluded is not None:
+        m["excluded_duplicates"] = excluded
+    if run.kind == "embedding":
+        knn = run_knn(run)
+        m["knn"] = {"k": knn.k, "weighting": knn.weighting, "index": knn.index_type,
+                    "index_source": str(run.index_dir) if run.index_dir.exists() else "exact index fitted on train",
+                    "self_matches_excluded": split == "train"}
+    return m
 
 
 def evaluate_on_data(run: Any, data: str, split: Optional[str] = None, tta: bool | str = False,
@@ -240,7 +276,7 @@ def evaluate_on_data(run: Any, data: str, split: Optional[str] = None, tta: bool
     excluded, n_known = None, len(known)
     if exclude_duplicates_of is not None:
         known, y, excluded = without_duplicates(known, y, exclude_duplicates_of)
-    pred, probs = run.predict_images(known, tta=tta)
+    pred, probs = dataset_predictions(run, known, tta=tta)
     m = classification_metrics(y, pred, run.class_names)
     if excluded is not None:
         m["excluded_duplicates"] = excluded
@@ -257,15 +293,16 @@ def knn_report_on_data(run: Any, data: str, split: Optional[str] = None,
     """The kNN report (fermetric.retrieval.knn_report) of another data set's images, embedded by
     the run, against the run's train gallery, through the run's index; classes mapped as in
     `evaluate_on_data` and unknown ones left out (reported under "cross_data")."""
-    from fermetric.retrieval import knn_report
+    from fermetric.evaluation.knn_report import knn_report
 
     ds, name, used = load_other_data(run, data, split)
     mapping = map_classes(ds.class_names, run.class_names, class_map)
     known, y, left_out = _known_subset(ds, mapping)
-    knn = run.knn()
-    gallery, g_labels = run.embeddings("train")
-    rep = knn_report(run.embed_images(known), y, gallery, g_labels, list(run.class_names),
-                     k=k or knn.k, weighting=weighting or knn.weighting, classifier=knn)
+    scorer = run_scorer(run, "knn").with_vote(k, weighting)  # the headline predictions: the scoring path's
+    gallery, g_labels = split_embeddings(run, "train")
+    emb = embed_images(run, known)
+    rep = knn_report(emb, y, gallery, g_labels, list(run.class_names), k=scorer.knn.k, weighting=scorer.knn.weighting,
+                     classifier=run_knn(run), predictions=scorer.vote_predict(emb))
     rep.update({"run": str(run.path), "split": used, "kind": run.kind, "checkpoint": run.fingerprint,
                 "index_source": str(run.index_dir) if run.index_dir.exists() else
                 "exact (flat) index fitted on the train embeddings (no RUN/index)",

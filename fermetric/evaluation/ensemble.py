@@ -15,25 +15,8 @@ import numpy as np
 
 from fermetric.errors import FermetricError
 from fermetric.evaluation.significance import comparison_text, paired_comparison
-
-
-def soft_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
-    """Weighted mean of (N, C) probability arrays; weights are normalised to sum to 1.
-
-    Raises:
-        FermetricError: members disagree on the shape (different splits or class sets).
-    """
-    if not probs:
-        raise FermetricError("an ensemble needs at least one member")
-    shapes = {p.shape for p in probs}
-    if len(shapes) != 1:
-        raise FermetricError(f"ensemble members disagree on (images, classes): {sorted(shapes)}; "
-                             "use runs trained on the same data and split")
-    w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(probs),) or (w < 0).any() or w.sum() <= 0:
-        raise FermetricError(f"ensemble weights must be {len(probs)} non-negative numbers, not all 0; got {list(w)}")
-    w = w / w.sum()
-    return np.tensordot(w, np.stack(probs).astype(np.float64), axes=1)
+from fermetric.scoring.ensemble import soft_vote
+from fermetric.scoring.run import split_predictions, split_proba
 
 
 CROSS_FIT_FOLDS = 2
@@ -155,16 +138,16 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
     probs, val_probs, rows, member_preds = [], [], [], []
     for m in members:
         m_tta = tta if m.kind == "classifier" else False  # the mode itself ("tencrop"), not just True
-        p = m.predict_proba(split, tta=m_tta)
-        pv = p if split == "val" else m.predict_proba("val", tta=m_tta)
+        p = split_proba(m, split, tta=m_tta)
+        pv = p if split == "val" else split_proba(m, "val", tta=m_tta)
         for arr, labels, name in ((p, y, split), (pv, y_val, "val")):
             if arr.shape[0] != len(labels):
                 raise FermetricError(f"{m.path}: {arr.shape[0]} {name} predictions for {len(labels)} images; "
                                      "were the runs trained on the same data?")
         probs.append(p)
         val_probs.append(pv)
-        pred_val = m.predict("val", tta=m_tta)
-        pred = pred_val if split == "val" else m.predict(split, tta=m_tta)
+        pred_val = split_predictions(m, "val", tta=m_tta)
+        pred = pred_val if split == "val" else split_predictions(m, split, tta=m_tta)
         member_preds.append(pred)
         val_acc = float((pred_val == y_val).mean())
         acc = float((pred == y).mean())

@@ -32,6 +32,9 @@ from fermetric.inference.faces import (
     no_face_message,
     read_photo,
 )
+from fermetric.retrieval.index import run_knn
+from fermetric.scoring.run import run_scorer
+import fermetric.run_layout as layout
 
 log = logging.getLogger("fermetric.predict")
 
@@ -136,11 +139,11 @@ class FacePredictor:
         run: a fermetric.runs.Run (classifier or embedding).
         batch_size: crops per forward pass.
         tta: None (one forward pass per crop), "shift" (mean over 5 shifted crops x flip) or
-            "tencrop" (fermetric.evaluation.predict.tta_views); `fermetric predict` uses DEFAULT_TTA.
+            "tencrop" (fermetric.scoring.tta.tta_views); `fermetric predict` uses DEFAULT_TTA.
     """
 
     def __init__(self, run, batch_size: int = 256, tta: bool | str | None = None):
-        from fermetric.evaluation.predict import resolve_tta
+        from fermetric.scoring.tta import resolve_tta
 
         if run.kind not in _PROBA_SCORER:
             raise FermetricError(f"{run.path}: cannot predict with a run of kind {run.kind!r}")
@@ -155,7 +158,7 @@ class FacePredictor:
 
     @classmethod
     def from_run_dir(cls, path: str | Path, device: Optional[str] = "auto", **kw) -> "FacePredictor":
-        from fermetric.runs import load_run
+        from fermetric.zoo.load import open_run as load_run
 
         return cls(load_run(path, device=device or "auto"), **kw)
 
@@ -173,13 +176,13 @@ class FacePredictor:
 
     def knn(self):
         """The run's kNN classifier: RUN/index when built, else fitted on the train embeddings."""
-        return self.run.knn()
+        return run_knn(self.run)
 
     def scorer(self):
         """The run's scorer of these probabilities: softmax (classifiers) or kNN votes (embedding runs)."""
         if self._proba_scorer is None:
             # eager: photos give small batches of varying size, which a compiled graph would pad
-            self._proba_scorer = self.run.scorer(_PROBA_SCORER[self.kind],
+            self._proba_scorer = run_scorer(self.run, _PROBA_SCORER[self.kind],
                                                  output="softmax", batch_size=self.batch_size, compile=False,
                                                  tta=self.tta or False)
         return self._proba_scorer
@@ -219,7 +222,7 @@ class FacePredictor:
         if self._scorer is None:
             # Grad-CAM of the logits (classifiers) or of the cosine to the class centroids of the
             # train gallery (embedding runs): differentiable scores of the same decision
-            self._scorer = self.run.scorer("auto", output="logits")
+            self._scorer = run_scorer(self.run, "auto", output="logits")
         maps = np.asarray(gradcam(self._scorer, self._float_batch(crops), list(map(int, targets))), dtype=np.float32)
         peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
         return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
@@ -241,7 +244,7 @@ def split_run_and_images(args: Sequence[str], model: Optional[str] = None) -> tu
 
     def names_a_run(arg: str) -> bool:
         p = Path(arg)
-        return (p / "config.yaml").is_file() or (p / "checkpoints").is_dir() or (
+        return layout.config_path(p).is_file() or layout.checkpoints_dir(p).is_dir() or (
             not p.exists() and is_pretrained_name(arg))
 
     args = list(args)

@@ -30,6 +30,8 @@ class prototype on the same sphere the kNN index and PrototypeScorer work on.
 """
 from __future__ import annotations
 
+import inspect
+
 from typing import Any, Optional
 
 import torch
@@ -184,36 +186,32 @@ class EmbeddingModel(nn.Module):
         return e, clf(z if self.head_type == "linear" else e)
 
 
-def create_embedding_model(
-    name: str,
-    embedding_dim: int = 128,
-    num_classes: Optional[int] = None,
-    *,
-    projection: str = "mlp",
-    hidden_dim: int = 512,
-    logit_scale: float = 16.0,
-    head: str = "cosine",
-    embedding_layer: str = "projection",
-    **backbone_kwargs: Any,
-) -> EmbeddingModel:
+# EmbeddingModel's head options (its keyword-only arguments): create_embedding_model passes
+# these to the EmbeddingModel and every other keyword to the backbone
+_HEAD_OPTIONS = tuple(p.name for p in inspect.signature(EmbeddingModel.__init__).parameters.values()
+                      if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def create_embedding_model(name: str, embedding_dim: int = 128, num_classes: Optional[int] = None,
+                           **options: Any) -> EmbeddingModel:
     """An EmbeddingModel on the registered backbone `name`.
 
     Args:
         name: a registered model name.
-        embedding_dim, num_classes, projection, hidden_dim, logit_scale, head, embedding_layer:
-            see EmbeddingModel.
-        **backbone_kwargs: passed to `create_model` (in_chans, stem, width, dropout,
-            pretrained, weights); a classifier's weights file loads with its head skipped.
+        embedding_dim, num_classes: see EmbeddingModel.
+        **options: EmbeddingModel's head options (projection, hidden_dim, logit_scale, head,
+            embedding_layer); the rest go to `create_model` for the backbone (in_chans, stem,
+            width, dropout, pretrained, weights; a classifier's weights file loads with its head
+            skipped).
 
     Raises:
         ModelError: unknown name or option.
     """
     get_model_entry(name)
+    head = {key: options.pop(key) for key in _HEAD_OPTIONS if key in options}
     # No classifier head on the backbone: the embedding reads its pre-logits.
-    backbone = create_model(name, num_classes=0, **backbone_kwargs)
-    return EmbeddingModel(backbone, embedding_dim, num_classes, projection=projection,
-                          hidden_dim=hidden_dim, logit_scale=logit_scale, head=head,
-                          embedding_layer=embedding_layer)
+    backbone = create_model(name, num_classes=0, **options)
+    return EmbeddingModel(backbone, embedding_dim, num_classes, **head)
 
 
 def embedding_model_from_config(model_cfg: Any, num_classes: Optional[int] = None, *, joint: bool = True,

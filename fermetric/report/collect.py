@@ -16,6 +16,7 @@ from typing import Any, Optional
 import yaml
 
 from fermetric.errors import DataError
+import fermetric.run_layout as layout
 
 __all__ = [
     "Figure",
@@ -48,7 +49,20 @@ class Figure:
 
 
 @dataclass
-class RunSummary:
+class OutputFolder:
+    """What the report reads from one folder: its explanation tables and figures."""
+
+    path: Path
+    explain_eval: list[tuple[Path, Any]] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+
+@dataclass
+class RunSummary(OutputFolder):
     """Everything the report shows about one run directory.
 
     Attributes:
@@ -63,19 +77,12 @@ class RunSummary:
         figures: PNGs by section ("curves", "confusion", "knn", "embeddings", "explain", "other").
     """
 
-    path: Path
     config_text: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     evals: dict[str, dict[str, Any]] = field(default_factory=dict)
     knn: dict[str, dict[str, Any]] = field(default_factory=dict)
-    explain_eval: list[tuple[Path, Any]] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.path.name or str(self.path)
 
     @property
     def kind(self) -> str:
@@ -109,17 +116,10 @@ class RunSummary:
 
 
 @dataclass
-class ExtraSummary:
+class ExtraSummary(OutputFolder):
     """An extra output folder (--extra): ensemble results, explanation tables and figures."""
 
-    path: Path
     ensembles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    explain_eval: list[tuple[Path, Any]] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.path.name or str(self.path)
 
 
 def _kind_from_config(cfg: dict[str, Any]) -> str:
@@ -187,7 +187,7 @@ def collect_run(path: str | Path) -> RunSummary:
             return collect_pretrained(str(path))
         raise DataError(f"run directory {path} does not exist (nor is {str(path)!r} a pretrained model's name: "
                         "fermetric models --pretrained lists them)")
-    cfg_p, met_p, hist_p = path / "config.yaml", path / "metrics.json", path / "history.csv"
+    cfg_p, met_p, hist_p = layout.config_path(path), layout.path_of(path, layout.METRICS), layout.path_of(path, layout.HISTORY)
     if not (cfg_p.is_file() or met_p.is_file() or hist_p.is_file()):
         raise DataError(
             f"{path} is not a fermetric run directory: it has none of config.yaml, metrics.json, history.csv"

@@ -542,7 +542,7 @@ def render_report(runs: Sequence[RunSummary], extras: Sequence[ExtraSummary] = (
                   preface_html: str = "") -> str:
     """The HTML page as a string; `preface_html` (trusted HTML, e.g. a study's results) comes
     right after the table of contents."""
-    from fermetric import __version__
+    from fermetric.version import __version__
 
     if title is None:
         title = "fermetric report: " + ", ".join(r.name for r in runs) if runs else "fermetric report"

@@ -19,6 +19,7 @@ classifier leaves FAISS's global setting alone (``faiss.omp_set_num_threads`` or
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ from typing import Any, Iterator, Sequence
 import faiss
 import numpy as np
 import torch
-import fermetric
+from fermetric.version import __version__
 from fermetric.errors import CheckpointError, ConfigError, DataError, FermetricError
 from fermetric.utils.checks import check_int, check_number
 from fermetric.utils.io import atomic_write_bytes, replace_folder, sha256_file, write_json
@@ -520,6 +521,41 @@ class KNNClassifier:
         proba, neighbor_labels = self._vote(queries, exclude)
         return break_ties(proba, neighbor_labels)
 
+    def with_vote(self, k: int | None = None, weighting: str | None = None) -> "KNNClassifier":
+        """This fitted index voting with another k or weighting (a shallow copy sharing the index)."""
+        self._check_fitted()
+        other = copy.copy(self)
+        if k is not None:
+            other.k = check_int("k", k, 1, error=DataError)
+        if weighting is not None:
+            if weighting not in WEIGHTINGS:
+                raise ConfigError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+            other.weighting = weighting
+        return other
+
+    def predict_at_ks(self, queries: Any, ks: Sequence[int]) -> dict[int, np.ndarray]:
+        """{k: (M,) predictions} for several k from one search of the largest: every smaller k
+        votes on a prefix of the same neighbours (an approximate index's k best need not be that
+        prefix: its curve is the prefix's). An HNSW graph's ef_search is widened for the search
+        only when it is below the largest k."""
+        ks = sorted({check_int("k", kk, 1, error=DataError) for kk in ks})
+        if not ks:
+            return {}
+        ef = self.index_.hnsw.efSearch if self.is_fitted and self.index_type == "hnsw" else None
+        if ef is not None and ef < ks[-1]:
+            self.index_.hnsw.efSearch = ks[-1]
+        try:
+            sims, idx = self.kneighbors(queries, k=ks[-1])
+        finally:
+            if ef is not None:
+                self.index_.hnsw.efSearch = ef
+        neighbor_labels = np.where(idx >= 0, self.labels_[np.maximum(idx, 0)], -1)
+        out = {}
+        for kk in ks:
+            proba = vote(neighbor_labels[:, :kk], sims[:, :kk], self.num_classes_, self.weighting, self.temperature)
+            out[kk] = break_ties(proba, neighbor_labels[:, :kk])
+        return out
+
     def score(self, queries: Any, labels: Any) -> float:
         """Accuracy of `predict(queries)` against (M,) labels."""
         pred = self.predict(queries)
@@ -533,7 +569,7 @@ class KNNClassifier:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "fermetric_version": fermetric.__version__,
+            "fermetric_version": __version__,
             "faiss_version": faiss.__version__,
             "dimension": int(self.index_.d),
             "count": int(self.index_.ntotal),

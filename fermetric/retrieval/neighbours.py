@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from fermetric.retrieval.knn import break_ties, vote, vote_weights
+from fermetric.retrieval.embeddings import embed_images
+from fermetric.retrieval.index import run_knn
 
 
 @dataclass
@@ -36,8 +38,8 @@ def nearest_examples(run: Any, dataset: Any) -> Neighbours:
     """The k nearest training faces of each image of `dataset` (a FERDataset) under the run's kNN
     classifier (its k, weighting and temperature): the decision `predict` gives for an embedding
     run, shown by example. None of `dataset`'s images may be in the gallery (use val or test)."""
-    knn = run.knn()
-    sims, idx = knn.kneighbors(run.embed_images(dataset))
+    knn = run_knn(run)
+    sims, idx = knn.kneighbors(embed_images(run, dataset))
     labels = np.where(idx >= 0, knn.labels_[np.maximum(idx, 0)], -1)
     weights = vote_weights(labels, sims, knn.weighting, knn.temperature)
     proba = vote(labels, sims, knn.num_classes_, knn.weighting, knn.temperature)

@@ -20,7 +20,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+import fermetric.run_layout as layout
 from fermetric.errors import DataError
+from fermetric.retrieval.embeddings import split_embeddings
 
 # Pairs drawn from a split for calibration and scoring (all pairs of FER2013's PublicTest are 6.4 M).
 MAX_PAIRS = 200_000
@@ -125,7 +127,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # --- runs -------------------------------------------------------------------------------------
-CALIBRATION_FILE = "similarity.json"
+CALIBRATION_FILE = layout.SIMILARITY
 
 
 def run_calibration(run, refit: bool = False) -> Calibration:
@@ -142,7 +144,7 @@ def run_calibration(run, refit: bool = False) -> Calibration:
                 return Calibration.from_dict(saved["calibration"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # unreadable or of other weights: refitted below
-    emb, labels = run.embeddings("val")
+    emb, labels = split_embeddings(run, "val")
     cal = fit_calibration(*pair_similarities(emb, labels, seed=run.cfg.seed), split="val")
     if not known_read_only(run.path):
         try:
@@ -154,7 +156,7 @@ def run_calibration(run, refit: bool = False) -> Calibration:
 
 def split_verification(run, split: str) -> dict[str, Any]:
     """Verification metrics of pairs of `split` with the run's val-fitted calibration."""
-    emb, labels = run.embeddings(split)
+    emb, labels = split_embeddings(run, split)
     sims, same = pair_similarities(emb, labels, seed=run.cfg.seed + 1)  # other pairs than calibration drew
     return verification_metrics(sims, same, run_calibration(run))
 
@@ -172,30 +174,25 @@ class SimilarityResult:
         return asdict(self)
 
 
-def same_expression_probability(run, image_a, image_b, device: str = "auto", detect: str = "auto") -> SimilarityResult:
-    """The probability that two face images show the same expression, from a run's embeddings
+def same_expression_probability(run, face_a: np.ndarray, face_b: np.ndarray, name_a: str = "a",
+                                name_b: str = "b") -> SimilarityResult:
+    """The probability that two faces show the same expression, from a run's embeddings
     (embedding runs) or pre-logit features (classifier runs), calibrated on val pairs.
 
     Args:
-        run: a Run (fermetric.runs.load_run) or a run directory (opened on `device`).
-        image_a, image_b: face images, taken as `fermetric predict` takes them: a crop-sized image
-            whole, a larger one by its largest detected face (detect "never": always whole).
-
-    Raises:
-        DataError: an image is missing, not an image, too small, or shows no face (checked
-            before any model work).
+        run: an opened Run (fermetric.load_run).
+        face_a, face_b: (48, 48) uint8 face crops (fermetric.inference.faces.one_face reads and
+            crops an image as `fermetric predict` does).
+        name_a, name_b: what the result calls them (e.g. their paths).
     """
     import torch
 
-    from fermetric.inference.faces import one_face
     from fermetric.utils import runtime
 
-    crops = [one_face(image_a, detect), one_face(image_b, detect)]  # both checked before loading a run
-    if not hasattr(run, "embeddings"):
-        from fermetric.runs import load_run
-
-        run = load_run(run, device=device)
-    x = torch.from_numpy(np.stack(crops)[:, None].astype(np.float32) / 255.0).to(run.device)
+    faces = np.stack([np.asarray(face_a), np.asarray(face_b)])
+    if faces.shape[1:] != (48, 48) or faces.dtype != np.uint8:
+        raise DataError(f"faces must be two 48x48 uint8 crops; got {faces.shape[1:]} {faces.dtype}")
+    x = torch.from_numpy(faces[:, None].astype(np.float32) / 255.0).to(run.device)
     model = run.model
     model.eval()
     fn = model.embed if hasattr(model, "embed") else model
@@ -203,4 +200,4 @@ def same_expression_probability(run, image_a, image_b, device: str = "auto", det
         emb = fn(x).float().cpu().numpy()
     cal = run_calibration(run)
     cos = cosine(emb[0], emb[1])
-    return SimilarityResult(str(image_a), str(image_b), cos, float(cal.probability(cos)), cal.to_dict())
+    return SimilarityResult(str(name_a), str(name_b), cos, float(cal.probability(cos)), cal.to_dict())

@@ -15,8 +15,10 @@ from typing import Any, Optional
 
 import torch
 
+from fermetric.config import RunConfig
 from fermetric.errors import CheckpointError
-from fermetric.utils.io import atomic_torch_save, read_torch_file, read_torch_file_sha256
+import fermetric.run_layout as layout
+from fermetric.utils.io import atomic_torch_save, read_json, read_torch_file, read_torch_file_sha256
 
 FORMAT = "fermetric-checkpoint"
 VERSION = 1
@@ -115,3 +117,70 @@ def load_state_dict_checked(module: torch.nn.Module, state_dict: dict[str, torch
         raise CheckpointError(f"weights in {path} do not fit this model (tensors differ in shape or name): "
                               + state_dict_mismatch(mismatched, missing, unexpected))
     module.load_state_dict(state_dict)
+
+
+def as_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp16-stored floating tensors back to fp32 (integer buffers such as num_batches_tracked kept):
+    the zoo ships fp16 weights, and every run computes in fp32 or autocasts from it."""
+    return {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in state_dict.items()}
+
+
+def check_finite(state_dict: dict[str, Any], ckpt_path: Path, cfg: Optional[RunConfig] = None) -> None:
+    """Refuse weights with NaN or inf: they score like a random guess, never like a model.
+
+    Raises:
+        CheckpointError naming the file and the first non-finite tensor.
+    """
+    for name in non_finite_tensors(state_dict)[:1]:
+        t = state_dict[name]
+        bad = int((~torch.isfinite(t)).sum())
+        lr = f" (e.g. --set optim.lr={cfg.optim.lr / 10:g})" if cfg is not None else ""
+        raise CheckpointError(
+            f"{ckpt_path}: tensor {name!r} has {bad} NaN/inf value(s) of {t.numel()}: training diverged. "
+            f"Retrain, or --resume from an earlier checkpoint, with a lower learning rate{lr}"
+        )
+
+
+# config.yaml keys that fix the weights' shapes (or the data they were trained on)
+_ARCH_KEYS = ("name", "stem", "width", "embedding_dim")
+_DATA_KEYS = ("source", "ferplus", "class_map")
+
+
+def check_belongs(ckpt: dict[str, Any], ckpt_path: Path, cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a checkpoint that is not this run's: of another kind than metrics.json records,
+    or with another architecture or data than config.yaml.
+
+    Raises:
+        CheckpointError naming the checkpoint, the run's file and both values.
+    """
+    kind = ckpt.get("kind")
+    metrics_path = layout.path_of(run_dir, layout.METRICS)
+    run_kind = None
+    if metrics_path.is_file():
+        try:
+            run_kind = read_json(metrics_path).get("kind")
+        except (OSError, ValueError, AttributeError):
+            run_kind = None
+    if run_kind is not None and kind != run_kind:
+        raise CheckpointError(
+            f"{ckpt_path} is a {kind} checkpoint but {metrics_path} says the run is a {run_kind} run: "
+            "the checkpoint comes from another run; put back this run's own checkpoint"
+        )
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        return  # checkpoints that predate the stored config: the shape check still applies
+    problems = []
+    for section, keys, own in (("model", _ARCH_KEYS, cfg.model), ("data", _DATA_KEYS, cfg.data)):
+        have = saved.get(section) or {}
+        for key in keys:
+            if key == "embedding_dim" and kind != "embedding":
+                continue
+            if key in have and have[key] != getattr(own, key):
+                problems.append(f"{section}.{key} is {have[key]!r} in the checkpoint but {getattr(own, key)!r} in config.yaml")
+    n = (ckpt.get("model") or {}).get("num_classes")
+    names = ckpt.get("class_names")
+    if n is not None and names is not None and n != len(names):
+        problems.append(f"model.num_classes is {n} but the checkpoint names {len(names)} classes")
+    if problems:
+        raise CheckpointError(f"{ckpt_path} does not belong to the run {layout.config_path(run_dir)}: " + "; ".join(problems)
+                              + ". Put back this run's own checkpoint or retrain")

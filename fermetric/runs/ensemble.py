@@ -1,13 +1,11 @@
 """A weighted soft vote of runs, opened as one run: what every command that takes RUN takes for
 an ensemble (the zoo's `fer2013-ensemble`).
 
-An `EnsembleRun` answers the questions commands ask a run (its data, class probabilities of a
-split or of any images, predictions, its scorer) by asking its members and taking the weighted
-mean of their probabilities. Its scorer is an `EnsembleScorer` over the members' own scorers
-(each as the ensemble votes it: a classifier's softmax with its TTA, an embedding model's kNN
-vote), so evaluation, predict and the explanations go through the same path as for one model.
-What only a single network has (an embedding, a kNN index, a layer for Grad-CAM or filters) is
-refused with the member to ask instead."""
+An `EnsembleRun` holds its members, how each votes (a classifier's softmax with its TTA, an
+embedding model's kNN vote) and their weights; fermetric.scoring turns it into an EnsembleScorer
+over the members' own scorers, so evaluation, predict and the explanations go through the same
+path as for one model. What only a single network has (an embedding, a kNN index, a layer for
+Grad-CAM or filters) is refused with the member to ask instead."""
 from __future__ import annotations
 
 import copy
@@ -21,6 +19,7 @@ from torch import nn
 from fermetric.config import RunConfig
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import FermetricError
+from fermetric.runs.reader import _MovedMethods
 
 # how a member votes: a classifier's softmax (optionally with TTA) or an embedding model's kNN vote
 MEMBER_SCORERS = ("classifier", "knn")
@@ -50,7 +49,7 @@ class Member:
 
 
 @dataclass
-class EnsembleRun:
+class EnsembleRun(_MovedMethods):
     """Runs voting as one (see the module docstring); weights are normalised to sum to 1."""
 
     path: Path
@@ -59,7 +58,7 @@ class EnsembleRun:
     precision: str = "auto"
     card: dict[str, Any] = field(default_factory=dict, repr=False)
     kind: str = field(default="ensemble", init=False)
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False, init=False)
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, init=False)  # as Run.derived
 
     def __post_init__(self):
         if not self.members:
@@ -112,76 +111,25 @@ class EnsembleRun:
         for m in self.members[1:]:
             m.run.use_data(data, first.cfg.data.source)
         self.cfg.data.source = first.cfg.data.source
-        self._cache.clear()
+        self.derived.clear()
         return data
 
-    # -- class scores ----------------------------------------------------------------------------
-    def _no_tta(self, tta: Any) -> None:
-        from fermetric.evaluation.predict import resolve_tta
+    @property
+    def data_key(self) -> str:
+        return str(self.cfg.data.source)
 
-        if resolve_tta(tta):
+    # -- what only one network has -----------------------------------------------------------------
+    def refuse_tta(self, tta: Any) -> None:
+        """An ensemble's TTA is its members' (set per member in its card): refuse one asked of the whole."""
+        if tta and not (isinstance(tta, str) and tta.lower() in ("none", "off", "false", "")):
             per_member = ", ".join(f"{lab}: {m.tta or 'none'}" for lab, m in zip(self.labels, self.members))
             raise FermetricError(f"{self.pretrained or self.path}: an ensemble's TTA is set per member ({per_member}); "
                                  "score it without --tta")
 
-    def _vote(self, member_probs: Sequence[np.ndarray]) -> np.ndarray:
-        from fermetric.evaluation.ensemble import soft_vote
-
-        return soft_vote(member_probs, self.weights).astype(np.float32)
-
-    def predict_proba(self, split: str, tta: bool | str = False, batch_size: int = 512) -> np.ndarray:
-        """(N, C) weighted mean of the members' probabilities of a split (each member as it votes)."""
-        self._no_tta(tta)
-        key = f"proba:{split}"
-        if key not in self._cache:
-            self._cache[key] = self._vote([m.run.predict_proba(split, tta=m.tta or False, batch_size=batch_size)
-                                           for m in self.members])
-        return self._cache[key]
-
-    def predict(self, split: str, tta: bool | str = False) -> np.ndarray:
-        return self.predict_proba(split, tta).argmax(1)
-
-    def predict_images(self, dataset, tta: bool | str = False, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class ids (N,) and probabilities (N, C) of any FERDataset."""
-        self._no_tta(tta)
-        probs = self._vote([m.run.predict_images(dataset, tta=m.tta or False, batch_size=batch_size)[1]
-                            for m in self.members])
-        return probs.argmax(1), probs
-
-    def member_scorers(self, batch_size: int = 256, compile: Any = "auto") -> list:
-        """Each member's scorer, as it votes (its probabilities)."""
-        return [m.run.scorer(m.scorer, output="softmax", batch_size=batch_size, tta=m.tta or False, compile=compile)
-                for m in self.members]
-
-    def scorer(self, kind: str = "auto", output: str = "softmax", batch_size: int = 256, tta: bool | str = False,
-               compile: Any = "auto"):
-        """The ensemble as one Scorer: an EnsembleScorer over `member_scorers` (probabilities
-        whatever `output` asks: a vote has no logits). Gradient methods take it when every member
-        is differentiable (a kNN member makes it a black box: occlusion and LIME)."""
-        from fermetric.analysis import EnsembleScorer
-
-        if kind not in ("auto", "ensemble"):
-            raise FermetricError(f"{self.pretrained or self.path} is an ensemble: its scorer is 'auto' (the weighted vote), "
-                                 f"not {kind!r}; to score one member, give that member's name")
-        self._no_tta(tta)
-        return EnsembleScorer(self.member_scorers(batch_size, compile), self.weights, names=self.labels)
-
-    def scorers(self, knn: bool = True, **kwargs: Any) -> dict[str, Any]:
-        return {f"{self.name} (ensemble)": self.scorer("auto", **kwargs)}
-
-    # -- what only one network has -----------------------------------------------------------------
-    def _single(self, what: str):
+    def single_network(self, what: str) -> None:
+        """Refuse what only a single network has (an embedding, a kNN index), naming the members."""
         raise FermetricError(f"{self.pretrained or self.path} is an ensemble of {', '.join(self.labels)}: it has no "
                              f"single {what}; ask a member")
-
-    def embeddings(self, split: str, batch_size: int = 512):
-        self._single("embedding")
-
-    def embed(self, split: str, batch_size: int = 512):
-        self._single("embedding")
-
-    def knn(self):
-        self._single("kNN index")
 
     @property
     def checkpoint_path(self) -> None:

@@ -145,7 +145,7 @@ def study_from_dict(data: dict[str, Any], base_dir: str | Path = ".", where: str
             model the study does not have, an unknown explanation method.
     """
     from fermetric.analysis.methods import METHODS
-    from fermetric.evaluation.predict import resolve_tta
+    from fermetric.scoring.tta import resolve_tta
 
     data = dict(data or {})
     models = data.pop("models", None)
@@ -190,3 +190,8 @@ def load_study(path: str | Path | None = None) -> StudyConfig:
         return study_from_dict(copy.deepcopy(DEFAULT_STUDY))
     path = Path(path)
     return study_from_dict(read_yaml(path), base_dir=path.resolve().parent, where=f"{path}: ")
+
+
+def run_dir_of(out: Path, name: str, seed: int) -> Path:
+    """Where a study writes the run of model `name` with `seed`: OUT/runs/<name>-seed<seed>."""
+    return Path(out) / "runs" / f"{name}-seed{seed}"

@@ -17,6 +17,7 @@ import torch
 
 from fermetric.plotting import save_figure
 from fermetric.study.config import StudyConfig
+from fermetric.scoring.run import run_scorer, split_predictions
 
 
 def _faces(run: Any, split: str, scorer: Any):
@@ -25,7 +26,7 @@ def _faces(run: Any, split: str, scorer: Any):
     from fermetric.analysis import one_per_class
 
     ds = run.load_data()[split]
-    preds = run.predict(split)
+    preds = split_predictions(run, split)
     idx = one_per_class(ds.labels.numpy(), len(run.class_names), predictions=preds)
     images = ds.float_images(torch.as_tensor(idx))
     masks = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
@@ -52,7 +53,7 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], everyone: dict[str, 
     seed = next(iter(everyone.values())).cfg.seed if everyone else 0
     for name, run in runs.items():
         say(f"== explain {name}")
-        sc = run.scorer("auto")
+        sc = run_scorer(run, "auto")
         idx, images, labels, preds, evidence = _faces(run, spec.split, sc)
         maps, masks, lime = {}, {}, None
         for method in spec.methods:
@@ -120,7 +121,7 @@ def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
     idx = pick_per_class(labels, spec.faithfulness_per_class, len(first.class_names), seed=seed)
     images = ds.float_images(torch.as_tensor(idx))
     masks = None if ds.masks is None else ds.masks[torch.as_tensor(idx)].numpy()
-    scorers = {f"{n} ({r.cfg.model.name})": r.scorer("auto") for n, r in runs.items()}
+    scorers = {f"{n} ({r.cfg.model.name})": run_scorer(r, "auto") for n, r in runs.items()}
     rows = evaluate_explanations(scorers, images, labels[idx], masks, list(spec.methods), seed=seed,
                                  method_options={"lime": {"num_samples": spec.lime_samples}}, randomization=None)
     folder = out / "explain_eval"

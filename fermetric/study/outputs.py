@@ -12,6 +12,7 @@ import torch
 from fermetric.errors import FermetricError
 from fermetric.plotting import save_figure
 from fermetric.study.config import StudyConfig
+from fermetric.scoring.run import split_predictions
 
 log = logging.getLogger("fermetric.study")
 
@@ -71,7 +72,7 @@ def _measured(run: Any, split: str, tta: Any = False) -> dict[str, Any]:
     """classification_metrics of a run's predictions (with `tta`) on a split of its data."""
     from fermetric.evaluation.metrics import classification_metrics
 
-    return classification_metrics(run.load_data()[split].labels.numpy(), run.predict(split, tta=tta), run.class_names)
+    return classification_metrics(run.load_data()[split].labels.numpy(), split_predictions(run, split, tta=tta), run.class_names)
 
 
 def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: Optional[str], device: Optional[str],
@@ -80,8 +81,8 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
     """Evaluate, ensemble, explain, tabulate and report (see fermetric.study.runner)."""
     import time
 
-    from fermetric.runs import load_run
-    from fermetric.study.runner import run_dir_of
+    from fermetric.zoo.load import open_run as load_run
+    from fermetric.study.config import run_dir_of
     from fermetric.study.results import result_row, write_results
 
     out = result.out

@@ -27,8 +27,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from fermetric.config import RunConfig, apply_overrides, check_config, config_to_dict, load_config, load_run_config
 from fermetric.errors import ConfigError, FermetricError
-from fermetric.study.config import StudyConfig, load_study
+from fermetric.study.config import StudyConfig, load_study, run_dir_of
 from fermetric.utils.outputs import output_dir
+import fermetric.run_layout as layout
 
 log = logging.getLogger("fermetric.study")
 
@@ -56,10 +57,6 @@ class StudyResult:
     paths: dict[str, Path] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     steps: list[tuple[str, float]] = field(default_factory=list)
-
-
-def run_dir_of(out: Path, name: str, seed: int) -> Path:
-    return out / "runs" / f"{name}-seed{seed}"
 
 
 def resolve_model_config(study: StudyConfig, name: str, seed: int, data: Optional[str] = None,
@@ -115,8 +112,8 @@ def run_state(run_dir: Path, cfg: RunConfig, family: Optional[str] = None) -> st
     from fermetric.runs.history import read_history
     from fermetric.utils.io import read_json
 
-    cfg_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.json"
-    last = run_dir / "checkpoints" / "last.pt"
+    cfg_path, metrics_path = layout.config_path(run_dir), layout.path_of(run_dir, layout.METRICS)
+    last = layout.checkpoint_path(run_dir, layout.LAST)
     if not last.is_file():
         return "new"  # nothing trained to keep (a run that failed before its first checkpoint)
     if not cfg_path.is_file():
@@ -124,7 +121,7 @@ def run_state(run_dir: Path, cfg: RunConfig, family: Optional[str] = None) -> st
     diffs = config_differences(load_run_config(cfg_path), cfg, family=family)
     if metrics_path.is_file():
         metrics = read_json(metrics_path)
-        history = read_history(run_dir / "history.csv")
+        history = read_history(layout.path_of(run_dir, layout.HISTORY))
         finished = isinstance(metrics, dict) and metrics.get("epochs_run") == len(history) and len(history) > 0
         if finished:
             if diffs:
@@ -175,7 +172,7 @@ def train_model(study: StudyConfig, name: str, seed: int, out: Path, data_cache:
         return mr
     changes: dict = {}
     if state == "interrupted":
-        cfg, changes = resume_config(load_run_config(run_dir / "config.yaml"), cfg, run_dir, entry.family)
+        cfg, changes = resume_config(load_run_config(layout.config_path(run_dir)), cfg, run_dir, entry.family)
         log.info("%s (seed %d): resuming the interrupted run %s", name, seed, run_dir)
     else:
         log.info("%s (seed %d): training %s (%s) into %s", name, seed, cfg.model.name, entry.family, run_dir)
@@ -240,7 +237,7 @@ def run_study(
         ConfigError / FermetricError: a bad study file, an unknown model in only / skip, a
             run directory holding a run of another configuration.
     """
-    from fermetric.evaluation.predict import resolve_tta
+    from fermetric.scoring.tta import resolve_tta
 
     say = echo or (lambda s: log.info("%s", s))
     study = config if isinstance(config, StudyConfig) else load_study(config)

@@ -26,8 +26,8 @@ from fermetric.data.loaders import BatchLoader
 from fermetric.data.transforms import BatchAugment
 from fermetric.errors import ConfigError
 from fermetric.evaluation.metrics import classification_metrics
-from fermetric.evaluation.predict import predict_proba
 from fermetric.models.factory import build_model
+from fermetric.scoring.split import model_proba
 from fermetric.training.objective import Objective
 
 
@@ -113,7 +113,7 @@ class ClassifierObjective(Objective):
 
     def validate(self, model, data, device):
         val = data["val"]
-        probs = predict_proba(model, val, self.cfg.train.eval_batch_size, device, precision=self.cfg.train.precision)
+        probs = model_proba(model, val, self.cfg.train.eval_batch_size, device, precision=self.cfg.train.precision)
         y = val.labels.numpy()
         nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
         m = classification_metrics(y, probs.argmax(1), val.class_names)
@@ -121,7 +121,7 @@ class ClassifierObjective(Objective):
 
     def final_metrics(self, model, data, device, split):
         ds = data[split]
-        probs = predict_proba(model, ds, self.cfg.train.eval_batch_size, device, precision=self.cfg.train.precision)
+        probs = model_proba(model, ds, self.cfg.train.eval_batch_size, device, precision=self.cfg.train.precision)
         return classification_metrics(ds.labels.numpy(), probs.argmax(1), ds.class_names)
 
 

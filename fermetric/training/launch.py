@@ -14,6 +14,7 @@ from fermetric.config import RunConfig, apply_overrides, config_to_dict, load_ru
 from fermetric.errors import ConfigError
 from fermetric.training.families import FAMILY_DEFAULTS, objective_for
 from fermetric.training.trainer import TrainResult
+import fermetric.run_layout as layout
 
 log = logging.getLogger("fermetric")
 
@@ -73,7 +74,7 @@ def train(
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-        run_cfg_path = Path(out) / "config.yaml"
+        run_cfg_path = layout.config_path(out)
         if not run_cfg_path.is_file():
             raise ConfigError(f"--resume: {out} is not a run directory (no config.yaml); leave out --resume to start a run there")
         if dist_info_from_env().is_main:

@@ -20,7 +20,9 @@ from fermetric.data.samplers import MPerClassBatches
 from fermetric.data.transforms import BatchAugment
 from fermetric.errors import ConfigError
 from fermetric.evaluation.metrics import classification_metrics
-from fermetric.evaluation.predict import embed_dataset
+from fermetric.retrieval.embeddings import embed_dataset
+from fermetric.retrieval.knn import KNNClassifier
+from fermetric.scoring.knn import KNNScorer
 from fermetric.models.factory import build_model
 from fermetric.training.collapse import CollapseCheck, check_collapse, collapse_advice, majority_share
 from fermetric.training.objective import Objective
@@ -161,8 +163,6 @@ class MetricObjective(Objective):
                    gallery_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """kNN vote fractions of `split` against the train gallery, and the split's embeddings;
         `gallery_size` > 0 votes from that many train images only (see `_gallery_sample`)."""
-        from fermetric.retrieval import KNNClassifier
-
         train = data["train"]
         if 0 < gallery_size < len(train):
             train = train.subset(self._gallery_sample(len(train), gallery_size))
@@ -178,7 +178,8 @@ class MetricObjective(Objective):
         knn = KNNClassifier(k=self.cfg.metric.knn_k, weighting=self.cfg.metric.knn_weighting,
                             num_classes=data.num_classes, class_names=list(data.class_names))
         knn.fit(gallery, train.labels.numpy())
-        return knn.predict_proba(query), query
+        # the vote of the scoring path, from the embeddings already computed
+        return KNNScorer(model, knn, num_classes=data.num_classes, class_names=data.class_names).vote(query), query
 
     def _gallery_sample(self, n: int, size: int) -> torch.Tensor:
         """The same `size` of `n` train indices every epoch (seeded by the run's seed, drawn

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fermetric import __version__
+from fermetric.version import __version__
 from fermetric.config import RunConfig, check_config, config_to_dict, save_config
 from fermetric.data.dataset import DataSplits
 from fermetric.errors import CheckpointError, ConfigError, DiskFullError, FermetricError
@@ -56,6 +56,7 @@ from fermetric.utils.device import resolve_device
 from fermetric.utils.io import write_json
 from fermetric.utils.runlock import run_lock
 from fermetric.utils.seeding import make_generator, seed_everything
+import fermetric.run_layout as layout
 
 log = logging.getLogger("fermetric.train")
 
@@ -173,14 +174,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return layout.checkpoints_dir(self.run_dir)
 
     def _check_run_dir(self) -> None:
         """Refuse to overwrite a run, or to resume one that is not there (before anything is written)."""
         if self.resume:
-            if not (self.ckpt_dir / "last.pt").is_file():
-                raise CheckpointError(f"cannot resume: {self.ckpt_dir / 'last.pt'} does not exist")
-        elif (self.ckpt_dir / "last.pt").exists():
+            if not layout.checkpoint_path(self.run_dir, layout.LAST).is_file():
+                raise CheckpointError(f"cannot resume: {layout.checkpoint_path(self.run_dir, layout.LAST)} does not exist")
+        elif layout.checkpoint_path(self.run_dir, layout.LAST).exists():
             raise FermetricError(
                 f"run directory {self.run_dir} already holds a run; pass --resume to continue it, or choose another --out"
             )
@@ -191,8 +192,8 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
-            self._log_handler = RunLogHandler(self.run_dir / "train.log")
+            save_config(self.cfg, layout.config_path(self.run_dir))
+            self._log_handler = RunLogHandler(layout.path_of(self.run_dir, layout.TRAIN_LOG))
             self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             logging.getLogger("fermetric").addHandler(self._log_handler)
 
@@ -236,7 +237,7 @@ class Trainer:
     def _last_good(self) -> str:
         """Where to go on from after a failure: only a checkpoint that exists (and, being written
         only with finite weights, is finite)."""
-        last = self.ckpt_dir / "last.pt"
+        last = layout.checkpoint_path(self.run_dir, layout.LAST)
         if self._saved_epoch > 0 and last.is_file():
             return f"The last good checkpoint is {last} (epoch {self._saved_epoch})"
         return "No epoch ended with finite weights, so no checkpoint was written"
@@ -336,7 +337,7 @@ class Trainer:
         model = obj.build_model(self.data.num_classes)
         self._warm_note = ""
         if cfg.model.init_from and not self.resume:  # a resumed run's weights come from its last.pt
-            from fermetric.training import warmstart
+            import fermetric.training.warmstart as warmstart
 
             self._warm_note = warmstart.describe(warmstart.init_from_run(model, cfg.model.init_from))
         model = model.to(self.device)
@@ -369,7 +370,7 @@ class Trainer:
         """Load model, optimiser, schedule, scaler, RNG, history and sittings from last.pt, after
         checking that it fits this model, holds finite weights and leaves epochs to train."""
         cfg, obj = self.cfg, self.objective
-        last = self.ckpt_dir / "last.pt"
+        last = layout.checkpoint_path(self.run_dir, layout.LAST)
         ckpt = load_checkpoint(last)
         meta = obj.model_meta(fit.model, self.data.num_classes)
         check_compatible(ckpt, last, kind=obj.kind, **meta)
@@ -404,7 +405,7 @@ class Trainer:
         cfg, obj = self.cfg, self.objective
         self._create_run_dir()
         if self.is_main:
-            runtime.note_in_config(self.run_dir / "config.yaml", self.runtime)
+            runtime.note_in_config(layout.config_path(self.run_dir), self.runtime)
         if self.resume:
             log.info("resuming %s from epoch %d%s", self.run_dir, fit.start_epoch,
                      "".join(f"; {k}: {a!r} -> {b!r}" for k, (a, b) in self.changes.items()))
@@ -537,7 +538,7 @@ class Trainer:
         if fit.stepper.decision is not None and self.runtime["compile"] != fit.stepper.decision:
             self.runtime["compile"] = fit.stepper.decision  # compile=auto decided this epoch
             if self.is_main:
-                runtime.note_in_config(self.run_dir / "config.yaml", self.runtime)
+                runtime.note_in_config(layout.config_path(self.run_dir), self.runtime)
         return improved
 
     def _stop_condition(self, fit: _Fit, epoch: int) -> Optional[Stop]:
@@ -566,11 +567,11 @@ class Trainer:
         if self.is_main:
             state = self._state(fit, epoch + 1)
             if improved:
-                save_checkpoint(state, self.ckpt_dir / "best.pt")
-            save_checkpoint(state, self.ckpt_dir / "last.pt")
-            write_history(fit.history, self.run_dir / "history.csv")
+                save_checkpoint(state, layout.checkpoint_path(self.run_dir, layout.BEST))
+            save_checkpoint(state, layout.checkpoint_path(self.run_dir, layout.LAST))
+            write_history(fit.history, layout.path_of(self.run_dir, layout.HISTORY))
             # a Ctrl-C's partial epoch is superseded once a later sitting completes an epoch
-            (self.ckpt_dir / "interrupted.pt").unlink(missing_ok=True)
+            (layout.checkpoint_path(self.run_dir, layout.INTERRUPTED)).unlink(missing_ok=True)
         self._saved_epoch = epoch + 1
         barrier()
 
@@ -582,13 +583,13 @@ class Trainer:
         if not self.is_main:
             return
         self._sitting_update(fit.t_start, self._saved_epoch, end="interrupted")
-        save_checkpoint(self._state(fit, fit.epoch), self.ckpt_dir / "interrupted.pt")
-        if self._saved_epoch > 0 and (self.ckpt_dir / "last.pt").is_file():
-            then = f"--resume continues from the last completed epoch ({self.ckpt_dir / 'last.pt'}, epoch {self._saved_epoch})"
+        save_checkpoint(self._state(fit, fit.epoch), layout.checkpoint_path(self.run_dir, layout.INTERRUPTED))
+        if self._saved_epoch > 0 and layout.checkpoint_path(self.run_dir, layout.LAST).is_file():
+            then = f"--resume continues from the last completed epoch ({layout.checkpoint_path(self.run_dir, layout.LAST)}, epoch {self._saved_epoch})"
         else:  # pointing at a last.pt that does not exist would send the user nowhere
             then = "no epoch finished, so there is nothing to resume: start the run again with the same command"
         log.warning("interrupted during epoch %d: model saved to %s; %s",
-                    fit.epoch + 1, self.ckpt_dir / "interrupted.pt", then)
+                    fit.epoch + 1, layout.checkpoint_path(self.run_dir, layout.INTERRUPTED), then)
 
     # -- the end -------------------------------------------------------------------------------------
     def _finish(self, fit: _Fit, stopped_early: bool) -> TrainResult:
@@ -611,7 +612,7 @@ class Trainer:
         from fermetric.plotting.curves import plot_history
 
         raw = model.module if hasattr(model, "module") else model
-        best_path = self.ckpt_dir / "best.pt"
+        best_path = layout.checkpoint_path(self.run_dir, layout.BEST)
         if best_path.is_file():
             raw.load_state_dict(load_checkpoint(best_path, map_location=self.device)["state_dict"])
         metrics: dict[str, Any] = {
@@ -636,7 +637,7 @@ class Trainer:
                 fig = plot_confusion(m["confusion"], m["class_names"], normalize=True,
                                      title=f"{self.cfg.model.name} on {split} (acc {m['accuracy'] * 100:.1f} %)")
                 save_figure(fig, self.run_dir / "figures" / f"confusion_{split}.png")
-        write_json(self.run_dir / "metrics.json", metrics)
+        write_json(layout.path_of(self.run_dir, layout.METRICS), metrics)
         fig = plot_history(history, title=f"{self.cfg.model.name} on {self.data.name}")
         save_figure(fig, self.run_dir / "figures" / "curves.png")
         return metrics

@@ -36,7 +36,7 @@ def init_from_run(model: nn.Module, run_dir: str | Path) -> WeightsReport:
             architecture (name, stem or width) than `model`'s.
     """
     from fermetric.models.embedding import EmbeddingModel
-    from fermetric.runs import load_run
+    from fermetric.zoo.load import open_run as load_run
 
     src = load_run(run_dir, device="cpu", precision="fp32")
     source = f"run {src.path} ({src.kind}, {src.checkpoint_path.name})"

@@ -80,6 +80,14 @@ def check_number(arg: str, value: Any, *, minimum: Optional[float] = None, above
     return float(value)
 
 
+def is_path_name(name: Any, hidden_ok: bool = False) -> bool:
+    """Whether `name` can be one path component that stays where it is put (see `check_path_name`);
+    `hidden_ok`: a leading dot is allowed (fermetric's own staging folders), "." and ".." never."""
+    return (isinstance(name, str) and bool(name.strip()) and name == name.strip() and "/" not in name
+            and "\\" not in name and name not in (".", "..") and (hidden_ok or not name.startswith("."))
+            and not any(ord(c) < 32 or c == "\x7f" for c in name))
+
+
 def check_path_name(kind: str, name: Any, *, error: type[FermetricError] = ConfigError, example: str = "") -> str:
     """`name` when it can be one path component that stays where it is put: a non-empty string
     without a path separator, not `.` or `..`, not hidden (a leading dot), no control characters.
@@ -92,9 +100,7 @@ def check_path_name(kind: str, name: Any, *, error: type[FermetricError] = Confi
     hint = f", such as {example}" if example else ""
     if not isinstance(name, str) or not name.strip():
         raise error(f"{kind} {name!r} is empty; give a plain name{hint}")
-    bad = ("/" in name or "\\" in name or name.startswith(".") or name != name.strip()
-           or any(ord(c) < 32 or c == "\x7f" for c in name))
-    if bad:
+    if not is_path_name(name):
         raise error(f"{kind} {name!r} is not a plain name: it becomes a folder, so it must not contain / or \\, "
                     f"start with a dot, or carry spaces at its ends or control characters; give a plain name{hint}")
     return name

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from fermetric.errors import ConfigError, DiskFullError
+import fermetric.run_layout as layout
 
 MARKER = ".fermetric-output"
 
@@ -33,11 +34,6 @@ def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError:
     """The one-line error of a write that ran out of space (`exc` is ENOSPC or EDQUOT)."""
     return DiskFullError(f"no space left on the device to write {path} ({exc.strerror}); free some space and run "
                          "the command again (what was there before is unchanged)")
-
-
-def is_run_dir(path: Path) -> bool:
-    """A fermetric run directory: its config.yaml beside a checkpoints/ folder."""
-    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
 
 
 def _kinds(path: Path) -> list[str]:
@@ -78,7 +74,7 @@ def output_dir(path: str | os.PathLike, kind: str, *, option: str = "--out", run
         entries = [e.name for e in p.iterdir()]
         kinds = _kinds(p)
         if entries and not kinds:
-            if is_run_dir(p):
+            if layout.is_run_dir(p):
                 if not runs_ok:
                     raise ConfigError(f"{option} {p} is a fermetric run directory, not a {kind} folder; "
                                       "choose a new or empty folder (the run is left as it is)")
@@ -86,7 +82,7 @@ def output_dir(path: str | os.PathLike, kind: str, *, option: str = "--out", run
                 shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
                 raise ConfigError(f"{option} {p} already holds files fermetric did not write ({shown}); "
                                   f"choose a new or empty folder for the {kind} output")
-        if create and kind not in kinds and not (entries and not kinds and is_run_dir(p)):  # runs stay unmarked
+        if create and kind not in kinds and not (entries and not kinds and layout.is_run_dir(p)):  # runs stay unmarked
             _mark(p, kinds + [kind])
         return p
     if create:

@@ -2,7 +2,7 @@
 SHA-256 checked at load (registry), opened as a Run by name (load), made from a finished run
 (export)."""
 from fermetric.zoo.export import export_run
-from fermetric.zoo.load import cache_dir, load_pretrained, zoo_run_dir
+from fermetric.zoo.load import cache_dir, load_pretrained, open_run, zoo_run_dir
 from fermetric.zoo.registry import (
     DEFAULT_CLASSIFIER,
     ZooEntry,
@@ -14,4 +14,4 @@ from fermetric.zoo.registry import (
 )
 
 __all__ = ["DEFAULT_CLASSIFIER", "ZooEntry", "ZooError", "cache_dir", "card_markdown", "export_run", "get_entry",
-           "is_pretrained_name", "list_pretrained", "load_pretrained", "zoo_run_dir"]
+           "is_pretrained_name", "list_pretrained", "load_pretrained", "open_run", "zoo_run_dir"]

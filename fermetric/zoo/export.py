@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from fermetric import __version__
+from fermetric.version import __version__
 from fermetric.config import config_to_dict, save_config
 from fermetric.evaluation.metrics import classification_metrics
 from fermetric.runs import load_run
@@ -21,6 +21,9 @@ from fermetric.runs.checkpoint import save_checkpoint
 from fermetric.utils.checks import check_path_name
 from fermetric.utils.io import atomic_write_text, replace_folder, sha256_file, write_json
 from fermetric.zoo.registry import ZooError, card_markdown, write_manifest, zoo_root
+from fermetric.retrieval.embeddings import split_embeddings
+from fermetric.scoring.run import run_scorer, split_predictions, split_proba
+import fermetric.run_layout as layout
 
 
 def _fp16(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -58,12 +61,12 @@ def _other_layer_accuracy(src, split: str) -> dict[str, float]:
     shipped = src.embedding_layer
     other = "projection" if shipped == "backbone" else "backbone"
     src.cfg.metric.embedding_layer = src.model.embedding_layer = other
-    src._cache.clear()
+    src.derived.clear()
     try:
-        acc = float((src.predict(split) == src.load_data()[split].labels.numpy()).mean())
+        acc = float((split_predictions(src, split) == src.load_data()[split].labels.numpy()).mean())
     finally:
         src.cfg.metric.embedding_layer = src.model.embedding_layer = shipped
-        src._cache.clear()
+        src.derived.clear()
     return {other: acc}
 
 
@@ -93,7 +96,7 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         save_checkpoint(ckpt, tmp / "weights.pt")
         save_config(cfg, tmp / "config.yaml")
         if src.kind == "embedding":
-            emb, labels = src.embeddings("train")
+            emb, labels = split_embeddings(src, "train")
             np.savez_compressed(tmp / "gallery.npz", embeddings=emb.astype(np.float16), labels=labels.astype(np.int16))
         minutes, trained_on, epochs = _train_minutes_and_machine(src.metrics, src.cfg.train.threads)
         card: dict[str, Any] = {
@@ -109,11 +112,11 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
         # measure the stored weights, not the run's fp32 ones
         entry_run = load_pretrained(tmp.name, device=device, precision="fp32", root=base)
         y = entry_run.use_data(data)[split].labels.numpy()
-        pred = entry_run.predict(split)
+        pred = split_predictions(entry_run, split)
         m = classification_metrics(y, pred, list(src.class_names))
-        test = {**_card_metrics(m), "calibration": _card_calibration(entry_run.predict_proba(split), y)}
+        test = {**_card_metrics(m), "calibration": _card_calibration(split_proba(entry_run, split), y)}
         if src.kind == "classifier":
-            probs_tta = entry_run.predict_proba(split, tta=True)
+            probs_tta = split_proba(entry_run, split, tta=True)
             test["accuracy_tta"] = float((probs_tta.argmax(1) == y).mean())
             test["calibration_tta"] = _card_calibration(probs_tta, y)
         else:
@@ -187,7 +190,7 @@ def read_ensemble_spec(path: str | os.PathLike) -> dict[str, Any]:
         ZooError naming the file, the member and the key that is wrong.
     """
     from fermetric.config import read_yaml
-    from fermetric.evaluation.predict import TTA_MODES
+    from fermetric.scoring.tta import TTA_MODES
     from fermetric.runs.ensemble import MEMBER_SCORERS
 
     spec = read_yaml(path)
@@ -235,12 +238,12 @@ def export_ensemble(spec_path: str | os.PathLike, name: str, *, data: str, retra
         ens = EnsembleRun(path=zoo_run_dir(name), members=members, pretrained=name, precision="fp32")
         ds = ens.use_data(data)["val"]
         y = ds.labels.numpy()
-        probs = ens.predict_proba("val")
+        probs = split_proba(ens, "val")
         m = classification_metrics(y, probs.argmax(1), list(ens.class_names))
-        member_probs = [mb.run.predict_proba("val", tta=mb.tta or False) for mb in members]
+        member_probs = [split_proba(mb.run, "val", tta=mb.tta or False) for mb in members]
         searched, _ = cross_fitted_vote(member_probs, y, fit="search")
         idx = torch.arange(min(256, len(ds)))
-        cost = seconds_per_face(ens.scorer(compile=False), ds.float_images(idx))
+        cost = seconds_per_face(run_scorer(ens, compile=False), ds.float_images(idx))
         card: dict[str, Any] = {
             "name": name, "kind": "ensemble", "model": "ensemble", "description": str(spec.get("description", "")),
             "parameters": sum(p.numel() for p in ens.model.parameters()), "data": "FER2013 Training (its members')",
@@ -267,24 +270,23 @@ def export_entry(name: str, *, data: str, overrides: Sequence[str], retrain: str
     machine) and `export_run` writes the entry anew, measured on `data` (the gallery of an
     embedding model is embedded again)."""
     from fermetric.config import apply_overrides, config_from_dict, load_run_config
-    from fermetric.runs.checkpoint import load_checkpoint
-    from fermetric.zoo.load import as_fp32
+    from fermetric.runs.checkpoint import as_fp32, load_checkpoint
     from fermetric.zoo.registry import get_entry
 
     entry = get_entry(name, root)
     entry.verify()
     with tempfile.TemporaryDirectory(prefix=f"fermetric-reexport-{name}-") as d:
         run = Path(d) / name
-        (run / "checkpoints").mkdir(parents=True)
+        layout.checkpoints_dir(run).mkdir(parents=True)
         cfg = config_from_dict(apply_overrides(config_to_dict(load_run_config(entry.config)), list(overrides)))
         cfg.data.source = str(data)
         ckpt = load_checkpoint(entry.weights, map_location="cpu")
         ckpt["state_dict"] = as_fp32(ckpt["state_dict"])
         ckpt["config"] = config_to_dict(cfg)
-        save_checkpoint(ckpt, run / "checkpoints" / "best.pt")
-        save_config(cfg, run / "config.yaml")
+        save_checkpoint(ckpt, layout.checkpoint_path(run, layout.BEST))
+        save_config(cfg, layout.config_path(run))
         card = entry.card
-        write_json(run / "metrics.json", {
+        write_json(layout.path_of(run, layout.METRICS), {
             "kind": entry.kind, "epochs_run": card.get("epochs", 0), "train_seconds": 60.0 * float(card.get("train_minutes", 0)),
             "sittings": []})
         return export_run(run, name, description=str(card.get("description", "")), retrain=retrain, recipe=recipe,

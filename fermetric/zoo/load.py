@@ -1,18 +1,21 @@
-"""Opening a zoo entry as a Run, so every command and the Python API that take a run directory
-take a pretrained model's name too (`load_run("fer2013-baseline")`)."""
+"""Opening a zoo entry as a Run, and `open_run`: the one way every command and the Python API
+open what the user names, a run directory or a pretrained model's name
+(`fermetric.load_run("fer2013-baseline")`)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fermetric.config import load_run_config
-from fermetric.runs.checkpoint import check_compatible, load_checkpoint, load_state_dict_checked
+from fermetric.runs.checkpoint import load_checkpoint
+from fermetric.runs.ensemble import EnsembleRun, Member
+from fermetric.runs.reader import Run, load_run, make_run
 from fermetric.utils import runtime
 from fermetric.utils.device import resolve_device
-from fermetric.zoo.registry import ZooEntry, ZooError, check_card, get_entry
+from fermetric.errors import FermetricError
+from fermetric.zoo.registry import ZooEntry, ZooError, check_card, get_entry, is_pretrained_name
 
 
 def cache_dir() -> Path:
@@ -27,11 +30,6 @@ def cache_dir() -> Path:
 def zoo_run_dir(name: str) -> Path:
     """The folder that stands for a pretrained model's run directory (caches, default outputs)."""
     return cache_dir() / "zoo" / name
-
-
-def as_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fp16-stored floating tensors back to fp32 (integer buffers such as num_batches_tracked kept)."""
-    return {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in state_dict.items()}
 
 
 def read_gallery(entry: ZooEntry) -> tuple[np.ndarray, np.ndarray]:
@@ -57,9 +55,6 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     Raises:
         ZooError: unknown name, missing file, or weights that do not match the card's SHA-256.
     """
-    from fermetric.models.factory import build_model
-    from fermetric.runs.reader import Run, check_finite
-
     entry = get_entry(name, root)
     check_card(entry)
     if entry.kind == "ensemble":
@@ -67,31 +62,20 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     sha = entry.verify()
     cfg = load_run_config(entry.config)
     dev = resolve_device(device)
-    prec = runtime.resolve_precision(precision, dev)
+    runtime.resolve_precision(precision, dev)  # a bad value or one this device cannot run fails here
     ckpt = load_checkpoint(entry.weights, map_location=dev)
-    check_finite(ckpt.get("state_dict", {}), entry.weights, cfg)
     kind = ckpt.get("kind", "")
     if kind != entry.kind:
         raise ZooError(f"pretrained model {name!r}: {entry.weights} holds a {kind} model but card.json says {entry.kind}")
-    class_names = tuple(ckpt.get("class_names", ()))
-    cfg.model.weights, cfg.model.pretrained = None, False
-    model = build_model(kind, cfg, len(class_names))
-    check_compatible(ckpt, entry.weights, name=cfg.model.name, num_classes=len(class_names))
-    load_state_dict_checked(model, as_fp32(ckpt["state_dict"]), entry.weights)
-    model.to(dev).eval()
-    runtime.prepare_for_inference(model, dev, prec)
     # the shipped gallery stands in for the train split: kNN and prototypes need no data
     gallery = read_gallery(entry) if entry.gallery is not None else None
-    return Run(path=zoo_run_dir(entry.name), cfg=cfg, kind=kind, class_names=class_names, model=model,
-               checkpoint=ckpt, device=dev, checkpoint_path=entry.weights, checkpoint_sha256=sha, precision=precision,
-               pretrained=entry.name, gallery=gallery)
+    return make_run(zoo_run_dir(entry.name), cfg, ckpt, entry.weights, sha, device=dev, precision=precision,
+                    pretrained=entry.name, gallery=gallery)
 
 
 def load_ensemble(entry: ZooEntry, device: str | None = "auto", precision: str = "auto", root=None):
     """An ensemble entry as an EnsembleRun: each member opened (and checked) as its own entry,
     voting with the scorer, TTA and weight the card gives it."""
-    from fermetric.runs.ensemble import EnsembleRun, Member
-
     members = []
     for spec in entry.members:
         run = load_pretrained(str(spec["name"]), device=device, precision=precision, root=root)
@@ -100,3 +84,20 @@ def load_ensemble(entry: ZooEntry, device: str | None = "auto", precision: str =
                               weight=float(spec.get("weight", 1.0)), label=str(spec["name"])))
     return EnsembleRun(path=zoo_run_dir(entry.name), members=members, pretrained=entry.name, precision=precision,
                        card=entry.card)
+
+
+def open_run(path: str | Path, device: str | None = "auto", checkpoint: str = "best",
+             precision: str = "auto") -> Run | EnsembleRun:
+    """A run directory (fermetric.runs.load_run), or, where no directory of that name exists, the
+    zoo entry of that name (`load_pretrained`): a directory always comes first.
+
+    Raises:
+        FermetricError / CheckpointError / ZooError naming what is missing or wrong.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        if checkpoint == "best" and is_pretrained_name(str(path)):
+            return load_pretrained(str(path), device=device, precision=precision)
+        raise FermetricError(f"run directory {p} does not exist (nor is {str(path)!r} a pretrained model: "
+                             "fermetric models --pretrained lists them)")
+    return load_run(p, device=device, checkpoint=checkpoint, precision=precision)

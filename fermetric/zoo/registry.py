@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fermetric.errors import FermetricError
+from fermetric.utils.checks import is_path_name
 from fermetric.utils.io import read_json, sha256_file, write_json
 
 ZOO_ROOT = Path(__file__).resolve().parent / "models"
@@ -173,10 +174,7 @@ def list_pretrained(root: str | os.PathLike | None = None) -> list[ZooEntry]:
 
 def is_pretrained_name(name: str, root: str | os.PathLike | None = None) -> bool:
     """True when `name` (not a path) names a zoo entry."""
-    s = str(name)
-    if not s or os.sep in s or "/" in s or s.startswith("."):
-        return False
-    return (zoo_root(root) / s / "card.json").is_file()
+    return is_path_name(name) and (zoo_root(root) / name / "card.json").is_file()
 
 
 def get_entry(name: str, root: str | os.PathLike | None = None) -> ZooEntry:
@@ -187,7 +185,8 @@ def get_entry(name: str, root: str | os.PathLike | None = None) -> ZooEntry:
     """
     base = zoo_root(root)
     path = base / str(name)
-    if not (path / "card.json").is_file() or os.sep in str(name) or "/" in str(name):
+    # hidden names too: export stages an entry in a hidden sibling folder and checks it by loading it
+    if not is_path_name(name, hidden_ok=True) or not (path / "card.json").is_file():
         known = [p.name for p in sorted(base.iterdir()) if (p / "card.json").is_file()] if base.is_dir() else []
         raise ZooError(f"no pretrained model named {name!r}; known: {', '.join(known) or '(none installed)'} "
                        "(fermetric models --pretrained lists them)")

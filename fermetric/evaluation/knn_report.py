@@ -17,19 +17,17 @@ import faiss
 import numpy as np
 import torch
 
-from fermetric.errors import DataError
+from fermetric.errors import DataError, FermetricError
 from fermetric.evaluation.metrics import classification_metrics, metrics_to_markdown
-from fermetric.retrieval.knn import (
-    KNNClassifier,
-    _as_float32_matrix,
-    _as_labels,
-    break_ties,
-    _l2_normalize,
-    vote,
-)
+from fermetric.retrieval.embeddings import split_embeddings
+from fermetric.retrieval.index import run_knn
+from fermetric.retrieval.knn import KNNClassifier, _as_float32_matrix, _as_labels, _l2_normalize
+from fermetric.retrieval.similarity import split_verification
+from fermetric.runs.reader import register_moved
+from fermetric.scoring.run import run_scorer
 from fermetric.utils.io import atomic_write_text, write_json
 
-__all__ = ["knn_report", "retrieval_metrics", "write_knn_report", "knn_report_markdown"]
+__all__ = ["knn_report", "run_knn_report", "retrieval_metrics", "write_knn_report", "knn_report_markdown"]
 
 RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 
@@ -107,6 +105,7 @@ def knn_report(
     index: str = "flat",
     temperature: float = 0.1,
     classifier: KNNClassifier | None = None,
+    predictions: Any = None,
 ) -> dict[str, Any]:
     """Evaluate kNN classification of queries against a gallery.
 
@@ -125,6 +124,8 @@ def knn_report(
             its index does the neighbour search, so the report scores exactly what predictions
             through it give; `index` and `temperature` are then taken from it. Default: an
             index of type `index` is fitted on the gallery.
+        predictions: (M,) the headline predictions at `k`, as the scoring path gives them
+            (fermetric.scoring: a run's KNNScorer); default: the classifier's own at `k`.
 
     Returns:
         A JSON-ready dict: "k", "weighting", "index", "n_query", "n_gallery", "dimension",
@@ -147,50 +148,29 @@ def knn_report(
     ks_used = sorted({int(x) for x in ks if 1 <= int(x) <= n})
     if k > n:
         raise DataError(f"k={k} is more than the {n} gallery vectors")
-    k_max = max([k, *ks_used])
 
     if classifier is None:
         clf = KNNClassifier(
-            k=k_max, weighting=weighting, index=index, class_names=class_names, temperature=temperature
+            k=k, weighting=weighting, index=index, class_names=class_names, temperature=temperature
         ).fit(g, yg)
     else:
-        clf = classifier
-        if len(clf) != n or clf.dimension != g.shape[1] or not np.array_equal(clf.labels_, yg):
-            raise DataError(f"the classifier's gallery ({len(clf)} x {clf.dimension}) is not the gallery given "
-                            f"({n} x {g.shape[1]}, same labels); rebuild the index")
+        if len(classifier) != n or classifier.dimension != g.shape[1] or not np.array_equal(classifier.labels_, yg):
+            raise DataError(f"the classifier's gallery ({len(classifier)} x {classifier.dimension}) is not the gallery "
+                            f"given ({n} x {g.shape[1]}, same labels); rebuild the index")
+        clf = classifier.with_vote(k, weighting)
         index, temperature = clf.index_type, clf.temperature
-
-    def search(kk: int) -> tuple[np.ndarray, np.ndarray]:
-        # an HNSW graph searches at least ef_search candidates; widen it (only) for the k curve
-        ef = clf.index_.hnsw.efSearch if clf.index_type == "hnsw" else None
-        if ef is not None and ef < kk:
-            clf.index_.hnsw.efSearch = kk
-        try:
-            return clf.kneighbors(q, k=kk)
-        finally:
-            if ef is not None:
-                clf.index_.hnsw.efSearch = ef
-
-    # one search for the largest k; every smaller k votes on a prefix of the same neighbours
-    sims, idx = search(k_max)
-    neighbor_labels = np.where(idx >= 0, yg[np.maximum(idx, 0)], -1)
-
-    def predict_at(kk: int) -> np.ndarray:
-        proba = vote(neighbor_labels[:, :kk], sims[:, :kk], num_classes, weighting, temperature)
-        return break_ties(proba, neighbor_labels[:, :kk])
-
-    if classifier is not None and clf.index_type != "flat":
-        # an approximate index's k best are not a prefix of its k_max best: search k itself, as predictions do
-        sims_k, idx_k = search(k)
-        labels_k = np.where(idx_k >= 0, yg[np.maximum(idx_k, 0)], -1)
-        headline = break_ties(vote(labels_k, sims_k, num_classes, weighting, temperature), labels_k)
+    if predictions is None:
+        headline = clf.predict(q)
     else:
-        headline = predict_at(k)
+        headline = np.asarray(predictions).reshape(-1)
+        if headline.shape != (q.shape[0],):
+            raise DataError(f"{headline.shape[0]} predictions for {q.shape[0]} queries")
+    at_k = clf.predict_at_ks(q, ks_used)
 
     metrics = classification_metrics(yq, headline, class_names)
     curve = {"k": [], "accuracy": [], "macro_f1": []}
     for kk in ks_used:
-        m = metrics if kk == k else classification_metrics(yq, predict_at(kk), class_names)
+        m = metrics if kk == k else classification_metrics(yq, at_k[kk], class_names)
         curve["k"].append(kk)
         curve["accuracy"].append(m["accuracy"])
         curve["macro_f1"].append(m["macro_f1"])
@@ -216,6 +196,33 @@ def knn_report(
         "accuracy_vs_k": curve,
     }
     return report
+
+
+def run_knn_report(run: Any, split: str, k: int | None = None, weighting: str | None = None) -> dict[str, Any]:
+    """The kNN report of a split of the run's data against its train gallery: the headline
+    predictions through the run's KNNScorer (the index `predict`, `evaluate` and the explanations
+    use, so the numbers agree), the accuracy-against-k curve and the retrieval metrics from the
+    same index, and the verification metrics of pairs of the split. k and weighting default to
+    the index's."""
+    if split == "train":
+        raise FermetricError("knn-eval scores val or test against the train gallery; train would match itself")
+    scorer = run_scorer(run, "knn").with_vote(k, weighting)
+    gallery, g_labels = split_embeddings(run, "train")
+    query, q_labels = split_embeddings(run, split)
+    rep = knn_report(query, q_labels, gallery, g_labels, list(run.class_names), k=scorer.knn.k,
+                     weighting=scorer.knn.weighting, classifier=run_knn(run), predictions=scorer.vote_predict(query))
+    rep.update({
+        "run": str(run.path), "split": split, "kind": run.kind,
+        "index_source": str(run.index_dir) if run.index_dir.exists() else
+        "exact (flat) index fitted on the train embeddings (no RUN/index)",
+        "checkpoint": run.fingerprint,
+    })
+    # pairs of the split: same expression or not, by cosine (calibrated on val pairs)
+    rep["verification"] = split_verification(run, split)
+    return rep
+
+
+register_moved("knn_report", run_knn_report)
 
 
 def _fmt(x: float | None) -> str:
