@@ -105,11 +105,13 @@ def test_demo_options_that_train_are_refused_with_pretrained(tmp_path):
     res = run_cli(["demo", "--per-class", "2", "--out", str(tmp_path / "d")], expect=2)
     assert "--per-class belongs to --pretrained" in res.output
     assert not (tmp_path / "d").exists()
-    # the training demo still reads its own options (it stops here: the folder holds a demo)
+    # the training demo still reads its own options (it stops here, before training: the folder
+    # holds files that are not a study's)
     (tmp_path / "old" / "classifier" / "checkpoints").mkdir(parents=True)
     (tmp_path / "old" / "classifier" / "checkpoints" / "last.pt").write_bytes(b"x")
     res = run_cli(["demo", "--model", "resnet18", "--epochs", "1", "--out", str(tmp_path / "old")], expect=2)
-    assert "already holds a demo" in res.output
+    assert "already holds files fermetric did not write (classifier)" in res.output
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["classifier"]
 
 
 def test_demo_pretrained_bad_arguments(zoo_env, tmp_path):

@@ -243,3 +243,22 @@ def test_interrupted_run_with_other_metric_values_resumes_only_if_a_classifier(t
     assert metrics["epochs_run"] == 2 and metrics["sittings"][-1]["end"] == "finished"
     assert metrics["sittings"][-1]["changes"] == {"metric.knn_k": [knn_k + 3, knn_k], "metric.margin": [0.5, 0.2]}
     assert yaml.safe_load((run / "config.yaml").read_text())["metric"]["knn_k"] == knn_k
+
+
+def test_demo_is_the_demo_study_run_by_the_study_runner(tmp_path):
+    """`fermetric demo` (tiny: --set shrinks the data and the models) writes the study layout with
+    the demo's kNN reports and UMAP maps, and a second call reuses its finished runs."""
+    from conftest import TINY_TRAIN_ARGS, run_cli
+
+    out = tmp_path / "demo"
+    sets = [*TINY_TRAIN_ARGS, "--set", "metric.m_per_class=4"]
+    res = run_cli(["demo", "--epochs", "1", "--out", str(out), *sets])
+    assert "demo finished" in res.output and (out / "report.html").is_file() and (out / "results.md").is_file()
+    for name in ("classifier", "triplet"):
+        run = out / "runs" / f"{name}-seed0"
+        assert (run / "metrics.json").is_file() and (run / "knn_val" / "knn_report.json").is_file()
+        assert (run / "figures" / "embed_umap_val.png").is_file()
+    assert (out / "figures" / "confusion_grid.png").is_file() and (out / "explain_eval" / "explain_eval.json").is_file()
+    assert "TTA" in (out / "results.md").read_text()  # the classifier is evaluated with TTA
+    res = run_cli(["demo", "--epochs", "1", "--out", str(out), *sets])
+    assert "reused" in res.output and "trained" not in res.output.split("== timings")[1]

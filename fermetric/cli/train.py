@@ -52,8 +52,8 @@ def _make_command(family: str, name: str, help_text: str):
     @click.pass_context
     def command(ctx, model, data, ferplus, config_path, overrides, out, device, epochs, seed, resume, init_from, weights, quiet_bars,
                 precision, compile_):
-        from fermetric.training.distributed import dist_info_from_env
-        from fermetric.training.launch import train
+        from fermetric.api import train
+        from fermetric.api.train import is_main_process
 
         result = train(
             family, model=model, data=data, ferplus=ferplus, config_path=config_path, overrides=overrides,
@@ -61,7 +61,7 @@ def _make_command(family: str, name: str, help_text: str):
             quiet=bool(ctx.obj.get("quiet")) or quiet_bars, threads=ctx.obj.get("threads"),
             precision=precision, compile_=compile_,
         )
-        if dist_info_from_env().is_main:
+        if is_main_process():
             print_result(result)
 
     return command

@@ -614,3 +614,23 @@ def build_report(
     out = replaceable_file(out_path, "report", is_fermetric_report)
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, render_report(runs, extras, title, preface_html))
+
+
+def pretrained_demo_section(record: dict[str, Any]) -> str:
+    """The pretrained demo's model card and prediction table, as HTML for the report."""
+    t = record["card"].get("test") or {}
+    rows = "".join(
+        f"<tr><td>{e(group)}</td><td>{e(f['name'])}</td><td>{e(f['label'] or '?')}</td><td>{e(f['prediction'])}</td>"
+        f"<td>{pct(f['probability'])}</td></tr>"
+        for group, g in record["groups"].items() for f in g["faces"])
+    return (f"<section><h2>Pretrained model {e(record['model'])}</h2>"
+            f"<p>{e(record['kind'])} ({e(record['architecture'])}), trained on {e(record['card'].get('data'))}; "
+            f"accuracy {pct(t.get('accuracy'))}, macro-F1 {pct(t.get('macro_f1'))} on {e(record['card'].get('split'))} "
+            f"(model card). Explained with {e(record['scorer'])}: {e(', '.join(record['methods']))}.</p>"
+            "<table><tr><th>group</th><th>face</th><th>known class</th><th>predicted</th><th>probability</th></tr>"
+            f"{rows}</table></section>")
+
+
+def study_section(results_markdown: str) -> str:
+    """A study's results tables (results.md's text), as the first section of its report."""
+    return "<section id=\"study\"><h2>Study results</h2><pre>" + e(results_markdown) + "</pre></section>"

@@ -204,7 +204,8 @@ def load_run(path: str | Path, device: str | None = "auto", checkpoint: str = "b
     """
     path = Path(path)
     if not path.is_dir():
-        raise FermetricError(f"run directory {path} does not exist")
+        raise FermetricError(f"run directory {path} does not exist (a pretrained model's name is opened by "
+                             "fermetric.load_run, i.e. fermetric.zoo.open_run)")
     cfg_path = layout.config_path(path)
     if not cfg_path.is_file():
         raise FermetricError(f"{path} is not a fermetric run directory (no {layout.CONFIG})")

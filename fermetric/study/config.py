@@ -69,6 +69,16 @@ class ExplainSpec:
 
 
 @dataclass
+class RetrievalSpec:
+    """What a study adds from each trained run's embeddings (pre-logit features of classifiers):
+    the kNN report (knn-eval) and the 2-D map (embed-plot), on `split`."""
+
+    knn: bool = False
+    embed_plot: bool = False
+    split: str = choice("val", "test")
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"
     data: str = "synth"
@@ -78,6 +88,7 @@ class StudyConfig:
     models: dict = field(default_factory=dict)  # name -> ModelEntry
     ensemble: Optional[list] = None  # model names; default: every classifier
     explain: ExplainSpec = field(default_factory=ExplainSpec)
+    retrieval: RetrievalSpec = field(default_factory=RetrievalSpec)
     base_dir: str = "."  # where relative `config` paths start (the study file's folder)
 
 
@@ -106,6 +117,28 @@ DEFAULT_STUDY: dict[str, Any] = {
                                                  "train.batch_size=64"]},
     },
     "explain": {"lime_samples": 150},
+}
+
+
+# `fermetric demo`: a baseline classifier and a triplet model on SynthFER, evaluated (with TTA),
+# searched by kNN, mapped by UMAP, explained, voted and reported, sized for ~3 minutes on 2 CPU
+# cores (README: Benchmarks). The CLI adds --epochs, --model and --set to `set`.
+DEMO_EPOCHS = 5
+DEMO_STUDY: dict[str, Any] = {
+    "name": "demo",
+    "data": "synth",
+    "set": ["data.synth_train=3000", "data.synth_val=700", "data.synth_test=700", "model.width=16",
+            "train.eval_batch_size=256", "optim.name=adamw", "optim.lr=0.003", "optim.weight_decay=0.0005"],
+    "tta": "shift",
+    "models": {
+        "classifier": {"family": "classifier", "set": ["train.batch_size=64"]},
+        # train-triplet's own defaults (triplet loss jointly with cross-entropy on a linear head,
+        # batches with the data's class priors): what a user gets
+        "triplet": {"family": "triplet"},
+    },
+    "ensemble": ["classifier", "triplet"],
+    "explain": {"split": "val", "lime_samples": 200, "faithfulness_per_class": 1, "filters": {"model": "classifier"}},
+    "retrieval": {"knn": True, "embed_plot": True, "split": "val"},
 }
 
 

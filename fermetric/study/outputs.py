@@ -138,6 +138,11 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
                                    split, rep[vote], parameters=sum(_parameters(r.model) for r in members),
                                    train_seconds=sum(mm.get("train_seconds") or 0 for mm in member_metrics)))
     result.steps.append(("ensemble", time.time() - t))
+    if study.retrieval.knn or study.retrieval.embed_plot:
+        t = time.time()
+        _retrieval_outputs(study, [r for (n, s), r in runs.items() if s == first_seed and not study.models[n].pretrained],
+                           result, say)
+        result.steps.append(("kNN and embeddings", time.time() - t))
     result.rows = rows
     result.paths.update(write_results(out, rows, class_names))
     fig_dir = out / "figures"
@@ -173,17 +178,33 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         rows, class_names, explanations)
 
 
+def _retrieval_outputs(study: StudyConfig, runs: Sequence[Any], result: Any, say: Callable[[str], None]) -> None:
+    """The kNN report (RUN/knn_<split>) and the 2-D embedding map (RUN/embed_<split>_umap.png) of
+    each trained run, as `fermetric knn-eval` and `fermetric embed-plot` write them."""
+    from fermetric.api import embed_plot, knn_eval
+
+    split = study.retrieval.split
+    for run in runs:
+        if study.retrieval.knn:
+            rep, paths = knn_eval(run.path, split)
+            say(f"== kNN {run.name} on {split}: accuracy {rep['accuracy'] * 100:.2f} %, MAP@R "
+                f"{rep.get('mean_average_precision_at_r', float('nan')):.4f}")
+            result.figures += [p for p in paths if p.suffix == ".png"]
+        if study.retrieval.embed_plot:
+            _, paths = embed_plot(run.path, split)
+            say(f"== embeddings of {run.name}: {paths[0]}")
+            result.figures.append(paths[0])
+
+
 def write_study_report(study: StudyConfig, out: Path, run_dirs: Sequence[Path], rows: Sequence[dict[str, Any]],
                        class_names: Sequence[str], explanations: Optional[dict[str, Any]] = None) -> Path:
     """report.html: the results tables (results.md's text) first, then the study's figures,
     ensemble and faithfulness table, then every run (fermetric.report)."""
-    import html
-
     from fermetric.report import build_report
+    from fermetric.report.html import study_section
     from fermetric.study.results import rows_to_markdown
 
-    table = rows_to_markdown(rows, class_names, explanations)
-    preface = ("<section id=\"study\"><h2>Study results</h2><pre>" + html.escape(table) + "</pre></section>")
+    preface = study_section(rows_to_markdown(rows, class_names, explanations))
     extras = [p for p in (out / "figures", out / "ensemble", out / "explain_eval") if p.exists()]
     return build_report(list(run_dirs), out / "report.html", title=f"fermetric study: {study.name}",
                         extra_dirs=extras, preface_html=preface)
