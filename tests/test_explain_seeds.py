@@ -29,7 +29,7 @@ def test_neighbours_explain_the_knn_decision(tmp_path, triplet_run):
     import json
 
     from conftest import run_cli
-    from fermetric.retrieval.neighbours import nearest_examples
+    from fermetric.analysis.neighbours import nearest_examples
 
     out = tmp_path / "nb"
     run_cli(["explain", str(triplet_run), "--method", "neighbours", "--per-class", "1", "--out", str(out)])

@@ -131,7 +131,7 @@ def _explain_neighbours(run: PathLike, split: str, per_class: int, out: Optional
     from fermetric.analysis.methods import pick_per_class
     from fermetric.plotting import save_figure
     from fermetric.plotting.neighbours import plot_neighbours
-    from fermetric.retrieval.neighbours import nearest_examples
+    from fermetric.analysis.neighbours import nearest_examples
     from fermetric.utils.io import write_json
 
     claim_output(out, "explanations", "explain_*.json")

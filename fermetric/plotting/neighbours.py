@@ -17,7 +17,7 @@ def plot_neighbours(queries: np.ndarray, query_labels: Sequence[int], neighbours
                     class_names: Sequence[str], show: int = 8, title: str = "") -> Figure:
     """Args:
         queries: (M, 48, 48) uint8 or float query faces.
-        neighbours: a fermetric.retrieval.neighbours.Neighbours of those queries.
+        neighbours: a fermetric.analysis.neighbours.Neighbours of those queries.
         gallery_images: (N, 48, 48) training faces, or None (a pretrained model without its data:
             the cells then show only the neighbour's label, similarity and weight).
         show: neighbours drawn per row (the first `show` of k; the row title gives the weight they carry).

@@ -1,7 +1,8 @@
 """Explanation by example of a kNN decision: the k nearest training faces of a query, with their
 labels, similarities and the weight each one's vote carries (fermetric.retrieval.knn.vote_weights),
 so a reader sees *which* faces made the decision. Works for embedding runs and for classifiers
-(over their pre-logit features), through the run's own kNN classifier (Run.knn)."""
+(over their pre-logit features), through the run's kNN scorer (fermetric.scoring.run_scorer(run,
+"knn")): the probabilities and predictions shown are the scorer's, the neighbours its index's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from fermetric.retrieval.knn import break_ties, vote, vote_weights
 from fermetric.retrieval.embeddings import embed_images
-from fermetric.retrieval.index import run_knn
+from fermetric.retrieval.knn import vote_weights
+from fermetric.scoring.run import run_scorer
 
 
 @dataclass
@@ -38,10 +39,10 @@ def nearest_examples(run: Any, dataset: Any) -> Neighbours:
     """The k nearest training faces of each image of `dataset` (a FERDataset) under the run's kNN
     classifier (its k, weighting and temperature): the decision `predict` gives for an embedding
     run, shown by example. None of `dataset`'s images may be in the gallery (use val or test)."""
-    knn = run_knn(run)
-    sims, idx = knn.kneighbors(embed_images(run, dataset))
+    scorer = run_scorer(run, "knn")
+    knn, emb = scorer.knn, embed_images(run, dataset)
+    sims, idx = knn.kneighbors(emb)
     labels = np.where(idx >= 0, knn.labels_[np.maximum(idx, 0)], -1)
     weights = vote_weights(labels, sims, knn.weighting, knn.temperature)
-    proba = vote(labels, sims, knn.num_classes_, knn.weighting, knn.temperature)
     return Neighbours(index=idx, labels=labels, similarity=sims, weight=weights / weights.sum(axis=1, keepdims=True),
-                      proba=proba, predicted=break_ties(proba, labels))
+                      proba=scorer.vote(emb), predicted=scorer.vote_predict(emb))
