@@ -76,7 +76,8 @@ def test_tiny_study_writes_every_figure_and_table(study_dirs):
     out, result, _ = study_dirs
     figs = {p.name for p in (out / "figures").glob("*.png")}
     assert {"confusion_grid.png", "explain_tri.png", "lime_tri.png", "lime_all_classes_tri.png"} <= figs
-    assert "explain_cnn.png" not in figs  # explain.models
+    assert "neighbours_tri.png" in figs  # the embedding model's kNN decision by example
+    assert "explain_cnn.png" not in figs and "neighbours_cnn.png" not in figs  # explain.models; a classifier
     assert any(f.startswith("filters_cnn_") for f in figs) and any(f.startswith("activations_cnn_") for f in figs)
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["model"] for r in rows] == ["cnn", "tri", "ensemble (soft vote)", "ensemble (fitted)"]
@@ -93,13 +94,14 @@ def test_tiny_study_writes_every_figure_and_table(study_dirs):
     table = json.loads((out / "explain_eval" / "explain_eval.json").read_text())
     assert table["masks"] is True  # SynthFER: mask mass and pointing game per method and model
     pairs = {(r["model"].split()[0], r["method"]) for r in table["rows"]}
-    assert pairs == {("cnn", "saliency"), ("cnn", "lime"), ("tri", "saliency"), ("tri", "lime")}
+    assert pairs == {(m, method) for m in ("cnn", "tri") for method in ("saliency", "lime", "similarity map")}
     assert all(r["mask_mass_ratio"] is not None and r["pointing_game"] is not None for r in table["rows"])
     # ... and in results.md (and the report) as one table: a row per method, a column per model
     evidence = md.split("mask mass ratio / pointing game per method and model")[1].strip().splitlines()
     assert evidence[2] == "| method | cnn (baseline) | tri (baseline) |"
     by = {(r["model"].split()[0], r["method"]): r for r in table["rows"]}
-    for line, method in zip(evidence[4:], ("saliency", "lime")):
+    assert len(evidence) >= 7 and evidence[6].startswith("| similarity map |")
+    for line, method in zip(evidence[4:], ("saliency", "lime", "similarity map")):
         cells = [c.strip() for c in line.strip("| ").split("|")]
         assert cells == [method] + [f"{by[(m, method)]['mask_mass_ratio']:.2f} / {by[(m, method)]['pointing_game']:.2f}"
                                     for m in ("cnn", "tri")]

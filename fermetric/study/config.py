@@ -65,6 +65,7 @@ class ExplainSpec:
     lime_samples: int = num(300, 10, 100000)
     faithfulness: bool = True  # deletion / insertion, and mask mass / pointing game where the data has masks
     faithfulness_per_class: int = num(2, 1, 1000)
+    neighbours: bool = True  # embedding models: the nearest training faces of each explained face
     filters: FiltersSpec = field(default_factory=FiltersSpec)
 
 

@@ -4,9 +4,11 @@
   `mask_fraction` of the attributions; SynthFER's evidence masks drawn as contours);
 - per model, LIME per emotion with the top regions outlined, and LIME's view of one face for
   every class;
+- per embedding model, its kNN decision on those faces by example (the nearest training faces);
 - the filters of one layer (gradient ascent) and that layer's outputs for one face per emotion;
 - the faithfulness table of every method on every model (deletion / insertion; mask mass and
-  pointing game where the data has evidence masks).
+  pointing game where the data has evidence masks, there also for the similarity maps of
+  same-expression pairs).
 """
 from __future__ import annotations
 
@@ -86,6 +88,8 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], everyone: dict[str, 
             result.figures.append(save_figure(plot_lime_all_classes(
                 images[0], every.top_mask, run.class_names, probabilities=probs, label=int(labels[0]),
                 title=f"{name}: LIME top regions of one face for every class"), fig_dir / f"lime_all_classes_{name}.png"))
+        if spec.neighbours and run.kind == "embedding":
+            result.figures.append(_neighbours_figure(name, run, spec.split, idx, fig_dir))
     f = spec.filters
     fname = f.model or next((n for n in everyone if study.models[n].family == "classifier"), None)
     if fname in everyone:
@@ -107,6 +111,43 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], everyone: dict[str, 
     return None
 
 
+def _neighbours_figure(name: str, run: Any, split: str, idx: Any, fig_dir: Path) -> Path:
+    """The embedding model's kNN decision on the study's faces by example: the nearest training
+    faces of each, with their labels, similarities and vote weights (fermetric.analysis.neighbours)."""
+    from fermetric.analysis.neighbours import nearest_examples
+    from fermetric.plotting.neighbours import plot_neighbours
+
+    ds = run.load_data()
+    queries = ds[split].subset(torch.as_tensor(idx))
+    nb = nearest_examples(run, queries)
+    gallery = None if run.gallery is not None else ds["train"].images[:, 0].numpy()
+    k = nb.index.shape[1]
+    return save_figure(plot_neighbours(queries.images[:, 0].numpy(), queries.labels.numpy(), nb, gallery, run.class_names,
+                                       title=f"{name} ({run.cfg.model.name}): the nearest training faces of {split} faces "
+                                             f"(k = {k}; s similarity, w vote weight)"), fig_dir / f"neighbours_{name}.png")
+
+
+def _similarity_map_rows(runs: dict[str, Any], ds: Any, n_pairs: int, seed: int) -> list[dict[str, Any]]:
+    """The similarity maps (gradient x input of the cosine of two embeddings; pre-logit features for
+    classifiers) of `n_pairs` same-expression pairs of `ds`, scored against both faces' evidence
+    masks: one row per model for the evidence table (fermetric.analysis.similarity_maps)."""
+    from fermetric.analysis.similarity_maps import similarity_map_scores
+    from fermetric.models.layers import eval_mode
+
+    images, labels, masks = ds.float_images(), ds.labels.numpy(), ds.masks.numpy()
+    rows = []
+    for name, run in runs.items():
+        if run.kind not in ("classifier", "embedding"):
+            continue
+        embed = run.model.embed if hasattr(run.model, "embed") else run.model
+        with eval_mode(run.model):
+            s = similarity_map_scores(embed, images.to(run.device), labels, masks, n_pairs=n_pairs, seed=seed)
+        rows.append({"model": f"{name} ({run.cfg.model.name})", "method": "similarity map",
+                     "mask_mass_ratio": s["mask_mass"], "pointing_game": s["pointing_game"],
+                     "note": f"{s['pairs']} same-expression pairs, both faces (pointing chance {s['pointing_chance']:.2f})"})
+    return rows
+
+
 def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: Any, say: Callable[[str], None],
                   seed: int) -> dict[str, Any]:
     from fermetric.analysis import evaluate_explanations, evidence_table_markdown, table_to_markdown
@@ -124,6 +165,8 @@ def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
     scorers = {f"{n} ({r.cfg.model.name})": run_scorer(r, "auto") for n, r in runs.items()}
     rows = evaluate_explanations(scorers, images, labels[idx], masks, list(spec.methods), seed=seed,
                                  method_options={"lime": {"num_samples": spec.lime_samples}}, randomization=None)
+    if masks is not None:
+        rows += _similarity_map_rows(runs, ds, max(2 * len(idx), 28), seed)
     folder = out / "explain_eval"
     table = {"split": spec.split, "n_images": int(len(idx)), "masks": masks is not None, "rows": rows}
     write_json(folder / "explain_eval.json", table)
