@@ -75,7 +75,7 @@ def test_evaluate_reports_calibration(classifier_run, tmp_path):
     assert (tmp_path / "val_reliability.png").is_file() and tmp_path / "val_reliability.png" in paths
 
 
-def test_calibrate_keeps_a_temperature_that_predict_uses(classifier_run, triplet_run, tmp_path):
+def test_calibrate_keeps_a_temperature_that_predict_uses(classifier_run, tmp_path):
     import json
     import shutil
 
@@ -103,7 +103,48 @@ def test_calibrate_keeps_a_temperature_that_predict_uses(classifier_run, triplet
     saved["checkpoint_sha256"] = "0" * 64
     (run_dir / "temperature.json").write_text(json.dumps(saved))
     assert FacePredictor(load_run(run_dir, device="cpu"), tta="shift").temperature is None
-    with pytest.raises(FermetricError, match="rescales a classifier's softmax"):
-        fermetric.calibrate(triplet_run, device="cpu")
     with pytest.raises(FermetricError, match="calibrate on val"):
         fermetric.calibrate(run_dir, split="train", device="cpu")
+
+
+def test_vote_smoothing_by_hand_and_fitted():
+    from fermetric.evaluation.calibration import fit_vote_smoothing, negative_log_likelihood, smooth_votes
+
+    p = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    q = smooth_votes(p, 0.1)  # (p + 0.1) / 1.3
+    np.testing.assert_allclose(q, [[1.1 / 1.3, 0.1 / 1.3, 0.1 / 1.3], [0.6 / 1.3, 0.6 / 1.3, 0.1 / 1.3]])
+    np.testing.assert_allclose(q.sum(1), 1.0)
+    rng = np.random.default_rng(0)
+    votes = rng.multinomial(10, [0.6, 0.3, 0.1], size=300) / 10.0  # a 10-NN vote's fractions
+    y = rng.choice(3, size=300, p=[0.5, 0.3, 0.2])  # labels that often got no vote
+    a = fit_vote_smoothing(votes, y)
+    assert a > 0 and (smooth_votes(votes, a).argmax(1) == votes.argmax(1)).all()
+    assert negative_log_likelihood(smooth_votes(votes, a), y) < negative_log_likelihood(votes, y)
+    with pytest.raises(FermetricError):
+        smooth_votes(votes, -1.0)
+
+
+def test_calibrate_an_embedding_run_smooths_its_knn_vote_and_predict_uses_it(triplet_run, tmp_path):
+    import json
+    import shutil
+
+    import fermetric
+    from fermetric.evaluation.calibration import smooth_votes
+    from fermetric.inference import FacePredictor
+    from fermetric.runs import load_run
+
+    run_dir = tmp_path / "tri"
+    shutil.copytree(triplet_run, run_dir)
+    before = FacePredictor(load_run(run_dir, device="cpu"), tta=None)
+    assert before.calibration is None
+    rec = fermetric.calibrate(run_dir, split="val", device="cpu")
+    assert rec["method"] == "vote_smoothing" and rec["alpha"] >= 0 and len(rec["cross_fit_alphas"]) == 2
+    assert json.loads((run_dir / "temperature.json").read_text())["alpha"] == pytest.approx(rec["alpha"])
+    run = load_run(run_dir, device="cpu")
+    crops = run.load_data()["val"].images[:12, 0].numpy()
+    after = FacePredictor(run, tta=None)
+    assert after.calibration == {"method": "vote_smoothing", "alpha": pytest.approx(rec["alpha"])}
+    assert after.temperature is None
+    np.testing.assert_allclose(after.predict_proba(crops), smooth_votes(before.predict_proba(crops), rec["alpha"]), atol=1e-9)
+    with pytest.raises(FermetricError, match="TTA is for classifier runs"):
+        fermetric.calibrate(run_dir, split="val", tta="shift", device="cpu")

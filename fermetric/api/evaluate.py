@@ -88,12 +88,13 @@ def _training_faces(r, data: str):
 
 def calibrate(run: PathLike, split: str = "val", tta: bool | str = False, device: Optional[str] = "auto",
               precision: Optional[str] = "auto", data: Optional[PathLike] = None) -> dict[str, Any]:
-    """`fermetric calibrate`: fit a classifier run's temperature on `split` and keep it in
-    RUN/temperature.json (fermetric.evaluation.calibration.calibrate_run); `predict` then uses it."""
+    """`fermetric calibrate`: fit a classifier run's temperature, or an embedding run's kNN vote
+    smoothing, on `split` and keep it in RUN/temperature.json
+    (fermetric.evaluation.calibration.calibrate_run); `predict` then uses it."""
     from fermetric.evaluation.calibration import calibrate_run
     from fermetric.scoring.tta import resolve_tta
 
-    with writing_to(run, hint="the temperature is kept in the run: copy the run somewhere writable"):
+    with writing_to(run, hint="the calibration is kept in the run: copy the run somewhere writable"):
         return calibrate_run(open_for_command(run, device, precision, data), split, resolve_tta(tta))
 
 

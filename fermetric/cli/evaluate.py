@@ -53,7 +53,7 @@ def register(main: click.Group) -> None:
     @main.command("calibrate")
     @click.argument("run", type=RUN)
     @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
-                  help="The split the temperature is fitted on (never train: the model is over-confident there).")
+                  help="The split the calibration is fitted on (never train: the model is over-confident there).")
     @click.option("--tta", type=click.Choice(["shift", "tencrop"]), is_flag=False, flag_value="shift", default=None,
                   help="Fit the temperature of the TTA softmax (--tta alone: shift, what predict uses).")
     @run_data_option
@@ -61,14 +61,17 @@ def register(main: click.Group) -> None:
     @precision_option
     def calibrate(run: str, split: str, tta: Optional[str], data: Optional[str], device: Optional[str],
                   precision: Optional[str] = None) -> None:
-        """Temperature scaling of a classifier: fit the temperature of its softmax on a split and
-        keep it in RUN/temperature.json (stamped with the checkpoint); predict uses it from then on.
-        Prints ECE / NLL / Brier before and after (after cross-fitted on halves of the split, so
-        the numbers are not flattered by the split's own labels)."""
+        """Calibrate a run's probabilities on a split: the temperature of a classifier's softmax, the
+        additive smoothing of an embedding run's kNN vote (its zero votes otherwise call a face
+        impossible); kept in RUN/temperature.json (stamped with the checkpoint), predict uses it
+        from then on. Prints ECE / NLL / Brier before and after (after cross-fitted on halves of
+        the split, so the numbers are not flattered by the split's own labels)."""
         from fermetric.api import calibrate as run_calibrate
 
         rec = run_calibrate(run, split, tta or False, device=device, precision=precision, data=data)
-        click.echo(f"{Path(run).name} {split}{f' (TTA {tta})' if tta else ''}: temperature {rec['temperature']:.3f} "
+        fitted = (f"temperature {rec['temperature']:.3f}" if rec["method"] == "temperature"
+                  else f"kNN vote smoothing {rec['alpha']:.4f}")
+        click.echo(f"{Path(run).name} {split}{f' (TTA {tta})' if tta else ''}: {fitted} "
                    f"(n = {rec['n']}, accuracy {rec['accuracy'] * 100:.2f} %, unchanged)")
         for when in ("before", "after_cross_fitted"):
             c = rec[when]

@@ -1,6 +1,14 @@
 """Whether class probabilities mean what they say: expected calibration error, negative
 log-likelihood, Brier score and the reliability bins behind a reliability diagram; temperature
-scaling to fix an over- or under-confident model on a split that is not the one reported.
+scaling to fix an over- or under-confident classifier, and additive smoothing of a kNN vote, each
+fitted on a split that is not the one reported.
+
+A kNN vote's probabilities are step functions of its k neighbours: a class no neighbour voted for
+gets exactly 0, and the face is then scored as impossible. Measured on FER2013 PublicTest with
+`fer2013-triplet` (scripts/compare_knn_calibration.py), temperature scaling of the (floored) votes made them worse
+(ECE 7.74 % -> 12.57 %), while additive smoothing, p' = (p + a) / (1 + C a), halved the ECE
+(-> 3.64 %) and cut the NLL by a third; a temperature on top of the smoothing fitted T ~ 1 and
+changed nothing that matters. So a kNN vote is calibrated by one fitted `a` ("vote_smoothing").
 
 ECE follows Guo et al. 2017 ("On Calibration of Modern Neural Networks"): the top-class
 confidence of each image is put in one of 15 equal-width bins over [0, 1], and ECE is the
@@ -108,65 +116,114 @@ def fit_temperature(probs: Any, y: Any, bounds: tuple[float, float] = (0.05, 20.
 
 
 def cross_fitted_temperature(probs: Any, y: Any, folds: int = 2, seed: int = 0) -> tuple[np.ndarray, list[float]]:
-    """Temperature-scaled probabilities where no image is scaled with a temperature its own label
-    fitted: the split is cut in `folds` parts (a seeded shuffle), each scaled with the temperature
-    fitted on the others. Returns (N, C) probabilities and the temperature of each part."""
+    """`cross_fitted` temperature scaling: (N, C) probabilities and the temperature of each part."""
+    return cross_fitted(probs, y, "temperature", folds, seed)
+
+
+def smooth_votes(probs: Any, alpha: float) -> np.ndarray:
+    """(p + alpha) / (1 + C alpha): every class keeps a share of the vote; the arg-max never changes."""
+    if not np.isfinite(alpha) or alpha < 0:
+        raise FermetricError(f"a vote smoothing must be a non-negative number; got {alpha}")
+    p = np.asarray(probs, dtype=np.float64)
+    return (p + float(alpha)) / (1.0 + p.shape[1] * float(alpha))
+
+
+def fit_vote_smoothing(probs: Any, y: Any, bounds: tuple[float, float] = (1e-5, 1.0)) -> float:
+    """The smoothing `alpha` in `bounds` that minimises the NLL of smooth_votes(probs, alpha) on
+    (probs, y): one parameter, fitted by a bounded scalar search over log alpha."""
+    from scipy.optimize import minimize_scalar
+
+    p, t = _check(probs, y)
+    res = minimize_scalar(lambda s: negative_log_likelihood(smooth_votes(p, float(np.exp(s))), t),
+                          bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+# how each kind of probability is calibrated: the parameter's name, its fit and its application
+CALIBRATIONS = {
+    "temperature": ("temperature", fit_temperature, apply_temperature),
+    "vote_smoothing": ("alpha", fit_vote_smoothing, smooth_votes),
+}
+
+
+def apply_calibration(probs: Any, record: dict[str, Any]) -> np.ndarray:
+    """`probs` calibrated as `record` (what `calibrate` keeps, or `stored_calibration` returns) says."""
+    key, _, apply = CALIBRATIONS[record.get("method", "temperature")]
+    return apply(probs, float(record[key]))
+
+
+def cross_fitted(probs: Any, y: Any, method: str = "temperature", folds: int = 2,
+                 seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """Calibrated probabilities where no image is calibrated by a parameter its own label fitted:
+    the split is cut in `folds` parts (a seeded shuffle), each calibrated with the parameter fitted
+    on the others. Returns (N, C) probabilities and the parameter of each part."""
+    _, fit, apply = CALIBRATIONS[method]
     p, t = _check(probs, y)
     if len(t) < 2 * folds:
-        raise FermetricError(f"cross-fitting a temperature needs at least {2 * folds} images, got {len(t)}")
+        raise FermetricError(f"cross-fitting a calibration needs at least {2 * folds} images, got {len(t)}")
     parts = np.array_split(np.random.default_rng(seed).permutation(len(t)), folds)
     out = np.empty_like(p)
-    temps = []
+    params = []
     for part in parts:
         rest = np.setdiff1d(np.arange(len(t)), part)
-        temp = fit_temperature(p[rest], t[rest])
-        out[part] = apply_temperature(p[part], temp)
-        temps.append(temp)
-    return out, temps
+        value = fit(p[rest], t[rest])
+        out[part] = apply(p[part], value)
+        params.append(value)
+    return out, params
+
+
+def calibration_record(probs: Any, y: Any, method: str = "temperature", seed: int = 0) -> dict[str, Any]:
+    """What `fermetric calibrate` keeps: the parameter of `method` fitted on all of (probs, y) (the
+    one to use on other images), and the calibration before and after, "after" cross-fitted so
+    that the split's own labels never chose the parameter its images are calibrated with."""
+    key, fit, _ = CALIBRATIONS[method]
+    p, t = _check(probs, y)
+    after, params = cross_fitted(p, t, method, seed=seed)
+    brief = lambda c: {k: c[k] for k in ("ece", "nll", "brier")}  # noqa: E731
+    return {"method": method, key: fit(p, t), "n": int(len(t)), "binning": BINNING,
+            "accuracy": float((p.argmax(1) == t).mean()),
+            "before": brief(calibration_metrics(p, t)), "after_cross_fitted": brief(calibration_metrics(after, t)),
+            f"cross_fit_{key}s": params}
 
 
 def temperature_record(probs: Any, y: Any, seed: int = 0) -> dict[str, Any]:
-    """What `fermetric calibrate` keeps: the temperature fitted on all of (probs, y) (the one to
-    use on other images), and the calibration before and after, "after" cross-fitted so that the
-    split's own labels never chose the temperature its images are scored with."""
-    p, t = _check(probs, y)
-    after, temps = cross_fitted_temperature(p, t, seed=seed)
-    brief = lambda c: {k: c[k] for k in ("ece", "nll", "brier")}  # noqa: E731
-    return {"temperature": fit_temperature(p, t), "n": int(len(t)), "binning": BINNING,
-            "accuracy": float((p.argmax(1) == t).mean()),
-            "before": brief(calibration_metrics(p, t)), "after_cross_fitted": brief(calibration_metrics(after, t)),
-            "cross_fit_temperatures": temps}
+    """`calibration_record` of temperature scaling (a classifier's softmax)."""
+    return calibration_record(probs, y, "temperature", seed)
 
 
 TEMPERATURE_FILE = layout.TEMPERATURE
 
 
 def calibrate_run(run: Any, split: str = "val", tta: Optional[str] = None) -> dict[str, Any]:
-    """Fit the temperature of a classifier run's softmax (with `tta`: its TTA softmax) on `split`
-    and keep it in RUN/temperature.json, stamped with the checkpoint it was fitted for (a stale
-    one is ignored by `stored_temperature`). Returns the record (temperature_record + where)."""
+    """Calibrate a run's probabilities on `split` and keep the fit in RUN/temperature.json, stamped
+    with the checkpoint it was fitted for (a stale one is ignored by `stored_calibration`): the
+    temperature of a classifier's softmax (with `tta`: its TTA softmax), the vote smoothing of an
+    embedding run's kNN vote. Returns the record (calibration_record + where)."""
     from fermetric.utils.io import write_json
 
-    if run.kind != "classifier":
-        raise FermetricError(f"{run.path} is a{'n' if run.kind[:1] in 'ae' else ''} {run.kind} run: temperature scaling "
-                             "rescales a classifier's softmax (a kNN vote's probabilities are calibrated by its k)")
+    if run.kind not in ("classifier", "embedding"):
+        raise FermetricError(f"{run.path} is an {run.kind}: calibrate its members, each on its own")
     if split == "train":
-        raise FermetricError("a temperature fitted on the training split would learn the model's over-confidence on "
+        raise FermetricError("a calibration fitted on the training split would learn the model's over-confidence on "
                              "the images it was trained on; calibrate on val")
+    if tta and run.kind != "classifier":
+        raise FermetricError("TTA is for classifier runs; an embedding run's kNN vote is calibrated without it")
+    method = "temperature" if run.kind == "classifier" else "vote_smoothing"
     y = run.load_data()[split].labels.numpy()
-    record = {**run.fingerprint, **temperature_record(split_proba(run, split, tta=tta or False), y, seed=run.cfg.seed),
+    record = {**run.fingerprint, **calibration_record(split_proba(run, split, tta=tta or False), y, method, seed=run.cfg.seed),
               "fitted_on": split, "tta": tta or False, "data": str(run.cfg.data.source)}
     run.path.mkdir(parents=True, exist_ok=True)
     write_json(layout.path_of(run.path, layout.TEMPERATURE), record)
     return record
 
 
-def stored_temperature(run: Any, tta: Optional[str] = None) -> Optional[float]:
-    """The temperature `calibrate` fitted for this run's current weights and this TTA, or None."""
+def stored_calibration(run: Any, tta: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """{"method", and its parameter} that `calibrate` fitted for this run's current weights and
+    this TTA, or None (not calibrated, or for other weights or another TTA)."""
     from fermetric.utils.io import read_json
 
     path = layout.path_of(run.path, layout.TEMPERATURE)
-    if run.kind != "classifier" or not path.is_file():
+    if run.kind not in ("classifier", "embedding") or not path.is_file():
         return None
     try:
         record = read_json(path)
@@ -174,5 +231,16 @@ def stored_temperature(run: Any, tta: Optional[str] = None) -> Optional[float]:
         return None
     if not isinstance(record, dict) or not run.made_here(record) or (record.get("tta") or None) != (tta or None):
         return None
-    t = record.get("temperature")
-    return float(t) if isinstance(t, (int, float)) and np.isfinite(t) and t > 0 else None
+    method = record.get("method", "temperature")  # records before vote smoothing were temperatures
+    if method not in CALIBRATIONS or (method == "temperature") != (run.kind == "classifier"):
+        return None
+    key = CALIBRATIONS[method][0]
+    value = record.get(key)
+    ok = isinstance(value, (int, float)) and np.isfinite(value) and (value > 0 if method == "temperature" else value >= 0)
+    return {"method": method, key: float(value)} if ok else None
+
+
+def stored_temperature(run: Any, tta: Optional[str] = None) -> Optional[float]:
+    """The temperature `calibrate` fitted for this classifier run and this TTA, or None."""
+    cal = stored_calibration(run, tta)
+    return cal["temperature"] if cal is not None and cal["method"] == "temperature" else None

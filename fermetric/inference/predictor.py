@@ -188,25 +188,31 @@ class FacePredictor:
         return self._proba_scorer
 
     @property
-    def temperature(self) -> Optional[float]:
-        """The temperature `fermetric calibrate` fitted for this run and this TTA (None: not
-        calibrated, or calibrated for other weights or another TTA)."""
-        if not hasattr(self, "_temperature"):
-            from fermetric.evaluation.calibration import stored_temperature
+    def calibration(self) -> Optional[dict]:
+        """What `fermetric calibrate` fitted for this run and this TTA: a classifier's temperature or
+        an embedding run's vote smoothing (None: not calibrated, or for other weights or TTA)."""
+        if not hasattr(self, "_calibration"):
+            from fermetric.evaluation.calibration import stored_calibration
 
-            self._temperature = stored_temperature(self.run, self.tta)
-        return self._temperature
+            self._calibration = stored_calibration(self.run, self.tta)
+        return self._calibration
+
+    @property
+    def temperature(self) -> Optional[float]:
+        """The calibrated temperature of a classifier's softmax, or None."""
+        cal = self.calibration
+        return cal["temperature"] if cal is not None and cal["method"] == "temperature" else None
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
-        """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities (temperature
-        scaled when the run was calibrated for this TTA)."""
+        """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities (calibrated
+        when the run was calibrated for this TTA: fermetric calibrate)."""
         p = self.scorer().scores(self._float_batch(crops)).numpy().astype(np.float64)
         if p.shape[0] == 0:
             return np.zeros((0, len(self.class_names)))
-        if self.temperature is not None:
-            from fermetric.evaluation.calibration import apply_temperature
+        if self.calibration is not None:
+            from fermetric.evaluation.calibration import apply_calibration
 
-            p = apply_temperature(p, self.temperature)
+            p = apply_calibration(p, self.calibration)
         if p.shape[1] != len(self.class_names):
             raise FermetricError(f"{self.run.path}: the model scores {p.shape[1]} classes but the run has {len(self.class_names)}")
         return p
@@ -312,7 +318,7 @@ def predict_images(
         images=[], errors=list(errors), class_names=predictor.class_names, run=str(predictor.run.path),
         kind=predictor.kind,
         settings={"detect": detect, "min_face": min_face, "margin": margin, "tta": predictor.tta,
-                  "temperature": predictor.temperature, "crop_max_side": CROP_MAX_SIDE,
+                  "temperature": predictor.temperature, "calibration": predictor.calibration, "crop_max_side": CROP_MAX_SIDE,
                   "saliency": saliency, "detector": "opencv haarcascade_frontalface_default"},
     )
     if not_images:
