@@ -43,6 +43,14 @@ def test_planted_duplicates_are_found_and_nothing_else():
     assert rep["splits"]["test"]["blank"] == [5] and blank_images(splits["train"]).size == 0
     mask = near_duplicate_mask(splits["test"], splits["train"])
     assert mask[:3].all() and not mask[3:5].any()
+    # a blank face beside a blank training image is a blank image, not a duplicate: evaluate
+    # --exclude-duplicates leaves out what the audit counts (FER2013: 418, not 419)
+    blank_train = FERDataset(torch.cat([splits["train"].images, torch.zeros_like(splits["train"].images[:1])]),
+                             torch.cat([splits["train"].labels, torch.tensor([2])]), CLASSES)
+    mask = near_duplicate_mask(splits["test"], blank_train)
+    assert mask.tolist() == [True, True, True, False, False, False]
+    rep = audit_splits(DataSplits(name="b", splits={"train": blank_train, "test": splits["test"]}), radius=4)
+    assert next(p for p in rep["pairs"] if (p["a"], p["b"]) == ("train", "test"))["b_with_duplicate"] == int(mask.sum())
 
 
 def test_hash_distances_separate_copies_from_other_faces():

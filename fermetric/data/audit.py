@@ -87,13 +87,15 @@ def _hashes(ds: FERDataset) -> SplitHashes:
 
 def near_duplicate_mask(query: FERDataset, gallery: FERDataset, radius: int = NEAR_RADIUS) -> np.ndarray:
     """(len(query),) bool: the query faces with an exact or near duplicate (Hamming <= radius) in
-    `gallery`, e.g. the test faces that also sit in Training."""
+    `gallery`, e.g. the test faces that also sit in Training. Blank images (`blank_images`) are
+    neither duplicates nor duplicated, as in `audit_splits` (they are all alike and no face)."""
     radius = check_int("radius", radius, 0, HASH_BITS)
+    blank_q, blank_g = blank_images(query), set(blank_images(gallery).tolist())
     pairs = hamming_pairs(perceptual_hashes(query), perceptual_hashes(gallery), radius)
+    pairs = pairs[[int(j) not in blank_g for j in pairs[:, 1]]] if len(pairs) else pairs
     mask = np.zeros(len(query), dtype=bool)
-    mask[pairs[:, 0]] = True
-    exact = set(exact_hashes(gallery))
-    mask |= np.array([h in exact for h in exact_hashes(query)], dtype=bool)
+    mask[pairs[:, 0]] = True  # pixel-identical images hash alike (distance 0): exact pairs are among these
+    mask[blank_q] = False
     return mask
 
 
