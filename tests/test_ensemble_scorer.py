@@ -174,3 +174,35 @@ def test_bad_ensemble_specs_are_refused(tmp_path, text, match):
     spec.write_text(text)
     with pytest.raises(ZooError, match=match):
         read_ensemble_spec(spec)
+
+
+def test_an_ensemble_votes_with_its_members_calibrations(classifier_run, triplet_run, tmp_path):
+    """A member that `fermetric calibrate` fitted votes with its calibrated probabilities, on a
+    split and through the scorer alike; the fingerprint records it."""
+    import shutil
+
+    import fermetric
+    from fermetric.runs.ensemble import EnsembleRun, Member
+    from fermetric.scoring.calibration import apply_temperature, smooth_votes
+
+    clf_dir, tri_dir = tmp_path / "clf", tmp_path / "tri"
+    shutil.copytree(classifier_run, clf_dir)
+    shutil.copytree(triplet_run, tri_dir)
+
+    def ensemble():
+        clf, tri = load_run(clf_dir, device="cpu", precision="fp32"), load_run(tri_dir, device="cpu", precision="fp32")
+        return EnsembleRun(path=tmp_path / "ens", members=[Member(clf, "classifier", "shift", 2.0, "clf"),
+                                                           Member(tri, "knn", None, 1.0, "tri")]), clf, tri
+
+    plain, clf, tri = ensemble()
+    p_clf, p_tri = split_proba(clf, "val", tta="shift"), split_proba(tri, "val")
+    np.testing.assert_allclose(split_proba(plain, "val"), (2 * p_clf + p_tri) / 3, atol=1e-6)
+    t = fermetric.calibrate(clf_dir, split="val", tta="shift", device="cpu")["temperature"]
+    a = fermetric.calibrate(tri_dir, split="val", device="cpu")["alpha"]
+    ens, _, _ = ensemble()
+    want = (2 * apply_temperature(p_clf, t) + smooth_votes(p_tri, a)) / 3
+    assert np.abs(want - (2 * p_clf + p_tri) / 3).max() > 1e-3  # the calibrations change the vote
+    np.testing.assert_allclose(split_proba(ens, "val"), want, atol=1e-6)
+    images = load_run(clf_dir, device="cpu").load_data()["val"].images
+    np.testing.assert_allclose(run_scorer(ens).scores(images).numpy(), want, atol=1e-5)
+    assert [m["calibration"]["method"] for m in ens.fingerprint["members"]] == ["temperature", "vote_smoothing"]

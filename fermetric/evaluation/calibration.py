@@ -23,13 +23,12 @@ from typing import Any, Optional
 import numpy as np
 
 from fermetric.errors import FermetricError
+from fermetric.scoring.calibration import LOG_FLOOR, apply_temperature, smooth_votes
 from fermetric.scoring.run import split_proba
 import fermetric.run_layout as layout
 
 ECE_BINS = 15
 BINNING = f"{ECE_BINS} equal-width confidence bins"
-# floor of a probability before its log: a kNN vote gives classes no neighbour voted for exactly 0
-LOG_FLOOR = 1e-6
 
 
 def _check(probs: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -91,18 +90,6 @@ def calibration_metrics(probs: Any, y: Any, bins: int = ECE_BINS) -> dict[str, A
             "bins": reliability_bins(probs, y, bins)}
 
 
-def apply_temperature(probs: Any, temperature: float) -> np.ndarray:
-    """softmax(log p / T): for softmax probabilities exactly softmax(logits / T) (the row's
-    log-sum-exp shift cancels); p is floored at LOG_FLOOR first. T > 1 softens, T < 1 sharpens;
-    the arg-max never changes."""
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise FermetricError(f"a temperature must be a positive number; got {temperature}")
-    z = np.log(np.clip(np.asarray(probs, dtype=np.float64), LOG_FLOOR, None)) / float(temperature)
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
 def fit_temperature(probs: Any, y: Any, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The temperature T in `bounds` that minimises the NLL of apply_temperature(probs, T) on
     (probs, y): one parameter, fitted by a bounded scalar search over log T."""
@@ -118,14 +105,6 @@ def fit_temperature(probs: Any, y: Any, bounds: tuple[float, float] = (0.05, 20.
 def cross_fitted_temperature(probs: Any, y: Any, folds: int = 2, seed: int = 0) -> tuple[np.ndarray, list[float]]:
     """`cross_fitted` temperature scaling: (N, C) probabilities and the temperature of each part."""
     return cross_fitted(probs, y, "temperature", folds, seed)
-
-
-def smooth_votes(probs: Any, alpha: float) -> np.ndarray:
-    """(p + alpha) / (1 + C alpha): every class keeps a share of the vote; the arg-max never changes."""
-    if not np.isfinite(alpha) or alpha < 0:
-        raise FermetricError(f"a vote smoothing must be a non-negative number; got {alpha}")
-    p = np.asarray(probs, dtype=np.float64)
-    return (p + float(alpha)) / (1.0 + p.shape[1] * float(alpha))
 
 
 def fit_vote_smoothing(probs: Any, y: Any, bounds: tuple[float, float] = (1e-5, 1.0)) -> float:
@@ -144,12 +123,6 @@ CALIBRATIONS = {
     "temperature": ("temperature", fit_temperature, apply_temperature),
     "vote_smoothing": ("alpha", fit_vote_smoothing, smooth_votes),
 }
-
-
-def apply_calibration(probs: Any, record: dict[str, Any]) -> np.ndarray:
-    """`probs` calibrated as `record` (what `calibrate` keeps, or `stored_calibration` returns) says."""
-    key, _, apply = CALIBRATIONS[record.get("method", "temperature")]
-    return apply(probs, float(record[key]))
 
 
 def cross_fitted(probs: Any, y: Any, method: str = "temperature", folds: int = 2,
@@ -218,26 +191,8 @@ def calibrate_run(run: Any, split: str = "val", tta: Optional[str] = None) -> di
 
 
 def stored_calibration(run: Any, tta: Optional[str] = None) -> Optional[dict[str, Any]]:
-    """{"method", and its parameter} that `calibrate` fitted for this run's current weights and
-    this TTA, or None (not calibrated, or for other weights or another TTA)."""
-    from fermetric.utils.io import read_json
-
-    path = layout.path_of(run.path, layout.TEMPERATURE)
-    if run.kind not in ("classifier", "embedding") or not path.is_file():
-        return None
-    try:
-        record = read_json(path)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or not run.made_here(record) or (record.get("tta") or None) != (tta or None):
-        return None
-    method = record.get("method", "temperature")  # records before vote smoothing were temperatures
-    if method not in CALIBRATIONS or (method == "temperature") != (run.kind == "classifier"):
-        return None
-    key = CALIBRATIONS[method][0]
-    value = record.get(key)
-    ok = isinstance(value, (int, float)) and np.isfinite(value) and (value > 0 if method == "temperature" else value >= 0)
-    return {"method": method, key: float(value)} if ok else None
+    """What `calibrate` fitted for this run's current weights and this TTA (Run.stored_calibration)."""
+    return run.stored_calibration(tta)
 
 
 def stored_temperature(run: Any, tta: Optional[str] = None) -> Optional[float]:

@@ -192,9 +192,7 @@ class FacePredictor:
         """What `fermetric calibrate` fitted for this run and this TTA: a classifier's temperature or
         an embedding run's vote smoothing (None: not calibrated, or for other weights or TTA)."""
         if not hasattr(self, "_calibration"):
-            from fermetric.evaluation.calibration import stored_calibration
-
-            self._calibration = stored_calibration(self.run, self.tta)
+            self._calibration = self.run.stored_calibration(self.tta)
         return self._calibration
 
     @property
@@ -210,7 +208,7 @@ class FacePredictor:
         if p.shape[0] == 0:
             return np.zeros((0, len(self.class_names)))
         if self.calibration is not None:
-            from fermetric.evaluation.calibration import apply_calibration
+            from fermetric.scoring.calibration import apply_calibration
 
             p = apply_calibration(p, self.calibration)
         if p.shape[1] != len(self.class_names):

@@ -95,10 +95,12 @@ class EnsembleRun(_MovedMethods):
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        """The members' weights and how each votes: what the ensemble's numbers come from."""
+        """The members' weights and how each votes (scorer, TTA, calibration): what the ensemble's
+        numbers come from."""
         return {"run": str(self.path), "members": [
             {"member": lab, "checkpoint_sha256": m.run.checkpoint_sha256, "scorer": m.scorer, "tta": m.tta or False,
-             "weight": w} for lab, m, w in zip(self.labels, self.members, self.weights)]}
+             "weight": w, "calibration": m.run.stored_calibration(m.tta)}
+            for lab, m, w in zip(self.labels, self.members, self.weights)]}
 
     # -- data ------------------------------------------------------------------------------------
     def load_data(self, source: Optional[str] = None) -> DataSplits:
@@ -125,6 +127,11 @@ class EnsembleRun(_MovedMethods):
             per_member = ", ".join(f"{lab}: {m.tta or 'none'}" for lab, m in zip(self.labels, self.members))
             raise FermetricError(f"{self.pretrained or self.path}: an ensemble's TTA is set per member ({per_member}); "
                                  "score it without --tta")
+
+    def stored_calibration(self, tta: Any = None) -> None:
+        """None: an ensemble is calibrated through its members (each votes calibrated where
+        `fermetric calibrate` fitted it), never as a whole."""
+        return None
 
     def single_network(self, what: str) -> None:
         """Refuse what only a single network has (an embedding, a kNN index), naming the members."""

@@ -183,6 +183,29 @@ class Run(_MovedMethods):
         """The data the run reads (what derived files of its splits are keyed to)."""
         return str(self.cfg.data.source)
 
+    def stored_calibration(self, tta: Any = None) -> Optional[dict[str, Any]]:
+        """What `fermetric calibrate` fitted for these weights and this TTA (RUN/temperature.json):
+        {"method": "temperature", "temperature": T} (classifiers) or {"method": "vote_smoothing",
+        "alpha": a} (embedding runs' kNN vote); None when not calibrated, or for other weights,
+        another TTA or an unreadable record."""
+        path = layout.path_of(self.path, layout.TEMPERATURE)
+        if self.kind not in ("classifier", "embedding") or not path.is_file():
+            return None
+        try:
+            record = read_json(path)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not self.made_here(record) or (record.get("tta") or None) != (tta or None):
+            return None
+        method = record.get("method", "temperature")  # records before vote smoothing were temperatures
+        key = {"temperature": "temperature", "vote_smoothing": "alpha"}.get(method)
+        if key is None or (method == "temperature") != (self.kind == "classifier"):
+            return None
+        value = record.get(key)
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+              and (value > 0 if method == "temperature" else value >= 0))
+        return {"method": method, key: float(value)} if ok else None
+
     def single_network(self, what: str) -> None:
         """Nothing: a run is one network (an EnsembleRun refuses, naming its members)."""
 

@@ -16,7 +16,10 @@ from fermetric.scoring.tta import TTAScorer
 
 def gives_probabilities(scorer: Scorer) -> bool:
     """Whether a scorer's scores are class probabilities (rows summing to 1): a softmax
-    classifier, a kNN vote, or a TTA mean of either. Logits and prototype cosines are not."""
+    classifier, a kNN vote, a TTA mean of either, or a scorer that says so (`probabilities`, e.g.
+    a CalibratedScorer). Logits and prototype cosines are not."""
+    if getattr(scorer, "probabilities", False):
+        return True
     if isinstance(scorer, TTAScorer):
         return gives_probabilities(scorer.inner)
     if isinstance(scorer, EnsembleScorer):

@@ -18,6 +18,7 @@ from fermetric.retrieval.index import gallery_exclude, run_knn
 from fermetric.runs.ensemble import EnsembleRun
 from fermetric.runs.reader import register_moved
 from fermetric.scoring.base import Scorer
+from fermetric.scoring.calibration import CalibratedScorer, apply_calibration
 from fermetric.scoring.classifier import ClassifierScorer
 from fermetric.scoring.ensemble import EnsembleScorer, soft_vote
 from fermetric.scoring.knn import KNNScorer
@@ -95,9 +96,20 @@ def run_scorers(run: Any, knn: bool = True, **kwargs: Any) -> dict[str, Scorer]:
 
 
 def member_scorers(ens: EnsembleRun, batch_size: int = 256, compile: Any = "auto") -> list[Scorer]:
-    """Each member's scorer, as it votes (its probabilities)."""
-    return [run_scorer(m.run, m.scorer, output="softmax", batch_size=batch_size, tta=m.tta or False, compile=compile)
-            for m in ens.members]
+    """Each member's scorer, as it votes (its probabilities, calibrated where `fermetric calibrate`
+    fitted the member for the TTA it votes with)."""
+    out = []
+    for m in ens.members:
+        sc = run_scorer(m.run, m.scorer, output="softmax", batch_size=batch_size, tta=m.tta or False, compile=compile)
+        cal = m.run.stored_calibration(m.tta)
+        out.append(sc if cal is None else CalibratedScorer(sc, cal))
+    return out
+
+
+def _calibrated(member: Any, probs: np.ndarray) -> np.ndarray:
+    """A member's probabilities as it votes: calibrated when `fermetric calibrate` fitted it for its TTA."""
+    cal = member.run.stored_calibration(member.tta)
+    return probs if cal is None else apply_calibration(probs, cal).astype(np.float32)
 
 
 def _ensemble_scorer(ens: EnsembleRun, kind: str, batch_size: int, tta: Any, compile: Any) -> EnsembleScorer:
@@ -122,7 +134,8 @@ def split_proba(run: Any, split: str, tta: bool | str = False, batch_size: int =
         return run.derived[key]
     if isinstance(run, EnsembleRun):
         run.refuse_tta(mode)
-        probs = soft_vote([split_proba(m.run, split, m.tta or False, batch_size) for m in run.members], run.weights).astype(np.float32)
+        probs = soft_vote([_calibrated(m, split_proba(m.run, split, m.tta or False, batch_size)) for m in run.members],
+                          run.weights).astype(np.float32)
     elif run.kind == "classifier":
         # one pass over a split: a compile (40-90 s) would not repay itself
         sc = run_scorer(run, "classifier", output="softmax", batch_size=batch_size, tta=mode or False, compile=False)
@@ -151,7 +164,7 @@ def dataset_predictions(run: Any, dataset, tta: bool | str = False, batch_size: 
     mode = resolve_tta(tta)
     if isinstance(run, EnsembleRun):
         run.refuse_tta(mode)
-        probs = soft_vote([dataset_predictions(m.run, dataset, m.tta or False, batch_size)[1]
+        probs = soft_vote([_calibrated(m, dataset_predictions(m.run, dataset, m.tta or False, batch_size)[1])
                            for m in run.members], run.weights).astype(np.float32)
         return probs.argmax(1), probs
     if run.kind == "classifier":
