@@ -63,3 +63,14 @@ def test_knn_report_has_verification(classifier_run, tmp_path):
     ver = rep["verification"]
     assert 0 <= ver["roc_auc"] <= 1 and ver["n_pairs"] > 0 and "val" in ver["calibrated_on"]
     assert "Verification" in (out / "knn_report.md").read_text()
+    # the vote's probabilities are calibrated like every other probability the package reports
+    from fermetric.evaluation.calibration import calibration_metrics
+    from fermetric.retrieval.embeddings import split_embeddings
+    from fermetric.runs import load_run
+    from fermetric.scoring.run import run_scorer
+
+    run = load_run(classifier_run, device="cpu")
+    emb, y = split_embeddings(run, "val")
+    want = calibration_metrics(run_scorer(run, "knn").vote(emb), y)
+    assert rep["calibration"]["ece"] == pytest.approx(want["ece"]) and rep["calibration"]["nll"] == pytest.approx(want["nll"])
+    assert "| ECE (15 equal-width confidence bins) |" in (out / "knn_report.md").read_text()

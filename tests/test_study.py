@@ -89,7 +89,12 @@ def test_tiny_study_writes_every_figure_and_table(study_dirs):
     cnn_metrics = json.loads((out / "runs" / "cnn-seed0" / "metrics.json").read_text())
     assert float(rows[0]["accuracy"]) == pytest.approx(cnn_metrics["test"]["accuracy"], abs=1e-6)  # 6 digits in CSV
     assert (out / "ensemble" / "seed0" / "ensemble_test.json").is_file()
+    ens = json.loads((out / "ensemble" / "seed0" / "ensemble_test.json").read_text())
+    assert all(0 <= float(r["ece"]) <= 1 and float(r["nll"]) > 0 for r in rows)  # every row's probabilities calibrated
+    assert float(rows[2]["ece"]) == pytest.approx(ens["soft_vote"]["calibration"]["ece"], abs=1e-6)
+    assert all("calibration" in m for m in ens["members"])
     md = (out / "results.md").read_text()
+    assert "ECE % / NLL / Brier" in md
     assert "| cnn | classifier | 0 | test |" in md and "±" not in md
     table = json.loads((out / "explain_eval" / "explain_eval.json").read_text())
     assert table["masks"] is True  # SynthFER: mask mass and pointing game per method and model

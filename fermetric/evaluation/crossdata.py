@@ -303,6 +303,10 @@ def knn_report_on_data(run: Any, data: str, split: Optional[str] = None,
     emb = embed_images(run, known)
     rep = knn_report(emb, y, gallery, g_labels, list(run.class_names), k=scorer.knn.k, weighting=scorer.knn.weighting,
                      classifier=run_knn(run), predictions=scorer.vote_predict(emb))
+    from fermetric.evaluation.calibration import calibration_metrics
+    from fermetric.scoring.calibration import apply_calibration
+
+    rep["calibration"] = calibration_metrics(apply_calibration(scorer.vote(emb), run.stored_calibration()), y)
     rep.update({"run": str(run.path), "split": used, "kind": run.kind, "checkpoint": run.fingerprint,
                 "index_source": str(run.index_dir) if run.index_dir.exists() else
                 "exact (flat) index fitted on the train embeddings (no RUN/index)",

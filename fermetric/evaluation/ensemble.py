@@ -107,6 +107,14 @@ def check_same_data(runs: Sequence[Any], splits: Sequence[str]) -> None:
                     f"{first.cfg.data.source or 'synth'!s} seed {first.cfg.seed}); vote or compare runs of one data set")
 
 
+def brief_calibration(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """ECE / NLL / Brier of probabilities (fermetric.evaluation.calibration; the bins left out)."""
+    from fermetric.evaluation.calibration import calibration_metrics
+
+    c = calibration_metrics(probs, y)
+    return {"ece": c["ece"], "nll": c["nll"], "brier": c["brier"]}
+
+
 def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False,
                     keep_predictions: bool = False) -> dict[str, Any]:
     """Soft vote, val-accuracy-weighted vote and searched-weight vote of runs
@@ -152,27 +160,28 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
         val_acc = float((pred_val == y_val).mean())
         acc = float((pred == y).mean())
         rows.append({"member": str(m.path), "kind": m.kind, "model": m.cfg.model.name, "val_acc": val_acc,
-                     f"{split}_acc": acc})
+                     f"{split}_acc": acc, "calibration": brief_calibration(p, y)})
     results: dict[str, Any] = {"members": rows, "split": split, "tta": tta}
     # each vote against the member most accurate on this split (the strictest reference)
     best = int(np.argmax([r[f"{split}_acc"] for r in rows]))
     results["best_member"] = rows[best]["member"]
 
-    def vote_result(pred: np.ndarray, **extra: Any) -> dict[str, Any]:
-        out = {**classification_metrics(y, pred, class_names), **extra,
+    def vote_result(vote_probs: np.ndarray, **extra: Any) -> dict[str, Any]:
+        pred = vote_probs.argmax(1)
+        out = {**classification_metrics(y, pred, class_names), **extra, "calibration": brief_calibration(vote_probs, y),
                "vs_best_member": paired_comparison(y, member_preds[best], pred)}
         if keep_predictions:
             out["predictions"] = pred
         return out
 
-    results["soft_vote"] = vote_result(soft_vote(probs).argmax(1))
+    results["soft_vote"] = vote_result(soft_vote(probs))
     for key, fit in (("val_weighted_vote", "accuracy"), ("fitted_vote", "search")):
         if split == "val":
             ens, weights = cross_fitted_vote(probs, y, seed=members[0].cfg.seed, fit=fit)
         else:
             weights = [WEIGHT_FITS[fit](val_probs, y_val)]
             ens = soft_vote(probs, weights[0])
-        results[key] = vote_result(ens.argmax(1), weights=weights)
+        results[key] = vote_result(ens, weights=weights)
     results["weights_fitted_on"] = (
         f"val, {CROSS_FIT_FOLDS}-fold cross-fitted (each half of val voted with weights fitted on the other half)"
         if split == "val" else "val")
@@ -184,14 +193,19 @@ def ensemble_markdown(results: dict[str, Any]) -> str:
     from pathlib import Path
 
     split = results["split"]
-    lines = [f"| member | kind | {split} accuracy | vs the best member [95 % CI], McNemar p |", "|---|---|---:|---|"]
+    def cal(c: Any) -> str:
+        return f"{c['ece'] * 100:.2f} % / {c['nll']:.3f} / {c['brier']:.3f}" if c else ""
+
+    lines = [f"| member | kind | {split} accuracy | ECE / NLL / Brier | vs the best member [95 % CI], McNemar p |",
+             "|---|---|---:|---:|---|"]
     for r in results["members"]:
-        lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % | |")
+        lines.append(f"| {Path(r['member']).name} ({r['model']}) | {r['kind']} | {r[f'{split}_acc'] * 100:.2f} % | "
+                     f"{cal(r.get('calibration'))} | |")
     for vote in ("soft_vote", "val_weighted_vote", "fitted_vote"):
         if vote in results:
             cmp = results[vote].get("vs_best_member")
             lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** | "
-                         f"{comparison_text(cmp) if cmp else ''} |")
+                         f"{cal(results[vote].get('calibration'))} | {comparison_text(cmp) if cmp else ''} |")
     return ("\n".join(lines) + f"\n\nval-weighted and fitted votes: weights fitted on {results['weights_fitted_on']}. "
             "Each vote is compared image by image with the member most accurate on this split (paired bootstrap, "
             "McNemar's exact test).\n")

@@ -24,6 +24,8 @@ from fermetric.retrieval.index import run_knn
 from fermetric.retrieval.knn import KNNClassifier, _as_float32_matrix, _as_labels, _l2_normalize
 from fermetric.retrieval.similarity import split_verification
 from fermetric.runs.reader import register_moved
+from fermetric.evaluation.calibration import calibration_metrics
+from fermetric.scoring.calibration import apply_calibration
 from fermetric.scoring.run import run_scorer
 from fermetric.utils.io import atomic_write_text, write_json
 
@@ -211,6 +213,8 @@ def run_knn_report(run: Any, split: str, k: int | None = None, weighting: str | 
     query, q_labels = split_embeddings(run, split)
     rep = knn_report(query, q_labels, gallery, g_labels, list(run.class_names), k=scorer.knn.k,
                      weighting=scorer.knn.weighting, classifier=run_knn(run), predictions=scorer.vote_predict(query))
+    # the vote's probabilities as predict gives them (calibrated where `fermetric calibrate` fitted the run)
+    rep["calibration"] = calibration_metrics(apply_calibration(scorer.vote(query), run.stored_calibration()), q_labels)
     rep.update({
         "run": str(run.path), "split": split, "kind": run.kind,
         "index_source": str(run.index_dir) if run.index_dir.exists() else
@@ -223,6 +227,14 @@ def run_knn_report(run: Any, split: str, k: int | None = None, weighting: str | 
 
 
 register_moved("knn_report", run_knn_report)
+
+
+def calibration_rows(cal: dict[str, Any] | None) -> list[str]:
+    """Markdown table rows of ECE / NLL / Brier (none without a calibration record)."""
+    if not cal:
+        return []
+    return [f"| ECE ({cal['binning']}) | {_fmt(cal['ece'])} |", f"| NLL | {cal['nll']:.4f} |",
+            f"| Brier | {cal['brier']:.4f} |"]
 
 
 def _fmt(x: float | None) -> str:
@@ -247,6 +259,7 @@ def knn_report_markdown(report: dict[str, Any]) -> str:
         f"| precision@1 | {_fmt(report['precision_at_1'])} |",
         f"| R-precision | {_fmt(report['r_precision'])} |",
         f"| MAP@R | {_fmt(report['mean_average_precision_at_r'])} |",
+        *calibration_rows(report.get("calibration")),
         "",
         "## Accuracy against k",
         "",

@@ -211,10 +211,17 @@ def confusion_table(m: dict[str, Any]) -> str:
     return f'<table class="cm">{head}{"".join(rows)}</table>'
 
 
+def calibration_text(cal: Any) -> str:
+    """", ECE x % (NLL y, Brier z)" of a calibration record, or "" without one."""
+    if not isinstance(cal, dict) or cal.get("ece") is None:
+        return ""
+    return f", ECE {pct(cal.get('ece'))} (NLL {num(cal.get('nll'), 3)}, Brier {num(cal.get('brier'), 3)})"
+
+
 def metrics_block(label: str, m: dict[str, Any]) -> str:
     head = (
         f"<h4>{e(label)}: accuracy {pct(m.get('accuracy'))}, macro-F1 {pct(m.get('macro_f1'))}"
-        f" <span class=\"muted\">(n = {num(m.get('n'))})</span></h4>"
+        f"{calibration_text(m.get('calibration'))} <span class=\"muted\">(n = {num(m.get('n'))})</span></h4>"
     )
     extra = []
     if m.get("tta"):
@@ -334,7 +341,8 @@ def _config_summary(cfg: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def knn_block(split: str, rep: dict[str, Any], figs: list[Figure], notes: list[str]) -> str:
     parts = [
-        f"<h4>kNN on {e(split)}: accuracy {pct(rep.get('accuracy'))}, macro-F1 {pct(rep.get('macro_f1'))}</h4>",
+        f"<h4>kNN on {e(split)}: accuracy {pct(rep.get('accuracy'))}, macro-F1 {pct(rep.get('macro_f1'))}"
+        f"{calibration_text(rep.get('calibration'))}</h4>",
         '<div class="row"><div>',
         kv_table([
             ("k", num(rep.get("k"))), ("weighting", e(rep.get("weighting"))), ("index", e(rep.get("index"))),
@@ -488,15 +496,19 @@ def ensemble_block(name: str, data: dict[str, Any]) -> str:
     val_col = split != "val"
     head = ('<tr><th class="l">member</th><th class="l">kind</th><th class="l">model</th>'
             + ("<th>val accuracy</th>" if val_col else "")
-            + f"<th>{e(split)} accuracy</th><th>{e(split)} macro-F1</th></tr>")
+            + f"<th>{e(split)} accuracy</th><th>{e(split)} macro-F1</th><th>ECE / NLL / Brier</th></tr>")
     rows = []
+
+    def cal(c: Any) -> str:
+        return "–" if not isinstance(c, dict) else f"{pct(c.get('ece'))} / {num(c.get('nll'), 3)} / {num(c.get('brier'), 3)}"
+
     for m in members:
         if not isinstance(m, dict):
             continue
         rows.append(
             f'<tr><td class="l">{e(Path(str(m.get("member", "?"))).name)}</td><td class="l">{_kind_badge(str(m.get("kind", "?")))}</td>'
             f'<td class="l">{e(m.get("model", "?"))}</td>' + (f'<td>{pct(m.get("val_acc"))}</td>' if val_col else "")
-            + f"<td>{pct(m.get(key))}</td><td>–</td></tr>"
+            + f"<td>{pct(m.get(key))}</td><td>–</td><td>{cal(m.get('calibration'))}</td></tr>"
         )
     for vote in ("soft_vote", "val_weighted_vote", "fitted_vote"):
         v = data.get(vote)
@@ -504,7 +516,7 @@ def ensemble_block(name: str, data: dict[str, Any]) -> str:
             rows.append(
                 f'<tr class="ens"><td class="l">{e(vote.replace("_", " "))}</td><td class="l">ensemble</td><td class="l">'
                 f"{len(members)} members</td>" + ("<td>–</td>" if val_col else "")
-                + f"<td>{pct(v.get('accuracy'))}</td><td>{pct(v.get('macro_f1'))}</td></tr>"
+                + f"<td>{pct(v.get('accuracy'))}</td><td>{pct(v.get('macro_f1'))}</td><td>{cal(v.get('calibration'))}</td></tr>"
             )
     tta = " (TTA for classifier members)" if data.get("tta") else ""
     out = [f"<h3>Ensemble: {e(name)} on {e(split)}{e(tta)}</h3>", f"<table>{head}{''.join(rows)}</table>"]

@@ -12,7 +12,8 @@ import torch
 from fermetric.errors import FermetricError
 from fermetric.plotting import save_figure
 from fermetric.study.config import StudyConfig
-from fermetric.scoring.run import split_predictions
+from fermetric.evaluation.ensemble import brief_calibration
+from fermetric.scoring.run import split_predictions, split_proba
 
 log = logging.getLogger("fermetric.study")
 
@@ -110,8 +111,10 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         tta_m = None
         if tta and run.kind == "classifier":
             tta_m = _tta_metrics(run, split, tta, device, bool(study.models[name].pretrained))
+        y = run.load_data()[split].labels.numpy()
         rows.append(result_row(name, study.models[name].family, run.cfg.model.name, seed, str(m.get("data")), split,
                                m[split], val_metrics=m.get("val"), tta=tta if tta_m else None, tta_metrics=tta_m,
+                               calibration=brief_calibration(split_proba(run, split), y),
                                parameters=_parameters(run.model), train_seconds=m.get("train_seconds"),
                                epochs_run=m.get("epochs_run"), best_epoch=m.get("best_epoch"), run=str(run.path)))
     result.steps.append(("evaluate", time.time() - t))
@@ -135,7 +138,8 @@ def write_outputs(study: StudyConfig, result: Any, seeds: Sequence[int], data: O
         for row_name, vote, how in (("ensemble (soft vote)", "soft_vote", "soft vote of "),
                                     ("ensemble (fitted)", "fitted_vote", "val-fitted vote of ")):
             rows.append(result_row(row_name, "ensemble", how + names, seed, str(member_metrics[0].get("data")),
-                                   split, rep[vote], parameters=sum(_parameters(r.model) for r in members),
+                                   split, rep[vote], calibration=rep[vote].get("calibration"),
+                                   parameters=sum(_parameters(r.model) for r in members),
                                    train_seconds=sum(mm.get("train_seconds") or 0 for mm in member_metrics)))
     result.steps.append(("ensemble", time.time() - t))
     if study.retrieval.knn or study.retrieval.embed_plot:

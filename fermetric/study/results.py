@@ -12,19 +12,21 @@ import numpy as np
 
 from fermetric.utils.io import atomic_write_text
 
-LEAD_COLUMNS = ("model", "family", "backbone", "seed", "data", "split", "accuracy", "macro_f1", "val_accuracy",
-                "tta", "tta_accuracy", "parameters", "train_seconds", "epochs_run", "best_epoch", "run")
+LEAD_COLUMNS = ("model", "family", "backbone", "seed", "data", "split", "accuracy", "macro_f1", "ece", "nll", "brier",
+                "val_accuracy", "tta", "tta_accuracy", "parameters", "train_seconds", "epochs_run", "best_epoch", "run")
 
 
 def result_row(name: str, family: str, backbone: str, seed: int, data: str, split: str, metrics: dict[str, Any],
                val_metrics: Optional[dict[str, Any]] = None, tta: Optional[str] = None,
                tta_metrics: Optional[dict[str, Any]] = None, parameters: Optional[int] = None,
                train_seconds: Optional[float] = None, epochs_run: Any = None, best_epoch: Any = None,
-               run: str = "") -> dict[str, Any]:
-    """One row: headline numbers of `split`, then the F1 of every class (f1_<class>)."""
+               run: str = "", calibration: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """One row: headline numbers of `split` (with `calibration`: ECE / NLL / Brier of its
+    probabilities), then the F1 of every class (f1_<class>)."""
     row: dict[str, Any] = {
         "model": name, "family": family, "backbone": backbone, "seed": seed, "data": data, "split": split,
         "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
+        **{k: (calibration or {}).get(k) for k in ("ece", "nll", "brier")},
         "val_accuracy": (val_metrics or {}).get("accuracy"), "tta": tta or "",
         "tta_accuracy": (tta_metrics or {}).get("accuracy"), "parameters": parameters,
         "train_seconds": train_seconds, "epochs_run": epochs_run, "best_epoch": best_epoch, "run": run,
@@ -100,11 +102,15 @@ def rows_to_markdown(rows: Sequence[dict[str, Any]], class_names: Sequence[str],
             masks, rows), or None.
     """
     has_tta = any(r.get("tta_accuracy") is not None for r in rows)
-    head = ["model", "family", "seed", "split", "accuracy %", "macro-F1 %"] + (["TTA acc. %"] if has_tta else []) \
+    has_cal = any(r.get("ece") is not None for r in rows)
+    head = ["model", "family", "seed", "split", "accuracy %", "macro-F1 %"] + (["ECE % / NLL / Brier"] if has_cal else []) \
+        + (["TTA acc. %"] if has_tta else []) \
         + [f"F1 {c}" for c in class_names] + ["parameters", "train time", "epochs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if h in ("model", "family", "split") else "---:" for h in head) + "|"]
     for r in rows:
         cells = [r["model"], r["family"], str(r["seed"]), r["split"], _pct(r["accuracy"]), _pct(r["macro_f1"])]
+        if has_cal:
+            cells.append("–" if r.get("ece") is None else f"{_pct(r['ece'])} / {r['nll']:.3f} / {r['brier']:.3f}")
         if has_tta:
             cells.append(_pct(r.get("tta_accuracy")) + (f" ({r['tta']})" if r.get("tta_accuracy") is not None else ""))
         cells += ["–" if r.get(f"f1_{c}") is None else f"{r[f'f1_{c}']:.3f}" for c in class_names]
@@ -112,7 +118,8 @@ def rows_to_markdown(rows: Sequence[dict[str, Any]], class_names: Sequence[str],
         lines.append("| " + " | ".join(cells) + " |")
     data = sorted({str(r["data"]) for r in rows})
     text = f"Data: {', '.join(data)}. Accuracy, macro-F1 and per-class F1 on the split named in each row " \
-           f"(the best epoch, selected on val).\n\n" + "\n".join(lines) + "\n"
+           f"(the best epoch, selected on val)" + ("; ECE (15 equal-width bins), NLL and Brier score of the probabilities the row's "
+           "accuracy comes from (softmax, kNN vote or the ensemble's vote)" if has_cal else "") + ".\n\n" + "\n".join(lines) + "\n"
     summary = summarize(rows)
     if any(s["n_seeds"] > 1 for s in summary):
         def pm(s: dict[str, Any], k: str) -> str:
