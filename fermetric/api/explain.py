@@ -67,7 +67,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
     weights; `_explain_neighbours`).
 
     Args:
-        scorer: "auto", "classifier", "prototype" or "knn" (see Run.scorer).
+        scorer: "auto", "classifier", "prototype" or "knn" (see fermetric.scoring.run_scorer).
         target: "predicted" (explain the predicted class) or "label" (the true one).
         progress: a progress bar over the methods.
         data: the run's own data at another path (same classes; Run.use_data), e.g. the
@@ -210,7 +210,7 @@ def explain_eval(runs: Sequence[PathLike], split: str = "val", per_class: int = 
                  device: Optional[str] = "auto", precision: Optional[str] = "auto",
                  progress: bool = False, data: Optional[PathLike] = None) -> tuple[dict[str, Any], list[Path]]:
     """`fermetric explain-eval`: how faithful each explanation method is on each run's scorers
-    (Run.scorers: classifier; prototype and, with `knn`, kNN for embedding runs): deletion /
+    (fermetric.scoring.run_scorers: classifier; prototype and, with `knn`, kNN for embedding runs): deletion /
     insertion AUC, evidence-mask mass and pointing game (SynthFER), randomisation check. Written as
     OUT/explain_eval.json and .md (default OUT: FIRST_RUN/explain_eval).
 

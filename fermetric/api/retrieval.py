@@ -31,7 +31,7 @@ def knn_eval(run: PathLike, split: Optional[str] = None, k: Optional[int] = None
              out: Optional[PathLike] = None, device: Optional[str] = "auto", data: Optional[str] = None,
              class_map: Optional[Sequence[str] | dict] = None) -> tuple[dict[str, Any], list[Path]]:
     """`fermetric knn-eval`: the kNN report of a split (default val) against the train gallery
-    (Run.knn_report), written into `out` (default RUN/knn_<split>); with `data`, of another data
+    (fermetric.evaluation.knn_report.run_knn_report), written into `out` (default RUN/knn_<split>); with `data`, of another data
     set's images, classes mapped as in `evaluate_run` (default RUN/knn_<data>_<split>).
 
     Returns:

@@ -1,8 +1,8 @@
 """`fermetric build-index RUN`, `fermetric knn-eval RUN`, `fermetric similarity RUN A B`, `fermetric embed-plot RUN`.
 
-All three work on embedding runs and on classifier runs (their pre-logit features), so both
-families can be compared on one table. Embeddings are cached by the run reader
-(`Run.embeddings`: RUN/embeddings/<split>.npy, keyed to the checkpoint) so every command reuses them.
+All of them work on embedding runs and on classifier runs (their pre-logit features), so both
+families can be compared on one table. Embeddings are cached (fermetric.retrieval.embeddings:
+RUN/embeddings/<split>.npy, keyed to the checkpoint) so every command reuses them.
 """
 from __future__ import annotations
 

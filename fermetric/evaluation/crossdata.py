@@ -290,7 +290,7 @@ def evaluate_on_data(run: Any, data: str, split: Optional[str] = None, tta: bool
 def knn_report_on_data(run: Any, data: str, split: Optional[str] = None,
                        class_map: Sequence[str] | Mapping[str, Optional[str]] | None = None,
                        k: Optional[int] = None, weighting: Optional[str] = None) -> dict[str, Any]:
-    """The kNN report (fermetric.retrieval.knn_report) of another data set's images, embedded by
+    """The kNN report (fermetric.evaluation.knn_report) of another data set's images, embedded by
     the run, against the run's train gallery, through the run's index; classes mapped as in
     `evaluate_on_data` and unknown ones left out (reported under "cross_data")."""
     from fermetric.evaluation.knn_report import knn_report

@@ -1,11 +1,12 @@
 """Predicting expressions on photos with a trained run: detect faces, crop them to 48x48, score
 every class, and draw the result.
 
-Both model families are served: a classifier gives its softmax, an embedding model the vote
-fractions of its kNN index over the training gallery (`Run.knn()`), exactly what `evaluate` and
-`knn-eval` measure. The optional saliency overlay is Grad-CAM of the predicted class, through a
-ClassifierScorer or, for embedding runs, a PrototypeScorer (cosine to the class centroids of the
-gallery), from fermetric.analysis.
+Both model families are served, through the run's scorer (fermetric.scoring.run_scorer): a
+classifier gives its softmax, an embedding model the vote fractions of its kNN index over the
+training gallery (fermetric.retrieval.index.run_knn), exactly what `evaluate` and `knn-eval`
+measure; calibrated where `fermetric calibrate` fitted the run. The optional saliency overlay is
+Grad-CAM of the predicted class, through a ClassifierScorer or, for embedding runs, a
+PrototypeScorer (cosine to the class centroids of the gallery).
 """
 from __future__ import annotations
 
