@@ -29,6 +29,9 @@ TRAIN_LOG = "train.log"
 EMBEDDINGS = "embeddings"
 INDEX = "index"
 TEMPERATURE = "temperature.json"
+# what temperature.json records: the calibration's method and the name of its one parameter (a
+# record without "method" is a temperature: records from before vote smoothing)
+CALIBRATION_PARAMS = {"temperature": "temperature", "vote_smoothing": "alpha"}
 SIMILARITY = "similarity.json"  # the same-expression calibration (fermetric similarity)
 
 

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fermetric.errors import ConfigError, FermetricError
-from fermetric.api.common import PathLike, claim_output, open_for_command, writing_to, log
+from fermetric.api.common import PathLike, claim_output, open_for_command, writing_to
 from fermetric.utils.outputs import final_path, staged_outputs
 
 
@@ -124,14 +124,11 @@ def _explain_neighbours(run: PathLike, split: str, per_class: int, out: Optional
     """`explain --method neighbours`: the k nearest training faces behind each kNN decision, as
     OUT/neighbours_<split>.png (a row per face) and OUT/explain_<split>.json (every neighbour's
     train index, label, similarity and vote weight)."""
-    from fermetric.retrieval.index import run_knn
-
     import torch
 
     from fermetric.analysis.methods import pick_per_class
+    from fermetric.analysis.neighbours import nearest_examples, neighbours_figure
     from fermetric.plotting import save_figure
-    from fermetric.plotting.neighbours import plot_neighbours
-    from fermetric.analysis.neighbours import nearest_examples
     from fermetric.utils.io import write_json
 
     claim_output(out, "explanations", "explain_*.json")
@@ -142,19 +139,11 @@ def _explain_neighbours(run: PathLike, split: str, per_class: int, out: Optional
         idx = pick_per_class(labels, per_class, len(r.class_names), seed=seed)
         queries = ds.subset(torch.as_tensor(idx))
         nb = nearest_examples(r, queries)
-        gallery = None
-        try:  # a pretrained model ships its gallery's embeddings, not its faces: those need --data
-            gallery = r.load_data()["train"].images[:, 0].numpy()
-        except FermetricError as e:
-            log.warning("the training faces are not here (%s): the neighbours are drawn as labels only", e)
-        knn = run_knn(r)
-        fig = plot_neighbours(queries.images[:, 0].numpy(), labels[idx], nb, gallery, r.class_names,
-                              title=f"{r.cfg.model.name} ({r.kind}): the nearest training faces of {split} faces "
-                                    f"(k = {knn.k}, {knn.weighting} weighting; s similarity, w vote weight)")
+        fig = neighbours_figure(r, queries, nb, split)
         dest = Path(out) if out else r.path / "explain"
         record = {"run": str(r.path), "split": split, "scorer": "knn", "target": "predicted", "indices": idx,
                   "labels": labels[idx], "predictions": nb.predicted, "methods": ["neighbours"], "skipped": [],
-                  "k": knn.k, "weighting": knn.weighting, "neighbours": nb.to_json(r.class_names)}
+                  "k": nb.k, "weighting": nb.weighting, "neighbours": nb.to_json(r.class_names)}
         with staged_outputs(dest) as tmp:
             save_figure(fig, tmp / f"neighbours_{split}.png")
             write_json(tmp / f"explain_{split}.json", record)

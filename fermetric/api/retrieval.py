@@ -87,11 +87,11 @@ def similarity(run: PathLike, image_a: PathLike, image_b: PathLike, device: Opti
             from fermetric.analysis.similarity_maps import similarity_maps
             from fermetric.plotting import save_figure
             from fermetric.plotting.similarity import plot_similarity_pair
+            from fermetric.retrieval.embeddings import embedding_function
 
             x = torch.from_numpy(np.stack(crops)[:, None].astype(np.float32) / 255.0).to(r.device)
             r.model.eval()
-            embed = r.model.embed if hasattr(r.model, "embed") else r.model
-            map_a, map_b, _ = similarity_maps(embed, x[:1], x[1:])
+            map_a, map_b, _ = similarity_maps(embedding_function(r.model), x[:1], x[1:])
             fig = plot_similarity_pair(crops[0], crops[1], map_a[0], map_b[0],
                                        title=f"same expression: p = {res.probability:.2f} (cosine {res.cosine:.3f}), "
                                              f"{r.cfg.model.name} ({r.kind})")

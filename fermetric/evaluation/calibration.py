@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from fermetric.errors import FermetricError
-from fermetric.scoring.calibration import LOG_FLOOR, apply_temperature, smooth_votes
+from fermetric.scoring.calibration import LOG_FLOOR, apply_temperature, smooth_votes, temperature_of
 from fermetric.scoring.run import split_proba
 import fermetric.run_layout as layout
 
@@ -83,6 +83,12 @@ def brier_score(probs: Any, y: Any) -> float:
     return float(((p - onehot) ** 2).sum(1).mean())
 
 
+def brief_calibration(probs: Any, y: Any) -> dict[str, float]:
+    """ECE / NLL / Brier of probabilities (`calibration_metrics` without the bins)."""
+    c = calibration_metrics(probs, y)
+    return {"ece": c["ece"], "nll": c["nll"], "brier": c["brier"]}
+
+
 def calibration_metrics(probs: Any, y: Any, bins: int = ECE_BINS) -> dict[str, Any]:
     """{"ece", "nll", "brier", "binning", "bins": reliability_bins} of probabilities (N, C)."""
     return {"ece": expected_calibration_error(probs, y, bins), "nll": negative_log_likelihood(probs, y),
@@ -90,16 +96,20 @@ def calibration_metrics(probs: Any, y: Any, bins: int = ECE_BINS) -> dict[str, A
             "bins": reliability_bins(probs, y, bins)}
 
 
-def fit_temperature(probs: Any, y: Any, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """The temperature T in `bounds` that minimises the NLL of apply_temperature(probs, T) on
-    (probs, y): one parameter, fitted by a bounded scalar search over log T."""
+def _fit_by_nll(probs: Any, y: Any, apply: Any, bounds: tuple[float, float]) -> float:
+    """The parameter in `bounds` that minimises the NLL of apply(probs, parameter) on (probs, y):
+    a bounded scalar search over its log."""
     from scipy.optimize import minimize_scalar
 
     p, t = _check(probs, y)
-    lo, hi = np.log(bounds[0]), np.log(bounds[1])
-    res = minimize_scalar(lambda s: negative_log_likelihood(apply_temperature(p, float(np.exp(s))), t),
-                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+    res = minimize_scalar(lambda s: negative_log_likelihood(apply(p, float(np.exp(s))), t),
+                          bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
+
+
+def fit_temperature(probs: Any, y: Any, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature T in `bounds` that minimises the NLL of apply_temperature(probs, T) on (probs, y)."""
+    return _fit_by_nll(probs, y, apply_temperature, bounds)
 
 
 def cross_fitted_temperature(probs: Any, y: Any, folds: int = 2, seed: int = 0) -> tuple[np.ndarray, list[float]]:
@@ -108,20 +118,16 @@ def cross_fitted_temperature(probs: Any, y: Any, folds: int = 2, seed: int = 0) 
 
 
 def fit_vote_smoothing(probs: Any, y: Any, bounds: tuple[float, float] = (1e-5, 1.0)) -> float:
-    """The smoothing `alpha` in `bounds` that minimises the NLL of smooth_votes(probs, alpha) on
-    (probs, y): one parameter, fitted by a bounded scalar search over log alpha."""
-    from scipy.optimize import minimize_scalar
-
-    p, t = _check(probs, y)
-    res = minimize_scalar(lambda s: negative_log_likelihood(smooth_votes(p, float(np.exp(s))), t),
-                          bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(res.x))
+    """The smoothing `alpha` in `bounds` that minimises the NLL of smooth_votes(probs, alpha) on (probs, y)."""
+    return _fit_by_nll(probs, y, smooth_votes, bounds)
 
 
-# how each kind of probability is calibrated: the parameter's name, its fit and its application
+# how each kind of probability is calibrated: the parameter's name (run_layout: what
+# temperature.json records), its fit and its application
 CALIBRATIONS = {
-    "temperature": ("temperature", fit_temperature, apply_temperature),
-    "vote_smoothing": ("alpha", fit_vote_smoothing, smooth_votes),
+    method: (layout.CALIBRATION_PARAMS[method], fit, apply)
+    for method, fit, apply in (("temperature", fit_temperature, apply_temperature),
+                               ("vote_smoothing", fit_vote_smoothing, smooth_votes))
 }
 
 
@@ -152,10 +158,9 @@ def calibration_record(probs: Any, y: Any, method: str = "temperature", seed: in
     key, fit, _ = CALIBRATIONS[method]
     p, t = _check(probs, y)
     after, params = cross_fitted(p, t, method, seed=seed)
-    brief = lambda c: {k: c[k] for k in ("ece", "nll", "brier")}  # noqa: E731
     return {"method": method, key: fit(p, t), "n": int(len(t)), "binning": BINNING,
             "accuracy": float((p.argmax(1) == t).mean()),
-            "before": brief(calibration_metrics(p, t)), "after_cross_fitted": brief(calibration_metrics(after, t)),
+            "before": brief_calibration(p, t), "after_cross_fitted": brief_calibration(after, t),
             f"cross_fit_{key}s": params}
 
 
@@ -169,7 +174,7 @@ TEMPERATURE_FILE = layout.TEMPERATURE
 
 def calibrate_run(run: Any, split: str = "val", tta: Optional[str] = None) -> dict[str, Any]:
     """Calibrate a run's probabilities on `split` and keep the fit in RUN/temperature.json, stamped
-    with the checkpoint it was fitted for (a stale one is ignored by `stored_calibration`): the
+    with the checkpoint it was fitted for (a stale one is ignored by `Run.stored_calibration`): the
     temperature of a classifier's softmax (with `tta`: its TTA softmax), the vote smoothing of an
     embedding run's kNN vote. Returns the record (calibration_record + where)."""
     from fermetric.utils.io import write_json
@@ -190,12 +195,6 @@ def calibrate_run(run: Any, split: str = "val", tta: Optional[str] = None) -> di
     return record
 
 
-def stored_calibration(run: Any, tta: Optional[str] = None) -> Optional[dict[str, Any]]:
-    """What `calibrate` fitted for this run's current weights and this TTA (Run.stored_calibration)."""
-    return run.stored_calibration(tta)
-
-
 def stored_temperature(run: Any, tta: Optional[str] = None) -> Optional[float]:
     """The temperature `calibrate` fitted for this classifier run and this TTA, or None."""
-    cal = stored_calibration(run, tta)
-    return cal["temperature"] if cal is not None and cal["method"] == "temperature" else None
+    return temperature_of(run.stored_calibration(tta))

@@ -19,9 +19,9 @@ import torch
 from fermetric.data.classes import canonical_emotion, class_key
 from fermetric.data.dataset import DataSplits, FERDataset
 from fermetric.errors import ConfigError, DataError
-from fermetric.retrieval.embeddings import embed_images, split_embeddings
+from fermetric.retrieval.embeddings import embed_images
 from fermetric.retrieval.index import run_knn
-from fermetric.scoring.run import dataset_predictions, run_scorer, split_predictions, split_proba
+from fermetric.scoring.run import dataset_predictions, split_predictions, split_proba
 
 ALL_SPLITS = "all"
 
@@ -293,23 +293,13 @@ def knn_report_on_data(run: Any, data: str, split: Optional[str] = None,
     """The kNN report (fermetric.evaluation.knn_report) of another data set's images, embedded by
     the run, against the run's train gallery, through the run's index; classes mapped as in
     `evaluate_on_data` and unknown ones left out (reported under "cross_data")."""
-    from fermetric.evaluation.knn_report import knn_report
+    from fermetric.evaluation.knn_report import run_queries_report
 
     ds, name, used = load_other_data(run, data, split)
     mapping = map_classes(ds.class_names, run.class_names, class_map)
     known, y, left_out = _known_subset(ds, mapping)
-    scorer = run_scorer(run, "knn").with_vote(k, weighting)  # the headline predictions: the scoring path's
-    gallery, g_labels = split_embeddings(run, "train")
-    emb = embed_images(run, known)
-    rep = knn_report(emb, y, gallery, g_labels, list(run.class_names), k=scorer.knn.k, weighting=scorer.knn.weighting,
-                     classifier=run_knn(run), predictions=scorer.vote_predict(emb))
-    from fermetric.evaluation.calibration import calibration_metrics
-    from fermetric.scoring.calibration import apply_calibration
-
-    rep["calibration"] = calibration_metrics(apply_calibration(scorer.vote(emb), run.stored_calibration()), y)
-    rep.update({"run": str(run.path), "split": used, "kind": run.kind, "checkpoint": run.fingerprint,
-                "index_source": str(run.index_dir) if run.index_dir.exists() else
-                "exact (flat) index fitted on the train embeddings (no RUN/index)",
+    rep = run_queries_report(run, lambda: (embed_images(run, known), y), k, weighting)
+    rep.update({"split": used,
                 "cross_data": {"data": name, "source": str(data), "split": used, "n_images": len(ds),
                                "n_scored": len(known), "left_out": left_out, **mapping.to_dict()}})
     return rep

@@ -15,6 +15,7 @@ import numpy as np
 
 from fermetric.errors import FermetricError
 from fermetric.evaluation.significance import comparison_text, paired_comparison
+from fermetric.evaluation.calibration import brief_calibration
 from fermetric.scoring.ensemble import soft_vote
 from fermetric.scoring.run import split_predictions, split_proba
 
@@ -105,14 +106,6 @@ def check_same_data(runs: Sequence[Any], splits: Sequence[str]) -> None:
                     f"{r.path} was not trained on the same data as {first.path}: their {split} splits hold other "
                     f"images or labels (data {r.cfg.data.source or 'synth'!s} seed {r.cfg.seed} vs "
                     f"{first.cfg.data.source or 'synth'!s} seed {first.cfg.seed}); vote or compare runs of one data set")
-
-
-def brief_calibration(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """ECE / NLL / Brier of probabilities (fermetric.evaluation.calibration; the bins left out)."""
-    from fermetric.evaluation.calibration import calibration_metrics
-
-    c = calibration_metrics(probs, y)
-    return {"ece": c["ece"], "nll": c["nll"], "brier": c["brier"]}
 
 
 def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import faiss
 import numpy as np
@@ -29,7 +29,7 @@ from fermetric.scoring.calibration import apply_calibration
 from fermetric.scoring.run import run_scorer
 from fermetric.utils.io import atomic_write_text, write_json
 
-__all__ = ["knn_report", "run_knn_report", "retrieval_metrics", "write_knn_report", "knn_report_markdown"]
+__all__ = ["knn_report", "run_knn_report", "run_queries_report", "retrieval_metrics", "write_knn_report", "knn_report_markdown"]
 
 RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 
@@ -200,27 +200,42 @@ def knn_report(
     return report
 
 
-def run_knn_report(run: Any, split: str, k: int | None = None, weighting: str | None = None) -> dict[str, Any]:
-    """The kNN report of a split of the run's data against its train gallery: the headline
-    predictions through the run's KNNScorer (the index `predict`, `evaluate` and the explanations
-    use, so the numbers agree), the accuracy-against-k curve and the retrieval metrics from the
-    same index, and the verification metrics of pairs of the split. k and weighting default to
-    the index's."""
-    if split == "train":
-        raise FermetricError("knn-eval scores val or test against the train gallery; train would match itself")
+def run_queries_report(run: Any, queries: Callable[[], tuple[np.ndarray, np.ndarray]], k: int | None = None,
+                       weighting: str | None = None) -> dict[str, Any]:
+    """The kNN report of queries against the run's train gallery: the headline predictions and
+    the calibration of the vote's probabilities (as predict gives them: calibrated where
+    `fermetric calibrate` fitted the run) through the run's KNNScorer, from one search of the
+    index `predict`, `evaluate` and the explanations use, so the numbers agree; the
+    accuracy-against-k curve and the retrieval metrics from the same index. k and weighting
+    default to the index's.
+
+    Args:
+        queries: gives (embeddings, labels) of the queries; called once the run's index is
+            checked, so that a stale index is refused before any query is embedded (and cached
+            into the run).
+    """
     scorer = run_scorer(run, "knn").with_vote(k, weighting)
+    query, labels = queries()
     gallery, g_labels = split_embeddings(run, "train")
-    query, q_labels = split_embeddings(run, split)
-    rep = knn_report(query, q_labels, gallery, g_labels, list(run.class_names), k=scorer.knn.k,
-                     weighting=scorer.knn.weighting, classifier=run_knn(run), predictions=scorer.vote_predict(query))
-    # the vote's probabilities as predict gives them (calibrated where `fermetric calibrate` fitted the run)
-    rep["calibration"] = calibration_metrics(apply_calibration(scorer.vote(query), run.stored_calibration()), q_labels)
+    predictions, proba = scorer.vote_with_predictions(query)
+    rep = knn_report(query, labels, gallery, g_labels, list(run.class_names), k=scorer.knn.k,
+                     weighting=scorer.knn.weighting, classifier=run_knn(run), predictions=predictions)
+    rep["calibration"] = calibration_metrics(apply_calibration(proba, run.stored_calibration()), labels)
     rep.update({
-        "run": str(run.path), "split": split, "kind": run.kind,
+        "run": str(run.path), "kind": run.kind, "checkpoint": run.fingerprint,
         "index_source": str(run.index_dir) if run.index_dir.exists() else
         "exact (flat) index fitted on the train embeddings (no RUN/index)",
-        "checkpoint": run.fingerprint,
     })
+    return rep
+
+
+def run_knn_report(run: Any, split: str, k: int | None = None, weighting: str | None = None) -> dict[str, Any]:
+    """The kNN report (`run_queries_report`) of a split of the run's data against its train
+    gallery, with the verification metrics of pairs of the split."""
+    if split == "train":
+        raise FermetricError("knn-eval scores val or test against the train gallery; train would match itself")
+    rep = run_queries_report(run, lambda: split_embeddings(run, split), k, weighting)
+    rep["split"] = split
     # pairs of the split: same expression or not, by cosine (calibrated on val pairs)
     rep["verification"] = split_verification(run, split)
     return rep

@@ -199,8 +199,9 @@ class FacePredictor:
     @property
     def temperature(self) -> Optional[float]:
         """The calibrated temperature of a classifier's softmax, or None."""
-        cal = self.calibration
-        return cal["temperature"] if cal is not None and cal["method"] == "temperature" else None
+        from fermetric.scoring.calibration import temperature_of
+
+        return temperature_of(self.calibration)
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Crops uint8 (N, 48, 48) or (N, 1, 48, 48) -> (N, C) float64 probabilities (calibrated

@@ -46,9 +46,15 @@ def embed_dataset(
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
+def embedding_function(model: Any):
+    """What a run's model embeds with: its `embed` (a classifier's pre-logit features, an embedding
+    model's chosen layer), else the model itself. The caller sets the train/eval mode."""
+    return model.embed if hasattr(model, "embed") else model
+
+
 def _embed_fn(run: Any):
     run.model.eval()
-    return run.model.embed if hasattr(run.model, "embed") else run.model
+    return embedding_function(run.model)
 
 
 def embed_images(run: Any, dataset: FERDataset, batch_size: int = 512) -> np.ndarray:

@@ -74,7 +74,7 @@ def build_run_index(run: Any, index_type: str = "flat", k: Optional[int] = None,
                         seed=run.cfg.seed)
     knn.fit(emb, labels)
     knn.save(layout.path_of(run.path, layout.INDEX), source=run.fingerprint)
-    for key in [key for key in run.derived if key.startswith("proba:") or key.startswith("pred:")]:
+    for key in [key for key in run.derived if key.startswith("proba:")]:
         del run.derived[key]
     run.derived["knn"] = knn
     return knn

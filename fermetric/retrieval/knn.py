@@ -518,8 +518,12 @@ class KNNClassifier:
     def predict(self, queries: Any, exclude: Any = None) -> np.ndarray:
         """(M,) int64 class ids: the largest vote, ties to the class of the nearest neighbour.
         `exclude`: see `kneighbors`."""
+        return self.predict_with_proba(queries, exclude)[0]
+
+    def predict_with_proba(self, queries: Any, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """`predict` and `predict_proba` from one neighbour search."""
         proba, neighbor_labels = self._vote(queries, exclude)
-        return break_ties(proba, neighbor_labels)
+        return break_ties(proba, neighbor_labels), proba
 
     def with_vote(self, k: int | None = None, weighting: str | None = None) -> "KNNClassifier":
         """This fitted index voting with another k or weighting (a shallow copy sharing the index)."""

@@ -22,7 +22,7 @@ import numpy as np
 
 import fermetric.run_layout as layout
 from fermetric.errors import DataError
-from fermetric.retrieval.embeddings import split_embeddings
+from fermetric.retrieval.embeddings import embedding_function, split_embeddings
 
 # Pairs drawn from a split for calibration and scoring (all pairs of FER2013's PublicTest are 6.4 M).
 MAX_PAIRS = 200_000
@@ -193,9 +193,8 @@ def same_expression_probability(run, face_a: np.ndarray, face_b: np.ndarray, nam
     if faces.shape[1:] != (48, 48) or faces.dtype != np.uint8:
         raise DataError(f"faces must be two 48x48 uint8 crops; got {faces.shape[1:]} {faces.dtype}")
     x = torch.from_numpy(faces[:, None].astype(np.float32) / 255.0).to(run.device)
-    model = run.model
-    model.eval()
-    fn = model.embed if hasattr(model, "embed") else model
+    run.model.eval()
+    fn = embedding_function(run.model)
     with runtime.inference(run.device, runtime.resolve_precision(run.precision, run.device)):
         emb = fn(x).float().cpu().numpy()
     cal = run_calibration(run)

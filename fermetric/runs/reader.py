@@ -198,7 +198,7 @@ class Run(_MovedMethods):
         if not isinstance(record, dict) or not self.made_here(record) or (record.get("tta") or None) != (tta or None):
             return None
         method = record.get("method", "temperature")  # records before vote smoothing were temperatures
-        key = {"temperature": "temperature", "vote_smoothing": "alpha"}.get(method)
+        key = layout.CALIBRATION_PARAMS.get(method)
         if key is None or (method == "temperature") != (self.kind == "classifier"):
             return None
         value = record.get(key)

@@ -1,7 +1,8 @@
 """Applying a calibration that `fermetric calibrate` fitted (fermetric.evaluation.calibration fits
 them): a classifier's temperature, softmax(log p / T), and a kNN vote's additive smoothing,
-(p + a) / (1 + C a). Neither changes the arg-max. `CalibratedScorer` applies one to a scorer's
-probabilities, so that an ensemble votes with its members' calibrated probabilities."""
+(p + a) / (1 + C a). Neither changes the arg-max. Each formula is written once, on tensors:
+`CalibratedScorer` applies it inside a scorer (so that an ensemble votes with its members'
+calibrated probabilities), and the NumPy functions apply it to probabilities already computed."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -9,6 +10,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+import fermetric.run_layout as layout
 from fermetric.errors import FermetricError
 from fermetric.scoring.base import Scorer
 from fermetric.scoring.ensemble import gives_probabilities
@@ -17,36 +19,56 @@ from fermetric.scoring.ensemble import gives_probabilities
 LOG_FLOOR = 1e-6
 
 
+def check_calibration(calibration: dict[str, Any]) -> tuple[str, float]:
+    """(method, parameter) of a calibration record ({"method": "temperature", "temperature": T} or
+    {"method": "vote_smoothing", "alpha": a}, what Run.stored_calibration gives).
+
+    Raises:
+        FermetricError: an unknown method, or a temperature <= 0 or a negative smoothing.
+    """
+    method = calibration.get("method", "temperature")
+    if method not in layout.CALIBRATION_PARAMS:
+        raise FermetricError(f"unknown calibration {method!r}; known: {', '.join(layout.CALIBRATION_PARAMS)}")
+    value = float(calibration[layout.CALIBRATION_PARAMS[method]])
+    if method == "temperature" and (not np.isfinite(value) or value <= 0):
+        raise FermetricError(f"a temperature must be a positive number; got {value}")
+    if method == "vote_smoothing" and (not np.isfinite(value) or value < 0):
+        raise FermetricError(f"a vote smoothing must be a non-negative number; got {value}")
+    return method, value
+
+
+def temperature_of(calibration: Optional[dict[str, Any]]) -> Optional[float]:
+    """The temperature of a classifier's calibration, or None (none, or a vote smoothing)."""
+    if calibration is None or calibration.get("method", "temperature") != "temperature":
+        return None
+    return float(calibration["temperature"])
+
+
+def calibrate_tensor(p: torch.Tensor, calibration: dict[str, Any]) -> torch.Tensor:
+    """Probabilities (N, C) calibrated: softmax(log max(p, LOG_FLOOR) / T), or (p + a) / (1 + C a)."""
+    method, value = check_calibration(calibration)
+    if method == "temperature":
+        return torch.softmax(torch.log(p.clamp_min(LOG_FLOOR)) / value, dim=1)
+    return (p + value) / (1.0 + p.shape[1] * value)
+
+
+def apply_calibration(probs: Any, calibration: Optional[dict[str, Any]]) -> np.ndarray:
+    """`probs` (N, C) calibrated as `calibration` says (see `check_calibration`), in float64;
+    None: as they are."""
+    p = np.asarray(probs, dtype=np.float64)
+    return p if calibration is None else calibrate_tensor(torch.from_numpy(p.copy()), calibration).numpy()
+
+
 def apply_temperature(probs: Any, temperature: float) -> np.ndarray:
     """softmax(log p / T): for softmax probabilities exactly softmax(logits / T) (the row's
     log-sum-exp shift cancels); p is floored at LOG_FLOOR first. T > 1 softens, T < 1 sharpens;
     the arg-max never changes."""
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise FermetricError(f"a temperature must be a positive number; got {temperature}")
-    z = np.log(np.clip(np.asarray(probs, dtype=np.float64), LOG_FLOOR, None)) / float(temperature)
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    return apply_calibration(probs, {"method": "temperature", "temperature": temperature})
 
 
 def smooth_votes(probs: Any, alpha: float) -> np.ndarray:
     """(p + alpha) / (1 + C alpha): every class keeps a share of the vote; the arg-max never changes."""
-    if not np.isfinite(alpha) or alpha < 0:
-        raise FermetricError(f"a vote smoothing must be a non-negative number; got {alpha}")
-    p = np.asarray(probs, dtype=np.float64)
-    return (p + float(alpha)) / (1.0 + p.shape[1] * float(alpha))
-
-
-def apply_calibration(probs: Any, calibration: Optional[dict[str, Any]]) -> np.ndarray:
-    """`probs` calibrated as `calibration` ({"method": "temperature", "temperature": T} or
-    {"method": "vote_smoothing", "alpha": a}, what Run.stored_calibration gives) says; None: as they are."""
-    if calibration is None:
-        return np.asarray(probs, dtype=np.float64)
-    if calibration.get("method", "temperature") == "temperature":
-        return apply_temperature(probs, float(calibration["temperature"]))
-    if calibration["method"] == "vote_smoothing":
-        return smooth_votes(probs, float(calibration["alpha"]))
-    raise FermetricError(f"unknown calibration {calibration.get('method')!r}; known: temperature, vote_smoothing")
+    return apply_calibration(probs, {"method": "vote_smoothing", "alpha": alpha})
 
 
 class CalibratedScorer(Scorer):
@@ -55,7 +77,7 @@ class CalibratedScorer(Scorer):
     Args:
         scorer: a scorer whose scores are probabilities (a softmax classifier, a kNN vote, a TTA
             mean of either).
-        calibration: as `apply_calibration` takes it.
+        calibration: as `check_calibration` takes it.
     """
 
     kind = "calibrated"
@@ -65,18 +87,14 @@ class CalibratedScorer(Scorer):
     def __init__(self, scorer: Scorer, calibration: dict[str, Any]):
         if not isinstance(scorer, Scorer) or not gives_probabilities(scorer):
             raise FermetricError(f"a calibration applies to probabilities; {scorer!r} does not score probabilities")
-        apply_calibration(np.full((1, 2), 0.5), calibration)  # a bad record is refused here, not mid-vote
+        check_calibration(calibration)  # a bad record is refused here, not mid-vote
         super().__init__(scorer.model, scorer.batch_size, scorer.class_names, scorer.precision)
         self.inner, self.calibration = scorer, dict(calibration)
         self.differentiable = scorer.differentiable
         self._num_classes = scorer._num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.inner.forward(x).float()
-        if self.calibration.get("method", "temperature") == "temperature":
-            return torch.softmax(torch.log(p.clamp_min(LOG_FLOOR)) / float(self.calibration["temperature"]), dim=1)
-        a = float(self.calibration["alpha"])
-        return (p + a) / (1.0 + p.shape[1] * a)
+        return calibrate_tensor(self.inner.forward(x).float(), self.calibration)
 
     def with_model(self, model) -> "CalibratedScorer":
         other = super().with_model(model)

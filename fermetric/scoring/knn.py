@@ -66,9 +66,17 @@ class KNNScorer(Scorer):
     def vote_predict(self, embeddings: Any, exclude: Optional[np.ndarray] = None) -> np.ndarray:
         """(M,) class ids of embeddings already computed: the vote's arg-max with ties given to
         the class of the nearest neighbour among the tied (what knn-eval counts)."""
+        return self.vote_with_predictions(embeddings, exclude)[0]
+
+    def vote_with_predictions(self, embeddings: Any,
+                              exclude: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        """(`vote_predict`, `vote`) of embeddings already computed, from one neighbour search."""
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-        pred = self.knn.predict(emb) if exclude is None else self.knn.predict(emb, exclude=exclude)
-        return np.asarray(pred)
+        kw = {} if exclude is None else {"exclude": exclude}
+        if not callable(getattr(self.knn, "predict_with_proba", None)):  # another classifier with predict / predict_proba
+            return np.asarray(self.knn.predict(emb, **kw)), np.asarray(self.knn.predict_proba(emb, **kw))
+        pred, proba = self.knn.predict_with_proba(emb, **kw)
+        return np.asarray(pred), np.asarray(proba)
 
     def with_vote(self, k: Optional[int] = None, weighting: Optional[str] = None) -> "KNNScorer":
         """The same scorer voting with another k or weighting (the index is shared, not rebuilt)."""

@@ -172,9 +172,7 @@ def dataset_predictions(run: Any, dataset, tta: bool | str = False, batch_size: 
         probs = sc.scores(dataset.images).numpy()
         return probs.argmax(1), probs
     _no_tta_for_knn(mode)
-    sc = run_scorer(run, "knn")
-    emb = embed_images(run, dataset, batch_size)
-    return sc.vote_predict(emb), sc.vote(emb)
+    return run_scorer(run, "knn").vote_with_predictions(embed_images(run, dataset, batch_size))
 
 
 def _no_tta_for_knn(mode: Any) -> None:

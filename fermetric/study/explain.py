@@ -114,17 +114,11 @@ def explain_study(study: StudyConfig, runs: dict[str, Any], everyone: dict[str, 
 def _neighbours_figure(name: str, run: Any, split: str, idx: Any, fig_dir: Path) -> Path:
     """The embedding model's kNN decision on the study's faces by example: the nearest training
     faces of each, with their labels, similarities and vote weights (fermetric.analysis.neighbours)."""
-    from fermetric.analysis.neighbours import nearest_examples
-    from fermetric.plotting.neighbours import plot_neighbours
+    from fermetric.analysis.neighbours import nearest_examples, neighbours_figure
 
-    ds = run.load_data()
-    queries = ds[split].subset(torch.as_tensor(idx))
-    nb = nearest_examples(run, queries)
-    gallery = None if run.gallery is not None else ds["train"].images[:, 0].numpy()
-    k = nb.index.shape[1]
-    return save_figure(plot_neighbours(queries.images[:, 0].numpy(), queries.labels.numpy(), nb, gallery, run.class_names,
-                                       title=f"{name} ({run.cfg.model.name}): the nearest training faces of {split} faces "
-                                             f"(k = {k}; s similarity, w vote weight)"), fig_dir / f"neighbours_{name}.png")
+    queries = run.load_data()[split].subset(torch.as_tensor(idx))
+    fig = neighbours_figure(run, queries, nearest_examples(run, queries), split, f"{name} ({run.cfg.model.name})")
+    return save_figure(fig, fig_dir / f"neighbours_{name}.png")
 
 
 def _similarity_map_rows(runs: dict[str, Any], ds: Any, n_pairs: int, seed: int) -> list[dict[str, Any]]:
@@ -133,15 +127,15 @@ def _similarity_map_rows(runs: dict[str, Any], ds: Any, n_pairs: int, seed: int)
     masks: one row per model for the evidence table (fermetric.analysis.similarity_maps)."""
     from fermetric.analysis.similarity_maps import similarity_map_scores
     from fermetric.models.layers import eval_mode
+    from fermetric.retrieval.embeddings import embedding_function
 
     images, labels, masks = ds.float_images(), ds.labels.numpy(), ds.masks.numpy()
     rows = []
     for name, run in runs.items():
         if run.kind not in ("classifier", "embedding"):
             continue
-        embed = run.model.embed if hasattr(run.model, "embed") else run.model
         with eval_mode(run.model):
-            s = similarity_map_scores(embed, images.to(run.device), labels, masks, n_pairs=n_pairs, seed=seed)
+            s = similarity_map_scores(embedding_function(run.model), images.to(run.device), labels, masks, n_pairs=n_pairs, seed=seed)
         rows.append({"model": f"{name} ({run.cfg.model.name})", "method": "similarity map",
                      "mask_mass_ratio": s["mask_mass"], "pointing_game": s["pointing_game"],
                      "note": f"{s['pairs']} same-expression pairs, both faces (pointing chance {s['pointing_chance']:.2f})"})

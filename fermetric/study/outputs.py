@@ -12,7 +12,7 @@ import torch
 from fermetric.errors import FermetricError
 from fermetric.plotting import save_figure
 from fermetric.study.config import StudyConfig
-from fermetric.evaluation.ensemble import brief_calibration
+from fermetric.evaluation.calibration import brief_calibration
 from fermetric.scoring.run import split_predictions, split_proba
 
 log = logging.getLogger("fermetric.study")
