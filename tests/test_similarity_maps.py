@@ -47,3 +47,34 @@ def test_cli_draws_the_maps_and_scores_them_on_evidence_masks(tmp_path: Path, tr
     s = similarity_map_scores(run.model.embed, val.float_images(np.arange(len(val))), val.labels.numpy(),
                               val.masks.numpy(), n_pairs=16)
     assert s["pairs"] == 16 and np.isfinite(s["mask_mass"]) and 0 <= s["pointing_game"] <= 1
+
+
+def test_vote_maps_by_hand():
+    """The vote map is gradient x input of the vote-weighted cosine to the neighbours that voted
+    for the predicted class: a neighbour of another class, or of weight 0, changes nothing."""
+    from fermetric.analysis.neighbours import Neighbours, vote_maps
+
+    def embed(x):
+        return torch.stack([x[:, 0, 10, 10], x[:, 0, 30, 30] + 0.5], dim=1)
+
+    q = torch.rand(1, 1, 48, 48)
+    gallery = torch.rand(3, 1, 48, 48)
+    nb = Neighbours(index=np.array([[0, 1, 2]]), labels=np.array([[4, 4, 2]]), similarity=np.zeros((1, 3)),
+                    weight=np.array([[0.5, 0.3, 0.2]]), proba=np.zeros((1, 7)), predicted=np.array([4]))
+    got = vote_maps(embed, q, gallery, nb)[0]
+    want = 0.5 * similarity_maps(embed, q, gallery[:1])[0][0] + 0.3 * similarity_maps(embed, q, gallery[1:2])[0][0]
+    assert np.allclose(got, want, atol=1e-6) and np.count_nonzero(got) <= 2
+    other = gallery.clone()
+    other[2] = torch.rand(1, 48, 48)  # the Sad neighbour voted for another class: it does not count
+    assert np.allclose(vote_maps(embed, q, other, nb)[0], got, atol=1e-7)
+
+
+def test_vote_map_scores_on_evidence_masks(triplet_run: Path):
+    from fermetric.analysis.neighbours import vote_map_scores
+    from fermetric.runs import load_run
+
+    run = load_run(triplet_run, device="cpu")
+    val = run.load_data()["val"]
+    s = vote_map_scores(run, val.subset(np.arange(12)))
+    assert s["queries"] == 12 and s["k"] > 0 and np.isfinite(s["mask_mass"])
+    assert 0 <= s["pointing_game"] <= 1 and 0 < s["pointing_chance"] < 1 and 0 <= s["label_agreement"] <= 1

@@ -99,13 +99,15 @@ def test_tiny_study_writes_every_figure_and_table(study_dirs):
     table = json.loads((out / "explain_eval" / "explain_eval.json").read_text())
     assert table["masks"] is True  # SynthFER: mask mass and pointing game per method and model
     pairs = {(r["model"].split()[0], r["method"]) for r in table["rows"]}
-    assert pairs == {(m, method) for m in ("cnn", "tri") for method in ("saliency", "lime", "similarity map")}
+    assert pairs == {(m, method) for m in ("cnn", "tri") for method in ("saliency", "lime", "similarity map")} | \
+        {("tri", "neighbours (vote map)")}  # the kNN decision by example: embedding models only
     assert all(r["mask_mass_ratio"] is not None and r["pointing_game"] is not None for r in table["rows"])
     # ... and in results.md (and the report) as one table: a row per method, a column per model
     evidence = md.split("mask mass ratio / pointing game per method and model")[1].strip().splitlines()
     assert evidence[2] == "| method | cnn (baseline) | tri (baseline) |"
     by = {(r["model"].split()[0], r["method"]): r for r in table["rows"]}
-    assert len(evidence) >= 7 and evidence[6].startswith("| similarity map |")
+    assert len(evidence) >= 8 and evidence[6].startswith("| similarity map |")
+    assert evidence[7].startswith("| neighbours (vote map) | - | ")  # the classifier has no kNN vote here
     for line, method in zip(evidence[4:], ("saliency", "lime", "similarity map")):
         cells = [c.strip() for c in line.strip("| ").split("|")]
         assert cells == [method] + [f"{by[(m, method)]['mask_mass_ratio']:.2f} / {by[(m, method)]['pointing_game']:.2f}"

@@ -232,13 +232,24 @@ def pointing_game(attributions: Any, masks: Any, tolerance: int = 2) -> np.ndarr
         raise DataError(f"attributions must have shape (N, H, W); got {a.shape}")
     m = _check_masks(masks, a.shape)
     check_int("tolerance", tolerance, 0)
-    mt = torch.from_numpy(m).float()[:, None]
-    if tolerance:
-        mt = F.max_pool2d(mt, 2 * int(tolerance) + 1, stride=1, padding=int(tolerance))
-    grown = mt[:, 0].numpy().reshape(len(a), -1) > 0
+    grown = _grown(m, tolerance).reshape(len(a), -1)
     top = a.reshape(len(a), -1).argmax(1)
     hit = grown[np.arange(len(a)), top].astype(float)
     return np.where(m.reshape(len(a), -1).any(1), hit, np.nan)
+
+
+def _grown(masks: np.ndarray, tolerance: int) -> np.ndarray:
+    """(N, H, W) bool masks grown by `tolerance` pixels (a (2t+1)^2 square): the pointing game's hits."""
+    mt = torch.from_numpy(np.asarray(masks, dtype=bool)).float()[:, None]
+    if tolerance:
+        mt = F.max_pool2d(mt, 2 * int(tolerance) + 1, stride=1, padding=int(tolerance))
+    return mt[:, 0].numpy() > 0
+
+
+def pointing_chance(masks: Any, tolerance: int = 2) -> float:
+    """The pointing game's chance level: the share of pixels it counts as hits (within the masks
+    grown by `tolerance`), i.e. what a top pixel drawn uniformly at random would score."""
+    return float(_grown(_check_masks(masks, np.shape(masks)), tolerance).mean())
 
 
 # -- model randomisation --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fermetric.analysis.faithfulness import mask_mass_ratio, pointing_game
+from fermetric.analysis.faithfulness import mask_mass_ratio, pointing_chance, pointing_game
 
 
 def similarity_maps(embed: Callable[[torch.Tensor], torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,8 +67,6 @@ def similarity_map_scores(embed: Callable[[torch.Tensor], torch.Tensor], images:
     maps_a, maps_b, cos = similarity_maps(embed, images[i], images[j])
     maps = np.concatenate([maps_a, maps_b])
     m = np.concatenate([masks[i], masks[j]]).astype(bool)
-    # chance of the pointing game: the share of pixels within the mask grown as pointing_game grows it
-    grown = F.max_pool2d(torch.from_numpy(m).float()[:, None], 5, stride=1, padding=2)[:, 0].numpy() > 0
     return {"pairs": int(len(i)), "mask_mass": float(np.nanmean(mask_mass_ratio(maps, m))),
-            "pointing_game": float(np.nanmean(pointing_game(maps, m))), "pointing_chance": float(grown.mean()),
+            "pointing_game": float(np.nanmean(pointing_game(maps, m))), "pointing_chance": pointing_chance(m),
             "mean_cosine": float(cos.mean())}

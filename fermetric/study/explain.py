@@ -8,7 +8,7 @@
 - the filters of one layer (gradient ascent) and that layer's outputs for one face per emotion;
 - the faithfulness table of every method on every model (deletion / insertion; mask mass and
   pointing game where the data has evidence masks, there also for the similarity maps of
-  same-expression pairs).
+  same-expression pairs and for the embedding models' kNN decisions by example, as vote maps).
 """
 from __future__ import annotations
 
@@ -142,6 +142,23 @@ def _similarity_map_rows(runs: dict[str, Any], ds: Any, n_pairs: int, seed: int)
     return rows
 
 
+def _vote_map_rows(runs: dict[str, Any], queries: Any) -> list[dict[str, Any]]:
+    """The embedding models' kNN decisions by example, scored on the evidence masks: the pixels of
+    each face that raise its vote for the predicted class (fermetric.analysis.neighbours.vote_maps)."""
+    from fermetric.analysis.neighbours import vote_map_scores
+
+    rows = []
+    for name, run in runs.items():
+        if run.kind != "embedding":
+            continue
+        s = vote_map_scores(run, queries)
+        rows.append({"model": f"{name} ({run.cfg.model.name})", "method": "neighbours (vote map)",
+                     "mask_mass_ratio": s["mask_mass"], "pointing_game": s["pointing_game"],
+                     "note": f"{s['queries']} faces, k {s['k']}; {s['label_agreement']:.0%} of the neighbours share "
+                             f"the face's label (pointing chance {s['pointing_chance']:.2f})"})
+    return rows
+
+
 def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: Any, say: Callable[[str], None],
                   seed: int) -> dict[str, Any]:
     from fermetric.analysis import evaluate_explanations, evidence_table_markdown, table_to_markdown
@@ -161,6 +178,7 @@ def _faithfulness(study: StudyConfig, runs: dict[str, Any], out: Path, result: A
                                  method_options={"lime": {"num_samples": spec.lime_samples}}, randomization=None)
     if masks is not None:
         rows += _similarity_map_rows(runs, ds, max(2 * len(idx), 28), seed)
+        rows += _vote_map_rows(runs, ds.subset(torch.as_tensor(idx)))
     folder = out / "explain_eval"
     table = {"split": spec.split, "n_images": int(len(idx)), "masks": masks is not None, "rows": rows}
     write_json(folder / "explain_eval.json", table)
