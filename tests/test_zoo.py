@@ -214,3 +214,28 @@ def test_evaluate_and_init_from_take_a_zoo_name(zoo, monkeypatch, tmp_path):
     res = run_cli(["train-classifier", "--epochs", "1", "--init-from", "no-such-model", "--out", str(tmp_path / "x"),
                    *TINY_TRAIN_ARGS], expect=2)
     assert "no pretrained model of that name" in res.output and not (tmp_path / "x").exists()
+
+
+def test_two_stage_export_sums_both_stages(zoo, classifier_run, tmp_path, monkeypatch):
+    """A warm restart from a shipped entry (train_zoo.sh's stage 2), exported with --stage1: the
+    card's epochs and minutes are both stages', its `stages` name where each ran."""
+    from conftest import TINY_TRAIN_ARGS, run_cli
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    second = tmp_path / "stage2"
+    run_cli(["train-classifier", "--epochs", "1", "--init-from", "tiny-clf", "--out", str(second), *TINY_TRAIN_ARGS])
+    first = get_entry("tiny-clf", zoo).card
+    entry = export_run(second, "two-stage", description="d", retrain="r", recipe="a.yaml, then b.yaml",
+                       split_name="SynthFER val", data_name="SynthFER", root=tmp_path / "zoo", stage1="tiny-clf")
+    card = json.loads((entry / "card.json").read_text())
+    assert card["recipe"] == "a.yaml, then b.yaml" and card["epochs"] == first["epochs"] + 1
+    assert [s.get("entry") for s in card["stages"]] == ["tiny-clf", None] and card["stages"][1]["run"] == "stage2"
+    assert card["train_minutes"] == pytest.approx(first["train_minutes"] + card["stages"][1]["train_minutes"], abs=0.11)
+    assert card["machine"].startswith("stage 1: ") and "; stage 2: " in card["machine"]
+    assert card["stages"][0]["sha256"] == first["sha256"]
+    # stage 1 as a run directory (a retrain from scratch: train_zoo.sh passes OUT/<name>)
+    entry = export_run(second, "two-stage-runs", description="d", retrain="r", recipe="a.yaml, then b.yaml",
+                       split_name="SynthFER val", data_name="SynthFER", root=tmp_path / "zoo", stage1=str(classifier_run))
+    card = json.loads((entry / "card.json").read_text())
+    assert card["stages"][0]["run"] == classifier_run.name and card["epochs"] == load_run(classifier_run).metrics["epochs_run"] + 1
