@@ -15,6 +15,9 @@ torch.set_num_threads(1)
 os.environ.setdefault("FERMETRIC_CPU_BF16", "0")
 # compile "auto" never compiles in tests (a compile takes a minute); tests of compile ask for it
 os.environ.setdefault("FERMETRIC_COMPILE", "0")
+# scorers' backend "auto" stays on PyTorch in tests (numbers compared across tests are PyTorch's);
+# tests/test_onnx_backend.py asks for ONNX Runtime by name
+os.environ.setdefault("FERMETRIC_BACKEND", "torch")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FERMETRIC_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -63,8 +63,12 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
               help="CPU threads for torch (and FAISS) in any command; training records it as train.threads. "
                    "0 or unset: the config's train.threads when training, else torch's default (all cores). "
                    "Set it on a shared machine: an oversubscribed CPU runs many times slower.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default=None,
+              help="Where forward-only work (evaluation, TTA, predict, LIME, occlusion, kNN) runs the network: "
+                   "onnxruntime (fp32 ONNX Runtime on the CPU; pip install 'fermetric[fast]'), torch, or auto "
+                   "(default: ONNX Runtime where installed and the CPU has no native bf16). Gradients stay in torch.")
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool, threads: int | None) -> None:
+def main(ctx: click.Context, verbose: int, quiet: bool, threads: int | None, backend: str | None) -> None:
     """fermetric: facial expression recognition with classifiers and metric-learning models,
     explained by one toolkit. Without --data, every command uses the built-in SynthFER data."""
     ctx.ensure_object(dict)
@@ -72,6 +76,17 @@ def main(ctx: click.Context, verbose: int, quiet: bool, threads: int | None) -> 
     ctx.obj["verbose"] = verbose
     ctx.obj["threads"] = threads
     _setup_logging(verbose, quiet)
+    if backend is not None:
+        import os
+
+        from fermetric.scoring.onnx import ENV_BACKEND, require_onnxruntime
+
+        if backend == "onnxruntime":
+            try:
+                require_onnxruntime()
+            except Exception as e:  # a FermetricError with the install command
+                raise click.UsageError(str(e)) from e
+        os.environ[ENV_BACKEND] = backend  # every scorer's "auto" follows it
     if threads is not None:
         if threads < 0:
             raise click.BadParameter(f"must be >= 0 (0 = the default), got {threads}", param_hint="'--threads'")

@@ -18,6 +18,7 @@ the model's train/eval flags, the caller's tensors and every .grad as they found
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from typing import Any, Optional, Sequence
 
@@ -30,6 +31,8 @@ from fermetric.errors import DataError, ModelError
 from fermetric.models.layers import default_gradcam_layer, eval_mode
 from fermetric.utils import runtime
 from fermetric.utils.checks import check_int
+
+log = logging.getLogger(__name__)
 
 
 # Measured on CPU (1 thread): resnet18 with the 48x48 "small" stem is fastest at 32-64 images a
@@ -64,6 +67,9 @@ class Scorer:
     # of eager forward passes with unchanged weights), True or False; set on an instance to change it
     compile: Any = "auto"
     _compilable: bool = True
+    # where `scores` runs the network: "auto", "torch" or "onnxruntime" (fermetric.scoring.onnx:
+    # fp32 ONNX Runtime on the CPU, for no-grad batches only); set on an instance to change it
+    backend: str = "auto"
 
     def __init__(self, model: nn.Module, batch_size: int = DEFAULT_BATCH_SIZE, class_names: Optional[Sequence[str]] = None,
                  precision: str = "auto"):
@@ -86,6 +92,7 @@ class Scorer:
         other = copy.copy(self)
         other.model = model
         other.__dict__.pop("_compiled", None)
+        other.__dict__.pop("_onnx", None)
         return other
 
     # -- shared -------------------------------------------------------------------------------
@@ -126,10 +133,13 @@ class Scorer:
         bs = check_batch_size(batch_size or self.batch_size)
         dev = self.device
         prec = self.resolved_precision
+        fast = self._backend_forward(prec, dev)
+        if fast is not None:
+            prec = "fp32"  # ONNX Runtime runs fp32; what follows the network (softmax, cosines) too
         cl = runtime.use_channels_last(dev, prec)
         out = []
         with self.evaluating(), runtime.inference(dev, prec):
-            fwd = self._scores_forward(bs, prec, dev)
+            fwd = fast or self._scores_forward(bs, prec, dev)
             eager = fwd == self.forward  # (a new bound-method object on every attribute access: not `is`)
             t0 = time.perf_counter()
             for i in range(0, x.shape[0], bs):
@@ -137,7 +147,7 @@ class Scorer:
                 if xb.dtype == torch.uint8:
                     xb = xb.float().div_(255.0)
                 n = xb.shape[0]
-                if not eager and n < bs:  # one batch shape: no recompile for the last batch
+                if isinstance(fwd, runtime.CompiledWithFallback) and n < bs:  # one batch shape: no recompile for the last batch
                     xb = torch.cat([xb, xb[-1:].expand(bs - n, *xb.shape[1:])])
                 xb = runtime.to_memory_format(xb.to(dev), cl)
                 out.append(check_scores(fwd(xb), xb.shape[0], self)[:n].float().cpu())
@@ -151,6 +161,54 @@ class Scorer:
         return res
 
     __call__ = scores
+
+    # -- the ONNX Runtime backend --------------------------------------------------------------
+    def _graph(self) -> Optional[tuple[nn.Module, Any]]:
+        """(the network to export, what turns its output into scores), or None where the scorer's
+        no-grad forward has no ONNX path. Subclasses with a network define it."""
+        return None
+
+    def _fast_forward(self, export: bool = True):
+        """The no-grad forward through ONNX Runtime (images -> scores), or None (no ONNX path, or
+        the graph not cached and `export` False). Wrapping scorers compose their inner ones'."""
+        from fermetric.scoring import onnx
+
+        graph = self._graph()
+        if graph is None:
+            return None
+        network, post = graph
+        key = ("onnx", id(network), tuple((p.data_ptr(), p._version) for p in network.parameters()))
+        cached = self.__dict__.get("_onnx")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        session = onnx.graph_for(network, export=export)
+        if session is None:
+            return None
+        fn = (lambda x: post(session(x))) if post is not None else session
+        self._onnx = (key, fn)
+        return fn
+
+    def _backend_forward(self, prec: str, dev: torch.device):
+        """The ONNX Runtime forward where `backend` resolves to it, else None (PyTorch)."""
+        from fermetric.scoring import onnx
+
+        decision = onnx.resolve_backend(self.backend, dev, self.precision, prec)
+        if decision == "torch":
+            return None
+        if decision == "onnxruntime":
+            fn = self._fast_forward()
+            if fn is None:
+                raise ModelError(f"{self!r} has no ONNX Runtime path; use backend torch")
+            return fn
+        # auto: a graph already cached is used at once; a new one is exported once eager passes
+        # have taken longer than the export would
+        slow = getattr(self, "_eager_seconds", 0.0) >= onnx.EXPORT_AFTER_SECONDS
+        try:
+            return self._fast_forward(export=slow)
+        except Exception as e:  # noqa: BLE001 - an export that fails leaves auto on PyTorch
+            log.warning("ONNX Runtime backend unavailable for %r (%s: %s); scoring with PyTorch", self, type(e).__name__, e)
+            self.backend = "torch"
+            return None
 
     def _scores_forward(self, bs: int, prec: str, dev: torch.device):
         """`forward`, or its compiled version (see `compile`). The compiled graph holds the weights

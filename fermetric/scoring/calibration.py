@@ -91,10 +91,15 @@ class CalibratedScorer(Scorer):
         super().__init__(scorer.model, scorer.batch_size, scorer.class_names, scorer.precision)
         self.inner, self.calibration = scorer, dict(calibration)
         self.differentiable = scorer.differentiable
+        self.backend = scorer.backend
         self._num_classes = scorer._num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return calibrate_tensor(self.inner.forward(x).float(), self.calibration)
+
+    def _fast_forward(self, export: bool = True):
+        inner = self.inner._fast_forward(export)
+        return None if inner is None else (lambda x: calibrate_tensor(inner(x).float(), self.calibration))
 
     def with_model(self, model) -> "CalibratedScorer":
         other = super().with_model(model)

@@ -48,4 +48,22 @@ class ClassifierScorer(Scorer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_logits(x) if self._use_logits_method else self.model(x)
-        return out.float().softmax(dim=1) if self.output == "softmax" else out
+        return self._finish(out)
+
+    def _finish(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().softmax(dim=1) if self.output == "softmax" else logits
+
+    def _graph(self):
+        # the logits network is exported; the softmax stays here, so one graph serves both outputs
+        return (_Logits(self.model) if self._use_logits_method else self.model), self._finish
+
+
+class _Logits(nn.Module):
+    """An embedding model's cosine-classifier logits as a network's forward (for the export)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_logits(x)

@@ -83,11 +83,21 @@ class EnsembleScorer(Scorer):
         self._num_classes = next(iter(counts), None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._vote([m.forward for m in self.members], x)
+
+    def _vote(self, scores, x: torch.Tensor) -> torch.Tensor:
         out = None
-        for w, m in zip(self.weights, self.members):
-            s = w * m.forward(x).float()
+        for w, score in zip(self.weights, scores):
+            s = w * score(x).float()
             out = s if out is None else out + s
         return out
+
+    def _fast_forward(self, export: bool = True):
+        # each member through ONNX Runtime where it has a path, the others as they are
+        fast = [m._fast_forward(export) if m.backend != "torch" else None for m in self.members]
+        if all(f is None for f in fast):
+            return None
+        return lambda x: self._vote([f or m.forward for f, m in zip(fast, self.members)], x)
 
     def with_model(self, model: nn.Module) -> "EnsembleScorer":
         """The same vote over other member models: `model` is a ModuleList like `self.model`."""

@@ -49,8 +49,14 @@ class KNNScorer(Scorer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            emb = self.model(x).float().cpu().numpy()
-        return torch.as_tensor(self.vote(emb), dtype=torch.float32, device=x.device)
+            emb = self.model(x)
+        return self._vote_tensor(emb).to(x.device)
+
+    def _graph(self):
+        return self.model, self._vote_tensor  # the embedding network; the FAISS vote stays outside
+
+    def _vote_tensor(self, emb: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.vote(emb.float().cpu().numpy()), dtype=torch.float32)
 
     def vote(self, embeddings: Any, exclude: Optional[np.ndarray] = None) -> np.ndarray:
         """(M, C) vote fractions of embeddings already computed (M, D), e.g. a run's cached split.

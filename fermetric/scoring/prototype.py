@@ -79,7 +79,13 @@ class PrototypeScorer(Scorer):
         return cls(embedding_model, torch.cat(chunks), dataset.labels, batch_size=batch_size, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = F.normalize(self.model(x).float(), dim=1)  # cosines in fp32 under any autocast
+        return self._from_embedding(self.model(x))
+
+    def _graph(self):
+        return self.model, self._from_embedding
+
+    def _from_embedding(self, emb: torch.Tensor) -> torch.Tensor:
+        e = F.normalize(emb.float(), dim=1)  # cosines in fp32 under any autocast
         cent = self.centroids.to(device=e.device, dtype=e.dtype)
         s = e @ cent.T
         if not bool(self.present.all()):

@@ -100,10 +100,18 @@ class TTAScorer(Scorer):
         self.differentiable = scorer.differentiable
         self._compilable = scorer._compilable
         self.compile = scorer.compile
+        self.backend = scorer.backend
         self._num_classes = scorer._num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.inner.forward(v).float() for v in self.views(x)]).mean(0)
+        return self._mean(self.inner.forward, x)
+
+    def _mean(self, score, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([score(v).float() for v in self.views(x)]).mean(0)
+
+    def _fast_forward(self, export: bool = True):
+        inner = self.inner._fast_forward(export)
+        return None if inner is None else (lambda x: self._mean(inner, x))
 
     def with_model(self, model: nn.Module) -> "TTAScorer":
         other = super().with_model(model)

@@ -108,6 +108,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def cache_dir() -> Path:
+    """Where fermetric keeps derived files that are not a run's (a zoo model's caches and default
+    outputs, ONNX graphs): $FERMETRIC_CACHE, else $XDG_CACHE_HOME/fermetric, else
+    ~/.cache/fermetric (the package folder is never written)."""
+    env = os.environ.get("FERMETRIC_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fermetric"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented JSON atomically; NumPy and torch values are converted."""
     return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")

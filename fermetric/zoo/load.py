@@ -3,7 +3,6 @@ open what the user names, a run directory or a pretrained model's name
 (`fermetric.load_run("fer2013-baseline")`)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,10 @@ from fermetric.runs.checkpoint import load_checkpoint
 from fermetric.runs.ensemble import EnsembleRun, Member
 from fermetric.runs.reader import Run, load_run, make_run
 from fermetric.utils import runtime
+from fermetric.utils.io import cache_dir
 from fermetric.utils.device import resolve_device
 from fermetric.errors import FermetricError
 from fermetric.zoo.registry import ZooEntry, ZooError, check_card, get_entry, is_pretrained_name
-
-
-def cache_dir() -> Path:
-    """Where a zoo model's derived files and default outputs go: $FERMETRIC_CACHE, else
-    $XDG_CACHE_HOME/fermetric, else ~/.cache/fermetric (the package folder is never written)."""
-    env = os.environ.get("FERMETRIC_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fermetric"
 
 
 def zoo_run_dir(name: str) -> Path:
