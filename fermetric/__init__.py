@@ -8,7 +8,7 @@ from fermetric.version import __version__
 
 # Every command's work as one call (fermetric.api), imported on first use so that `import
 # fermetric` stays light (no torch until a function is called)
-_API = ("train", "similarity", "calibrate", "evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
+_API = ("train", "export_model", "similarity", "calibrate", "evaluate_run", "ensemble", "build_index", "knn_eval", "embed_plot", "explain_run", "filters_run",
         "explain_eval", "data_info", "predict", "write_report", "demo_pretrained")
 
 

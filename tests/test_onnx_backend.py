@@ -10,7 +10,7 @@ import torch
 
 from fermetric.errors import ConfigError, FermetricError
 from fermetric.runs import load_run
-from fermetric.scoring import onnx
+from fermetric.models import onnx
 from fermetric.scoring.calibration import CalibratedScorer
 from fermetric.scoring.ensemble import EnsembleScorer
 from fermetric.scoring.run import run_scorer
@@ -155,3 +155,24 @@ def test_cli_backend_option(classifier_run, tmp_path, monkeypatch):
     assert list(out.glob("*.json"))
     res = run_cli(["--backend", "tensorrt", "evaluate", str(classifier_run)], expect=2)
     assert "tensorrt" in res.output
+
+
+def test_embeddings_through_onnxruntime_equal_pytorch(triplet_run, classifier_run, monkeypatch, onnx_cache):
+    """A run's embeddings (a gallery, the kNN report's queries) through the backend; the graph of
+    an embedding model is keyed to its embedding layer too (one state dict, two graphs)."""
+    from fermetric.retrieval.embeddings import embed_images
+
+    for path in (triplet_run, classifier_run):
+        run = load_run(path, device="cpu", precision="fp32")
+        ds = run.load_data()["val"]
+        monkeypatch.setenv(onnx.ENV_BACKEND, "torch")
+        a = embed_images(run, ds)
+        monkeypatch.setenv(onnx.ENV_BACKEND, "onnxruntime")
+        b = embed_images(run, ds)
+        assert a.shape == b.shape and abs(a - b).max() <= 1e-4
+    run = load_run(triplet_run, device="cpu", precision="fp32")
+    digests = set()
+    for layer in ("backbone", "projection"):
+        run.model.embedding_layer = layer
+        digests.add(onnx.weights_digest(run.model))
+    assert len(digests) == 2

@@ -14,10 +14,11 @@ not interleaved, while a training or another command writes the same run. Traini
 from fermetric.api.data import data_audit, data_info
 from fermetric.api.evaluate import calibrate, ensemble, evaluate_run
 from fermetric.api.explain import explain_eval, explain_run, filters_run
+from fermetric.api.export import export_model
 from fermetric.api.predict import DEMO_METHODS, demo_pretrained, predict
 from fermetric.api.retrieval import build_index, embed_plot, knn_eval, similarity
 from fermetric.api.train import train, write_report
 
-__all__ = ["train", "similarity", "calibrate", "evaluate_run", "demo_pretrained", "ensemble", "build_index", "knn_eval",
+__all__ = ["train", "export_model", "similarity", "calibrate", "evaluate_run", "demo_pretrained", "ensemble", "build_index", "knn_eval",
            "embed_plot", "explain_run", "filters_run", "explain_eval", "data_info", "data_audit", "predict",
            "write_report", "DEMO_METHODS"]

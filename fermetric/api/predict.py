@@ -165,3 +165,32 @@ def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = ()
         if not created:  # it was an empty folder: leave it so
             out_dir.mkdir(parents=True, exist_ok=True)
         raise
+
+
+def predict_video(run: PathLike, video: PathLike, out: PathLike = "predictions", *, every: int = 1, smooth: float = 0.0,
+                  annotate: bool = False, min_face: int = 40, margin: Optional[float] = None,
+                  tta: bool | str | None = "default", device: Optional[str] = "auto", progress=None):
+    """`fermetric predict video.mp4`: the expression of every face in every `every`-th frame, faces
+    followed by position (fermetric.inference.video): OUT/<stem>_frames.csv, _timeline.png,
+    _video.json and, with `annotate`, _annotated.mp4. All or nothing: a file that is not a video,
+    has no frames or shows no face raises a DataError and writes nothing.
+
+    Returns:
+        A fermetric.inference.video.VideoResult (its `files` where they were written).
+    """
+    from fermetric.inference import FacePredictor
+    from fermetric.inference.faces import DEFAULT_MARGIN
+    from fermetric.inference.predictor import DEFAULT_TTA, PREDICTIONS_LEGACY
+    from fermetric.inference.video import predict_video as run_video
+    from fermetric.utils.outputs import final_path, output_dir, staged_outputs
+
+    legacy = (*PREDICTIONS_LEGACY, "*_video.json")  # a video's outputs mark the folder as ours too
+    output_dir(out, "predictions", legacy=legacy, create=False)  # refused before any work
+    predictor = FacePredictor.from_run_dir(run, device=device, tta=DEFAULT_TTA if tta == "default" else tta)
+    with staged_outputs(out) as tmp:
+        result = run_video(predictor, video, tmp, every=every, min_face=min_face,
+                           margin=DEFAULT_MARGIN if margin is None else margin, smooth=smooth, annotate=annotate,
+                           progress=progress)
+        result.files = [final_path(p, tmp, out) for p in result.files]
+    output_dir(out, "predictions", legacy=legacy)  # marks the folder as ours
+    return result

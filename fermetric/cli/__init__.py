@@ -79,7 +79,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool, threads: int | None, bac
     if backend is not None:
         import os
 
-        from fermetric.scoring.onnx import ENV_BACKEND, require_onnxruntime
+        from fermetric.models.onnx import ENV_BACKEND, require_onnxruntime
 
         if backend == "onnxruntime":
             try:

@@ -45,11 +45,17 @@ def register(main: click.Group) -> None:
                        "one pass (the zoo's cards report both).")
     @click.option("--no-detect", is_flag=True, help="Use every image whole as a face crop (no detection).")
     @click.option("--detect-small", is_flag=True, help="Search for faces even in images of at most 64 px.")
+    @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Video: analyse one frame in N.")
+    @click.option("--smooth", type=click.FloatRange(min=0.0), default=0.0, show_default=True, metavar="SECONDS",
+                  help="Video: a centred moving average of each face's probabilities over this many seconds, in the "
+                       "timeline and as label_smoothed in the CSV (0: none).")
+    @click.option("--annotate", is_flag=True, help="Video: also write OUT/<name>_annotated.mp4 with boxes and labels.")
     @device_option
     @click.pass_context
     def predict(ctx: click.Context, args: tuple[str, ...], model_name: Optional[str], out: str, saliency: bool,
                 min_face: int, margin: Optional[float], tta: str, no_detect: bool, detect_small: bool,
-                device: Optional[str]) -> None:
+                every: int, smooth: float, annotate: bool, device: Optional[str]) -> None:
         from tqdm.auto import tqdm
 
         from fermetric.api import predict as run_predict
@@ -60,6 +66,17 @@ def register(main: click.Group) -> None:
         except ValueError as e:
             raise click.UsageError(str(e)) from None
 
+        from fermetric.inference.video import is_video
+
+        if any(is_video(a) for a in images):
+            if len(images) != 1:
+                raise click.UsageError("give one video at a time, without images beside it")
+            if no_detect or saliency:
+                raise click.UsageError("--no-detect and --saliency are for photos; a video's faces are always detected")
+            _predict_video(ctx, run, images[0], out, every, smooth, annotate, min_face, margin, tta, device)
+            return
+        if every != 1 or smooth or annotate:
+            raise click.UsageError("--every, --smooth and --annotate are for a video (mp4, avi, mov, mkv, webm)")
         if no_detect and detect_small:
             raise click.UsageError("--no-detect and --detect-small contradict each other")
         detect = "never" if no_detect else ("always" if detect_small else "auto")
@@ -88,3 +105,25 @@ def register(main: click.Group) -> None:
         click.echo(f"  {out}/predictions.json")
         for r in batch.images:
             click.echo(f"  {r.annotated}")
+
+
+def _predict_video(ctx: click.Context, run: str, video: str, out: str, every: int, smooth: float, annotate: bool,
+                   min_face: int, margin: Optional[float], tta: str, device: Optional[str]) -> None:
+    from tqdm.auto import tqdm
+
+    from fermetric.api.predict import predict_video
+
+    quiet = bool((ctx.obj or {}).get("quiet"))
+    with tqdm(desc="video", unit="frame", disable=quiet, leave=False) as bar:
+        res = predict_video(run, video, out, every=every, smooth=smooth, annotate=annotate, min_face=min_face,
+                            margin=margin, tta=None if tta == "none" else tta, device=device,
+                            progress=lambda n: bar.update(n - bar.n))
+    summary = res.to_json()
+    click.echo(f"{video}: {res.frames} frames at {res.fps:g} fps, {res.analysed} analysed, faces in "
+               f"{summary['frames_with_faces']}; {len(res.faces)} face(s) followed "
+               f"({summary['analysed_frames_per_second']} frames/s)")
+    for face, info in summary["faces"].items():
+        click.echo(f"  face {face}: {info['frames']} frames, {info['first_s']:.1f}-{info['last_s']:.1f} s, "
+                   f"mostly {info['most_frequent']}")
+    for p in res.files:
+        click.echo(f"  {p}")

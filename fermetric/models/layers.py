@@ -133,3 +133,16 @@ def parametrised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if any(p is not None for p in module.parameters(recurse=False)):
             out.append((name, module))
     return out
+
+
+class PreLogits(nn.Module):
+    """A model's `embed` as a network's forward: a classifier seen as an embedding model (its
+    pre-logit features), for prototype / kNN scorers and for exporting what a run embeds with."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.gradcam_layer = "model." + getattr(model, "gradcam_layer", "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x)

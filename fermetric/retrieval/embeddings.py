@@ -13,8 +13,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from fermetric.data.dataset import FERDataset
+from fermetric.models import onnx
+from fermetric.models.layers import PreLogits
 import fermetric.run_layout as layout
 from fermetric.runs.reader import register_moved
 from fermetric.utils import runtime
@@ -30,13 +33,24 @@ def embed_dataset(
     batch_size: int = 512,
     device: torch.device | str = "cpu",
     precision: str = "auto",
+    network: Optional[nn.Module] = None,
+    backend: str = "auto",
 ) -> np.ndarray:
     """Apply `embed` (images -> (B, D)) to a whole split in batches; returns float32 (N, D).
 
     `precision` (auto, fp32, bf16, fp16; see utils.runtime) sets the autocast of the forward
-    passes; the embeddings come back fp32.
+    passes; the embeddings come back fp32. With `network` (an nn.Module whose forward is `embed`),
+    `backend` may run it through ONNX Runtime (fermetric.models.onnx; "auto": where precision
+    resolves to fp32 and the graph is cached or the data set is a gallery's size).
     """
     prec = runtime.resolve_precision(precision, device)
+    if network is not None:
+        decision = onnx.resolve_backend(backend, torch.device(device), precision, prec)
+        if decision == "onnxruntime" or (decision is None and len(dataset) >= onnx.EXPORT_FOR_IMAGES):
+            embed, prec = onnx.graph_for(network), "fp32"
+        elif decision is None:
+            embed = onnx.graph_for(network, export=False) or embed
+            prec = "fp32" if isinstance(embed, onnx.OnnxGraph) else prec
     cl = runtime.use_channels_last(device, prec)
     out = []
     with runtime.inference(device, prec):
@@ -57,11 +71,17 @@ def _embed_fn(run: Any):
     return embedding_function(run.model)
 
 
+def _embed_run(run: Any, dataset: FERDataset, batch_size: int) -> np.ndarray:
+    """embed_dataset with the run's embedding (and its network, for the ONNX backend)."""
+    return embed_dataset(_embed_fn(run), dataset, batch_size, run.device, precision=run.precision,
+                         network=PreLogits(run.model))
+
+
 def embed_images(run: Any, dataset: FERDataset, batch_size: int = 512) -> np.ndarray:
     """(N, D) float32 embeddings (pre-logit features for classifiers) of any FERDataset, e.g.
     another data set's images (not cached: only the run's own splits are)."""
     run.single_network("embedding")
-    return embed_dataset(_embed_fn(run), dataset, batch_size, run.device, precision=run.precision)
+    return _embed_run(run, dataset, batch_size)
 
 
 def split_embeddings(run: Any, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +100,7 @@ def split_embeddings(run: Any, split: str, batch_size: int = 512) -> tuple[np.nd
         cached = _read_cache(run, emb_path, lab_path, meta_path)
         if cached is None:
             ds = run.load_data()[split]
-            cached = embed_dataset(_embed_fn(run), ds, batch_size, run.device, precision=run.precision), ds.labels.numpy()
+            cached = _embed_run(run, ds, batch_size), ds.labels.numpy()
             try:
                 if known_read_only(run.path):  # not even tried: the run stays as it is
                     raise OSError("the run is read-only")

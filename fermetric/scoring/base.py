@@ -67,7 +67,7 @@ class Scorer:
     # of eager forward passes with unchanged weights), True or False; set on an instance to change it
     compile: Any = "auto"
     _compilable: bool = True
-    # where `scores` runs the network: "auto", "torch" or "onnxruntime" (fermetric.scoring.onnx:
+    # where `scores` runs the network: "auto", "torch" or "onnxruntime" (fermetric.models.onnx:
     # fp32 ONNX Runtime on the CPU, for no-grad batches only); set on an instance to change it
     backend: str = "auto"
 
@@ -171,7 +171,7 @@ class Scorer:
     def _fast_forward(self, export: bool = True):
         """The no-grad forward through ONNX Runtime (images -> scores), or None (no ONNX path, or
         the graph not cached and `export` False). Wrapping scorers compose their inner ones'."""
-        from fermetric.scoring import onnx
+        from fermetric.models import onnx
 
         graph = self._graph()
         if graph is None:
@@ -190,7 +190,7 @@ class Scorer:
 
     def _backend_forward(self, prec: str, dev: torch.device):
         """The ONNX Runtime forward where `backend` resolves to it, else None (PyTorch)."""
-        from fermetric.scoring import onnx
+        from fermetric.models import onnx
 
         decision = onnx.resolve_backend(self.backend, dev, self.precision, prec)
         if decision == "torch":

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from fermetric.errors import FermetricError
+from fermetric.models.layers import PreLogits
 from fermetric.retrieval.embeddings import embed_images, embed_split, split_embeddings
 from fermetric.retrieval.index import gallery_exclude, run_knn
 from fermetric.runs.ensemble import EnsembleRun
@@ -26,18 +25,6 @@ from fermetric.scoring.prototype import PrototypeScorer
 from fermetric.scoring.tta import resolve_tta, tta_scorer
 
 SCORER_KINDS = ("auto", "classifier", "prototype", "knn")
-
-
-class PreLogits(nn.Module):
-    """A classifier seen as an embedding model (its pre-logit features), for prototype / kNN scorers."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.gradcam_layer = "model." + getattr(model, "gradcam_layer", "")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(x)
 
 
 def run_scorer(run: Any, kind: str = "auto", output: str = "softmax", batch_size: int = 256, tta: bool | str = False,

@@ -46,6 +46,8 @@ INPUT, OUTPUT = "images", "scores"
 # "auto" exports a graph not yet cached once a scorer has spent this long in eager forward passes
 # (an export takes 2-4 s for these networks); a cached graph is used at once
 EXPORT_AFTER_SECONDS = 3.0
+# ... and embedding a data set of at least this many images (a gallery) exports at once
+EXPORT_FOR_IMAGES = 2000
 
 
 class StaleGraphError(FermetricError):
@@ -108,8 +110,13 @@ def cache_root() -> Path:
 
 
 def weights_digest(module: nn.Module) -> str:
-    """SHA-256 of a network's parameters and buffers (names, shapes, dtypes, values) and its class."""
+    """SHA-256 of a network's parameters and buffers (names, shapes, dtypes, values), its class and
+    the settings that change its forward without being weights (an embedding model's
+    `embedding_layer`: backbone and projection are two graphs of one state dict)."""
     h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    for name, m in module.named_modules():
+        if isinstance(getattr(m, "embedding_layer", None), str):
+            h.update(f"{name}.embedding_layer={m.embedding_layer}".encode())
     for name, t in module.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
