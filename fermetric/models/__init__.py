@@ -5,7 +5,7 @@
     emb = create_embedding_model("resnet18", embedding_dim=128)  # -> (N, 128), unit norm
     model = build_model("embedding", run_cfg, num_classes=7)  # the model a run of that kind trains
 
-Importing this package registers every model.
+`list_models()` / `get_model_entry(name)` register the built-in models on first use.
 """
 from fermetric.models.base import FERModel
 from fermetric.models.registry import (
@@ -17,8 +17,8 @@ from fermetric.models.registry import (
     register_model,
 )
 
-# Imported for their @register_model side effect.
-from fermetric.models import baseline, resnet, senet, vgg  # noqa: E402,F401  isort: skip
+# The built-in models (baseline, resnet18 / resnet50, vgg16, senet50) register themselves when their
+# module is first needed (registry._BUILTIN): torchvision loads only for the models built on it.
 from fermetric.models.embedding import (  # noqa: E402
     EmbeddingModel,
     create_embedding_model,

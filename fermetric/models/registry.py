@@ -55,6 +55,19 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# fermetric's own models, registered when their module is first needed: the torchvision-based ones
+# import torchvision (2-3 s on 2 cores), which the baseline CNN, and so `predict` with the default
+# model, does not need
+_BUILTIN = {"baseline": "fermetric.models.baseline", "resnet18": "fermetric.models.resnet",
+            "resnet50": "fermetric.models.resnet", "vgg16": "fermetric.models.vgg", "senet50": "fermetric.models.senet"}
+
+
+def _load_builtin(name: Optional[str] = None) -> None:
+    """Import the module of the built-in model `name` (None: of every built-in model)."""
+    import importlib
+
+    for module in sorted(set(_BUILTIN.values()) if name is None else {_BUILTIN[name]} if name in _BUILTIN else set()):
+        importlib.import_module(module)
 
 
 def register_model(name: str, *, pretrained: Optional[str] = None) -> Callable:
@@ -77,6 +90,7 @@ def register_model(name: str, *, pretrained: Optional[str] = None) -> Callable:
 
 def list_models(pretrained: bool = False) -> list[str]:
     """Sorted registered names; with pretrained=True only those with torchvision ImageNet weights."""
+    _load_builtin()
     return sorted(n for n, e in _REGISTRY.items() if e.pretrained or not pretrained)
 
 
@@ -86,6 +100,8 @@ def get_model_entry(name: str) -> ModelEntry:
     Raises:
         ModelError: "unknown model 'x'; available: ..." for an unregistered name.
     """
+    if isinstance(name, str) and name not in _REGISTRY:
+        _load_builtin(name)
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
