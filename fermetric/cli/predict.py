@@ -114,7 +114,8 @@ def _predict_video(ctx: click.Context, run: str, video: str, out: str, every: in
     from fermetric.api.predict import predict_video
 
     quiet = bool((ctx.obj or {}).get("quiet"))
-    with tqdm(desc="video", unit="frame", disable=quiet, leave=False) as bar:
+    # a bar on a terminal only (disable=None: tqdm's own check), not one line per frame in a log
+    with tqdm(desc="video", unit="frame", disable=True if quiet else None, leave=False) as bar:
         res = predict_video(run, video, out, every=every, smooth=smooth, annotate=annotate, min_face=min_face,
                             margin=margin, tta=None if tta == "none" else tta, device=device,
                             progress=lambda n: bar.update(n - bar.n))

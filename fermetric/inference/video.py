@@ -290,10 +290,12 @@ def _timeline(result: VideoResult):
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"face {face}\nprobability")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(ncol=len(result.class_names), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
     axes[-1, 0].set_xlabel("time (s)")
     smooth = result.settings["smooth_seconds"]
     fig.suptitle(f"{result.path.name}: expression probabilities per face"
-                 + (f" (moving average over {smooth:g} s)" if smooth > 0 else ""), y=1.0)
+                 + (f" (moving average over {smooth:g} s)" if smooth > 0 else ""))
     fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.subplots_adjust(right=0.84)  # the classes' legend to the right of the panels
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     return fig
