@@ -9,7 +9,7 @@ import pytest
 
 def test_umap_kernels_are_cached_once():
     pytest.importorskip("umap")
-    import umap  # noqa: F401
+    import umap  # noqa: F401  (loads the modules whose kernels are checked)
     from numba.core.registry import CPUDispatcher
 
     from fermetric.analysis.projection import cache_umap_kernels

@@ -93,6 +93,7 @@ class Scorer:
         other.model = model
         other.__dict__.pop("_compiled", None)
         other.__dict__.pop("_onnx", None)
+        other.__dict__.pop("_onnx_missing", None)
         return other
 
     # -- shared -------------------------------------------------------------------------------
@@ -181,8 +182,11 @@ class Scorer:
         cached = self.__dict__.get("_onnx")
         if cached is not None and cached[0] == key:
             return cached[1]
+        if not export and self.__dict__.get("_onnx_missing") == key:
+            return None  # looked for these weights' graph already: not hashed again on every call
         session = onnx.graph_for(network, export=export)
         if session is None:
+            self._onnx_missing = key
             return None
         fn = (lambda x: post(session(x))) if post is not None else session
         self._onnx = (key, fn)
