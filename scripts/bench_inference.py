@@ -39,17 +39,7 @@ VARIANTS = {"torch-fp32": ("torch", "fp32"), "torch-auto": ("torch", "auto"), "o
 
 
 def cpu_description() -> str:
-    name, flags = "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and name == "unknown CPU":
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(isa) or 'no AVX2'}), {torch.get_num_threads()} threads"
+    return f"{runtime.cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def scorer(model: torch.nn.Module, variant: str, tta: bool = False):

@@ -159,6 +159,16 @@ def test_resume_applies_allowed_changes_and_keeps_every_sitting(tmp_path, classi
     assert m["train_seconds"] == pytest.approx(s1["seconds"] + s2["seconds"], abs=0.02)
     assert m["train_seconds"] > first["train_seconds"]
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["sittings"][0] == s1
+    # each sitting names its CPU, and a card of a run resumed on another CPU names both
+    from fermetric.utils.runtime import cpu_model
+    from fermetric.zoo.export import _train_minutes_and_machine
+
+    assert s1["cpu"] == s2["cpu"] == cpu_model()
+    _, machine, _ = _train_minutes_and_machine(m, 2)
+    assert machine.startswith(f"{cpu_model()}, 2 threads")
+    other = {**m, "sittings": [{**s1, "cpu": "Some Other CPU (AVX2)"}, s2]}
+    _, machine, _ = _train_minutes_and_machine(other, 2)
+    assert "epochs 1-2 on Some Other CPU (AVX2); epochs 3-3 on " + cpu_model() in machine
 
 
 def test_refused_resume_leaves_the_run_as_it_was(tmp_path, classifier_run):

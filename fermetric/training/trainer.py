@@ -224,7 +224,7 @@ class Trainer:
         sitting = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None, "end": "running",
             "epoch_from": start_epoch, "epoch_to": start_epoch, "seconds": 0.0,
-            "host": socket.gethostname(), "pid": os.getpid(), "fermetric_version": __version__,
+            "host": socket.gethostname(), "cpu": runtime.cpu_model(), "pid": os.getpid(), "fermetric_version": __version__,
             "command": self.command, "changes": self.changes,
         }
         self.sittings.append(sitting)

@@ -76,6 +76,23 @@ def usable_threads(requested: int) -> int:
     return requested
 
 
+def cpu_model() -> str:
+    """This machine's CPU model with the kind of vector units it has (a virtual machine's model
+    name is often generic: "AMD EPYC"), e.g. "AMD EPYC (AVX-512 bf16)": what timings are measured on."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    flags = _cpu_flags()
+    kind = ("AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags
+            else "AVX-512, no bf16" if "avx512f" in flags else "AVX2" if "avx2" in flags else "")
+    return f"{model}{f' ({kind})' if kind else ''}"
+
+
 def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as fh:

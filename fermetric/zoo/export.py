@@ -36,7 +36,16 @@ def _train_minutes_and_machine(m: dict[str, Any], threads: int = 0) -> tuple[flo
     sittings = m.get("sittings") or []
     hosts = sorted({str(s.get("host", "")) for s in sittings if s.get("host")})
     precision = (m.get("runtime") or {}).get("precision")
-    machine = f"{cpu_name(threads)}{f', {precision}' if precision else ''}; host {', '.join(hosts) or platform.node()}"
+    # the CPU each sitting recorded (a run resumed on another machine names both); a sitting of a
+    # version that did not record it is named as such, not as this machine
+    cpus = [s.get("cpu") for s in sittings]
+    if not sittings or all(c == cpus[0] for c in cpus) and cpus[0]:
+        where = cpu_name(threads) if not sittings else f"{cpus[0]}, {threads or torch.get_num_threads()} threads"
+    else:
+        where = "; ".join(f"epochs {s.get('epoch_from', 0) + 1}-{s.get('epoch_to', 0)} on {s.get('cpu') or 'an unrecorded CPU'}"
+                          for s in sittings if s.get("epoch_to", 0) > s.get("epoch_from", 0))
+        where += f", {threads or torch.get_num_threads()} threads"
+    machine = f"{where}{f', {precision}' if precision else ''}; host {', '.join(hosts) or platform.node()}"
     return float(m.get("train_seconds", 0.0)) / 60.0, machine, int(m.get("epochs_run", 0))
 
 
@@ -175,19 +184,9 @@ def _new_entry_dir(name: str, root) -> tuple[Path, Path]:
 
 def cpu_name(threads: int = 0) -> str:
     """This machine's CPU model and the threads used (default: torch's), for the cards' timings."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    from fermetric.utils.runtime import _cpu_flags
+    from fermetric.utils.runtime import cpu_model
 
-    flags = _cpu_flags()
-    # the model name of a virtual machine's CPU is often generic: the vector units say which kind it is
-    kind = ("AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags
-            else "AVX-512, no bf16" if "avx512f" in flags else "AVX2" if "avx2" in flags else "")
-    return f"{model}{f' ({kind})' if kind else ''}, {threads or torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {threads or torch.get_num_threads()} threads"
 
 
 def seconds_per_face(scorer, images: torch.Tensor, repeats: int = 2) -> float:
