@@ -69,7 +69,7 @@ def test_every_hint_names_an_option_of_its_own_command(command: str, zoo_without
         for name in ("a.png", "b.png"):
             Image.fromarray(np.full((48, 48), 100, np.uint8)).save(tmp_path / name)
         args += [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
-    if command in ("ensemble", "explain-eval", "report", "embed-plot"):
+    if command in ("ensemble", "explain-eval", "report", "embed-plot", "export"):
         args += ["--out", str(tmp_path / ("out.html" if command == "report" else "out.png" if command == "embed-plot" else "out"))]
     from click.testing import CliRunner
 
