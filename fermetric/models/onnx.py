@@ -55,17 +55,22 @@ class StaleGraphError(FermetricError):
 
 
 def onnxruntime_available() -> bool:
+    """Whether the backend can work here: onnxruntime runs the graph, onnx is what torch's exporter
+    writes it with (one without the other is a half-installed extra: auto stays on PyTorch)."""
     import importlib.util
 
-    return importlib.util.find_spec("onnxruntime") is not None
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
 def require_onnxruntime():
+    import importlib
+
     try:
+        importlib.import_module("onnx")  # torch's exporter writes the graph with it
         import onnxruntime
     except ImportError as e:
-        raise FermetricError("backend onnxruntime needs the onnxruntime package: pip install 'fermetric[fast]' "
-                             "(or pip install onnxruntime), or use --backend torch") from e
+        raise FermetricError(f"backend onnxruntime needs the onnxruntime and onnx packages ({e.name or e} is missing): "
+                             "pip install 'fermetric[fast]', or use --backend torch") from e
     return onnxruntime
 
 

@@ -46,11 +46,16 @@ def embed_dataset(
     prec = runtime.resolve_precision(precision, device)
     if network is not None:
         decision = onnx.resolve_backend(backend, torch.device(device), precision, prec)
-        if decision == "onnxruntime" or (decision is None and len(dataset) >= onnx.EXPORT_FOR_IMAGES):
-            embed, prec = onnx.graph_for(network), "fp32"
+        if decision == "onnxruntime":
+            embed = onnx.graph_for(network)
+        elif decision is None and len(dataset) >= onnx.EXPORT_FOR_IMAGES:
+            try:
+                embed = onnx.graph_for(network)
+            except Exception as e:  # noqa: BLE001 - an export that fails leaves auto on PyTorch
+                log.warning("ONNX Runtime backend unavailable (%s: %s); embedding with PyTorch", type(e).__name__, e)
         elif decision is None:
             embed = onnx.graph_for(network, export=False) or embed
-            prec = "fp32" if isinstance(embed, onnx.OnnxGraph) else prec
+        prec = "fp32" if isinstance(embed, onnx.OnnxGraph) else prec
     cl = runtime.use_channels_last(device, prec)
     out = []
     with runtime.inference(device, prec):
