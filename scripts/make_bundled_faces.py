@@ -8,7 +8,8 @@ wheel as skimage/data/astronaut.png, no download) becomes
     astronaut_photo.jpg  the head and shoulders, grayscale, 192x192: a small photo that
                          `fermetric predict` searches for a face (detection path)
     astronaut_happy.png  the 48x48 face crop exactly as predict makes it from that photo
-                         (Haar cascade box, DEFAULT_MARGIN, area resize): what the model sees
+                         (the default detector's box, DEFAULT_MARGIN, area resize): what the
+                         model sees
 
 The crop is made from the bundled photo, not from the original, so predict on the photo and the
 crop give the same input to the model.
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 # the head and shoulders in astronaut.png (512x512; the face box is about (177, 66, 95, 95))
-REGION = (112, 0, 368, 256)  # x0, y0, x1, y1: the cascade finds exactly one face in it at 128-256 px
+REGION = (112, 0, 368, 256)  # x0, y0, x1, y1: the detectors find exactly one face in it at 128-256 px
 PHOTO_SIDE = 192
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     gray = read_photo(photo_path).gray
     boxes = detect_faces(gray, min_face=40)
     if len(boxes) != 1:
-        raise SystemExit(f"expected one face in {photo_path}, the cascade found {len(boxes)}: {boxes}")
+        raise SystemExit(f"expected one face in {photo_path}, the detector found {len(boxes)}: {boxes}")
     crop, _ = crop_face(gray, boxes[0], margin=DEFAULT_MARGIN)
     Image.fromarray(np.asarray(crop, dtype=np.uint8)).save(out / "astronaut_happy.png", optimize=True)
     for p in (photo_path, out / "astronaut_happy.png"):

@@ -63,7 +63,7 @@ def photo_dir(tmp_path_factory) -> Path:
         if any(_near_paste(b) for b in detect_faces(photo)):
             break
     else:
-        pytest.fail("the Haar cascade found none of 30 SynthFER faces scaled to 200 px")
+        pytest.fail("the face detector found none of 30 SynthFER faces scaled to 200 px")
     Image.fromarray(np.stack([photo] * 3, axis=2)).save(d / "photo.jpg", quality=95)
     Image.fromarray(faces[i]).save(d / "crop.png")
     (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
@@ -132,17 +132,19 @@ def test_expand_inputs_reports_missing_and_empty(tmp_path):
 
 
 @pytest.mark.slow
-def test_haar_finds_fer2013_faces_where_they_were_pasted(folder_sample):
+@pytest.mark.parametrize("detector, share", [("haar", 0.6), ("blazeface", 0.85)])
+def test_detectors_find_fer2013_faces_where_they_were_pasted(folder_sample, detector, share):
     """Real faces: most FER2013 sample faces, scaled to 200 px on a textured background, are found
-    at the right place, with few boxes elsewhere."""
+    at the right place, with few boxes elsewhere (on 400 PublicTest faces BlazeFace found 96 % and
+    Haar 80 %: scripts/bench_predict.py)."""
     files = sorted(folder_sample.rglob("*.jpg"))
     hits = false_boxes = 0
     for i, f in enumerate(files):
-        boxes = detect_faces(compose(np.asarray(Image.open(f).convert("L")), seed=i))
+        boxes = detect_faces(compose(np.asarray(Image.open(f).convert("L")), seed=i), detector=detector)
         near = [_near_paste(b) for b in boxes]
         hits += any(near)
         false_boxes += len(near) - sum(near)
-    assert hits >= 0.6 * len(files), f"found {hits} of {len(files)}"
+    assert hits >= share * len(files), f"found {hits} of {len(files)}"
     assert false_boxes <= 0.1 * len(files)
 
 

@@ -15,13 +15,14 @@ from fermetric.api.explain import explain_images
 
 def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] = "predictions", *,
             detect: str = "auto", min_face: int = 40, margin: Optional[float] = None, saliency: bool = False,
-            tta: bool | str | None = "default", device: Optional[str] = "auto", progress=None):
+            tta: bool | str | None = "default", device: Optional[str] = "auto", progress=None, detector: str = "auto"):
     """`fermetric predict`: the expression of every face in photos (files or folders), with
     OUT/predictions.json and an annotated image per photo (out=None: write nothing).
 
     Returns:
         A fermetric.inference.BatchResult (failed inputs are in its `errors`, not raised).
         tta "default" is fermetric.inference.predictor.DEFAULT_TTA; None: one pass per face.
+        detector: "auto" (BlazeFace; Haar where it cannot load), "blazeface" or "haar".
     """
     from fermetric.inference import FacePredictor, predict_images
     from fermetric.inference.faces import DEFAULT_MARGIN
@@ -30,7 +31,7 @@ def predict(run: PathLike, images: Iterable[PathLike], out: Optional[PathLike] =
     predictor = FacePredictor.from_run_dir(run, device=device, tta=DEFAULT_TTA if tta == "default" else tta)
     margin = DEFAULT_MARGIN if margin is None else margin
     return predict_images(predictor, images, out, detect=detect, min_face=min_face, margin=margin,
-                          saliency=saliency, progress=progress)
+                          saliency=saliency, progress=progress, detector=detector)
 
 
 DEMO_METHODS = ("saliency", "occlusion", "gradcam", "lime")  # the rows `fermetric demo` draws for each run
@@ -169,7 +170,8 @@ def demo_pretrained(model: Optional[str] = None, images: Sequence[PathLike] = ()
 
 def predict_video(run: PathLike, video: PathLike, out: PathLike = "predictions", *, every: int = 1, smooth: float = 0.0,
                   annotate: bool = False, min_face: int = 40, margin: Optional[float] = None,
-                  tta: bool | str | None = "default", device: Optional[str] = "auto", progress=None):
+                  tta: bool | str | None = "default", device: Optional[str] = "auto", progress=None,
+                  detector: str = "auto"):
     """`fermetric predict video.mp4`: the expression of every face in every `every`-th frame, faces
     followed by position (fermetric.inference.video): OUT/<stem>_frames.csv, _timeline.png,
     _video.json and, with `annotate`, _annotated.mp4. All or nothing: a file that is not a video,
@@ -190,7 +192,7 @@ def predict_video(run: PathLike, video: PathLike, out: PathLike = "predictions",
     with staged_outputs(out) as tmp:
         result = run_video(predictor, video, tmp, every=every, min_face=min_face,
                            margin=DEFAULT_MARGIN if margin is None else margin, smooth=smooth, annotate=annotate,
-                           progress=progress)
+                           progress=progress, detector=detector)
         result.files = [final_path(p, tmp, out) for p in result.files]
     output_dir(out, "predictions", legacy=legacy)  # marks the folder as ours
     return result

@@ -25,13 +25,13 @@ from fermetric.inference.faces import (
     CROP_MAX_SIDE,
     DEFAULT_MARGIN,
     DETECT_MODES,
+    DETECTOR_NAMES,
     Photo,
-    crop_face,
-    detect_faces,
     expand_inputs,
     find_faces,
     no_face_message,
     read_photo,
+    resolve_detector,
 )
 from fermetric.retrieval.index import run_knn
 from fermetric.scoring.run import run_scorer
@@ -289,6 +289,7 @@ def predict_images(
     margin: float = DEFAULT_MARGIN,
     saliency: bool = False,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
+    detector: str = "auto",
 ) -> BatchResult:
     """Predict every face in every image; directories are expanded to their images.
 
@@ -301,6 +302,7 @@ def predict_images(
         detect: "auto" (images <= 64 px on both sides are crops, others are searched),
             "always" or "never" (every image is a crop).
         min_face: smallest face side searched, in pixels.
+        detector: "auto", "blazeface" or "haar" (fermetric.inference.faces.resolve_detector).
         margin: the crop is (1 + margin) x the face box's longer side.
         saliency: overlay Grad-CAM of the predicted class (skipped with a note when
             fermetric.analysis is unavailable or fails).
@@ -312,6 +314,7 @@ def predict_images(
     """
     if detect not in DETECT_MODES:
         raise DataError(f"detect must be one of {DETECT_MODES}; got {detect!r}")
+    detector_used = resolve_detector(detector) if detect != "never" else None
     not_images: list[Path] = []
     files, errors = expand_inputs(inputs, skipped=not_images)
     batch = BatchResult(
@@ -319,7 +322,7 @@ def predict_images(
         kind=predictor.kind,
         settings={"detect": detect, "min_face": min_face, "margin": margin, "tta": predictor.tta,
                   "temperature": predictor.temperature, "calibration": predictor.calibration, "crop_max_side": CROP_MAX_SIDE,
-                  "saliency": saliency, "detector": "opencv haarcascade_frontalface_default"},
+                  "saliency": saliency, "detector": DETECTOR_NAMES[detector_used] if detector_used else None},
     )
     if not_images:
         batch.notes.append(f"{len(not_images)} file(s) in the folders given are not images by their extension and were "
@@ -336,7 +339,7 @@ def predict_images(
             errors_msg = str(exc).removeprefix(f"{path}: ")
             batch.errors.append((path, errors_msg))
             continue
-        mode, faces = find_faces(photo, detect, min_face, margin)
+        mode, faces = find_faces(photo, detect, min_face, margin, detector_used or "auto")
         if not faces:
             batch.errors.append((path, no_face_message(photo, detect, min_face)))
             continue

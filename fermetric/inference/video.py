@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from fermetric.errors import DataError
-from fermetric.inference.faces import DEFAULT_MARGIN, crop_face, detect_faces
+from fermetric.inference.faces import DEFAULT_MARGIN, DETECTOR_NAMES, crop_face, detect_faces, resolve_detector
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 MIN_IOU = 0.3  # a face keeps its number while its box overlaps its last one at least this much
@@ -130,7 +130,7 @@ def open_video(path: str | Path):
 
 def predict_video(predictor: Any, path: str | Path, out_dir: Optional[Path], *, every: int = 1, min_face: int = 40,
                   margin: float = DEFAULT_MARGIN, smooth: float = 0.0, annotate: bool = False,
-                  progress: Optional[Callable[[int], Any]] = None) -> VideoResult:
+                  progress: Optional[Callable[[int], Any]] = None, detector: str = "auto") -> VideoResult:
     """Predict the faces of every `every`-th frame of a video and write the outputs into `out_dir`
     (a new staging folder the caller moves into place; None: write nothing).
 
@@ -140,6 +140,7 @@ def predict_video(predictor: Any, path: str | Path, out_dir: Optional[Path], *, 
         smooth: seconds of the centred moving average of each face's probabilities drawn in the
             timeline and given as `label_smoothed` in the CSV (0: none).
         annotate: also write the video with boxes and labels.
+        detector: "auto", "blazeface" or "haar" (fermetric.inference.faces.resolve_detector).
         progress: called with the number of frames read so far (e.g. a tqdm's update).
 
     Raises:
@@ -152,6 +153,7 @@ def predict_video(predictor: Any, path: str | Path, out_dir: Optional[Path], *, 
     if smooth < 0:
         raise DataError(f"smooth must be >= 0 seconds; got {smooth}")
     path = Path(path)
+    detector = resolve_detector(detector)
     cap, fps, count, size = open_video(path)
     tracker = FaceTracker(max_gap=max(1, int(round(MAX_GAP_SECONDS * fps))))
     rows: list[dict[str, Any]] = []
@@ -165,7 +167,8 @@ def predict_video(predictor: Any, path: str | Path, out_dir: Optional[Path], *, 
             if frame % every == 0:
                 analysed += 1
                 gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-                boxes = detect_faces(gray, min_face=min_face)
+                seen = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if detector == "blazeface" else gray
+                boxes = detect_faces(seen, min_face=min_face, detector=detector)
                 last_faces = []
                 if boxes:
                     crops = np.stack([crop_face(gray, b, margin=margin)[0] for b in boxes])
@@ -196,7 +199,7 @@ def predict_video(predictor: Any, path: str | Path, out_dir: Optional[Path], *, 
                         f"{min_face} px, frontal); try a smaller --min-face or --every 1")
     settings = {"every": every, "min_face": min_face, "margin": margin, "smooth_seconds": smooth, "tta": predictor.tta,
                 "calibration": predictor.calibration, "tracking": f"IoU >= {MIN_IOU}, gaps <= {MAX_GAP_SECONDS} s",
-                "detector": "opencv haarcascade_frontalface_default", "run": str(predictor.run.path)}
+                "detector": DETECTOR_NAMES[detector], "run": str(predictor.run.path)}
     result = VideoResult(path=path, fps=fps, frames=frame, analysed=analysed, size=size,
                          class_names=tuple(predictor.class_names), rows=rows, seconds=seconds, settings=settings)
     if smooth > 0:
