@@ -109,11 +109,10 @@ def test_ensemble_entry_works_where_a_run_does(tiny_ensemble_zoo, monkeypatch, t
     monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
     m, paths = fermetric.evaluate_run("tiny-ens", data="synth", split="val", out=tmp_path / "eval", device="cpu")
     assert m["kind"] == "ensemble" and 0 <= m["accuracy"] <= 1 and all(p.is_file() for p in paths)
-    rec = fermetric.explain_run("tiny-ens", method="occlusion", per_class=1, data="synth", out=tmp_path / "explain",
-                                device="cpu")
-    assert rec["methods"] == ["occlusion"] and rec["scorer"] == "EnsembleScorer"
-    rec = fermetric.explain_run("tiny-ens", method="all", per_class=1, data="synth", out=tmp_path / "all", device="cpu")
-    assert "lime" in rec["methods"] and any(s.startswith("saliency") for s in rec["skipped"])  # kNN member: black box
+    rec = fermetric.explain_run("tiny-ens", method="all", per_class=1, data="synth", out=tmp_path / "all", device="cpu",
+                                lime_samples=50)
+    assert rec["scorer"] == "EnsembleScorer"
+    assert {"occlusion", "lime"} <= set(rec["methods"]) and any(s.startswith("saliency") for s in rec["skipped"])  # kNN member: black box
     assert any("member(s) tiny-tri vote through a kNN index" in s for s in rec["skipped"])
     predictor = FacePredictor(load_pretrained("tiny-ens", device="cpu", root=tiny_ensemble_zoo))
     face = bundled_faces()[0]

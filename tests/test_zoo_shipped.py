@@ -60,11 +60,24 @@ REPRODUCED = [pytest.param(e, marks=pytest.mark.slow) if e.kind == "ensemble" el
 
 
 @pytest.mark.parametrize("entry", REPRODUCED, ids=[e.name for e in SHIPPED])
-def test_entry_reproduces_its_card_on_fer2013_publictest(entry, fer2013_dev_csv):
+def test_entry_reproduces_its_card_on_fer2013_publictest(entry, fer2013_dev_csv, monkeypatch, tmp_path):
+    # Through ONNX Runtime where installed (2.1-2.4x faster here, export included: this test is the
+    # suite's longest); its fp32 logits are PyTorch's to ~1e-6 (tests/test_onnx_backend.py), so at
+    # most a face on a tie could change: one face of slack then, none through PyTorch.
+    onnx_ok = _onnx_runtime_available()
+    if onnx_ok:
+        monkeypatch.setenv("FERMETRIC_BACKEND", "onnxruntime")
+        monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
     run = load_pretrained(entry.name, device="cpu", precision="fp32", root=ZOO_ROOT)
     y = run.use_data(fer2013_dev_csv)["val"].labels.numpy()
     acc = float((split_predictions(run, "val") == y).mean())
-    assert acc == pytest.approx(entry.card["test"]["accuracy"], abs=1e-9)
+    assert acc == pytest.approx(entry.card["test"]["accuracy"], abs=(1.5 / len(y)) if onnx_ok else 1e-9)
+
+
+def _onnx_runtime_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 @pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])

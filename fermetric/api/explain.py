@@ -58,7 +58,8 @@ def explain_images(sc, images, methods: Sequence[str], out_dir: Path, tag: str, 
 def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per_class: int = 2, scorer: str = "auto",
                 target: str = "predicted", out: Optional[PathLike] = None, seed: int = 0,
                 device: Optional[str] = "auto", precision: Optional[str] = "auto",
-                progress: bool = False, mask_fraction: float = 0.1, data: Optional[PathLike] = None) -> dict[str, Any]:
+                progress: bool = False, mask_fraction: float = 0.1, data: Optional[PathLike] = None,
+                lime_samples: int = 1000) -> dict[str, Any]:
     """`fermetric explain`: maps of `method` ("all": every method the scorer supports) for
     `per_class` seeded images of each class of a split, as OUT/<method>_<split>.npy and .png
     (image / map / overlay / mask rows; the data's evidence masks, SynthFER's, outlined in
@@ -75,6 +76,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
         mask_fraction: the mask column shows this share of the pixels with the largest
             attributions (`top_attribution_mask`); for LIME, its top regions (as lime's
             get_image_and_mask).
+        lime_samples: perturbed images LIME scores per face.
 
     Returns:
         The JSON record (indices, labels, predictions, methods done, skipped with why) plus
@@ -111,7 +113,7 @@ def explain_run(run: PathLike, method: str = "saliency", split: str = "val", per
             written, done, skipped = explain_images(
                 sc, images, methods, tmp, split, class_names=r.class_names, labels=labels[idx], predictions=preds,
                 target=tgt, evidence=evidence, seed=seed, mask_fraction=mask_fraction, progress=progress,
-                title=f"{r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}")
+                title=f"{r.cfg.model.name} ({r.kind}, {type(sc).__name__}) · {split}", lime_samples=lime_samples)
             record = {"run": str(r.path), "split": split, "scorer": type(sc).__name__, "target": target,
                       "indices": idx, "labels": labels[idx], "predictions": preds, "methods": done, "skipped": skipped}
             write_json(tmp / f"explain_{split}.json", record)

@@ -26,21 +26,24 @@ def register(main: click.Group) -> None:
     @click.option("--target", type=click.Choice(["predicted", "label"]), default="predicted", show_default=True)
     @click.option("--mask-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
                   help="The mask column: this share of the pixels with the largest attributions (LIME: its top regions).")
+    @click.option("--lime-samples", type=click.IntRange(min=10), default=1000, show_default=True,
+                  help="Perturbed images LIME scores per face.")
     @run_data_option
     @click.option("--out", type=OutPath(file_okay=False), default=None, help="Default: RUN/explain.")
     @click.option("--seed", type=SEED, default=0, show_default=True)
     @device_option
     @precision_option
     @click.pass_context
-    def explain_cmd(ctx, run, method, split, per_class, scorer, target, mask_fraction, data, out, seed, device,
-                    precision=None):
+    def explain_cmd(ctx, run, method, split, per_class, scorer, target, mask_fraction, lime_samples, data, out, seed,
+                    device, precision=None):
         """Explain a run's predictions: a row per image of image / map / overlay, per method;
         --method neighbours: the nearest training faces behind each kNN decision, with their
         labels, similarities and vote weights."""
         from fermetric.api import explain_run
 
         rec = explain_run(run, method, split, per_class, scorer, target, out, seed, device=device, precision=precision,
-                          progress=not ctx.obj.get("quiet"), mask_fraction=mask_fraction, data=data)
+                          progress=not ctx.obj.get("quiet"), mask_fraction=mask_fraction, data=data,
+                          lime_samples=lime_samples)
         for s in rec["skipped"]:
             click.echo(f"skipped {s}", err=True)
         click.echo(f"explained {len(rec['indices'])} {split} images of {Path(rec['run']).name} with "
