@@ -1,5 +1,6 @@
-"""Inference on photos: face detection (OpenCV Haar cascade), 48x48 crops, class probabilities
-from a trained run (classifier softmax or kNN votes of an embedding model), annotated images."""
+"""Inference on photos: face detection (BlazeFace, the Haar cascade as the fallback), 48x48 crops,
+class probabilities from a trained run (classifier softmax or kNN votes of an embedding model),
+annotated images."""
 from fermetric.inference.faces import (
     CROP_MAX_SIDE,
     Photo,
