@@ -167,6 +167,36 @@ def test_auto_falls_back_to_haar_when_blazeface_cannot_load(monkeypatch):
         faces.resolve_detector("mtcnn")
 
 
+def test_predict_loads_the_detector_only_to_search_a_photo(monkeypatch, classifier_run, tmp_path):
+    """A batch of crops never loads a detector (its settings name none); a detector asked for by
+    name that cannot load is refused before anything is written."""
+    from PIL import Image
+
+    from fermetric.inference import FacePredictor, predict_images
+
+    def broken(runtime=None):
+        raise FermetricError("graph missing")
+
+    faces.resolve_detector.cache_clear()
+    monkeypatch.setattr(bf, "load_blazeface", broken)
+    try:
+        crop = tmp_path / "crop.png"
+        Image.fromarray(np.full((48, 48), 120, np.uint8)).save(crop)
+        pred = FacePredictor.from_run_dir(classifier_run, device="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # auto would warn if it tried BlazeFace
+            batch = predict_images(pred, [crop], None)
+        assert batch.n_faces == 1 and batch.settings["detector"] is None
+        out = tmp_path / "out"
+        with pytest.raises(FermetricError, match="graph missing"):
+            predict_images(pred, [crop, bundled_faces()[0].photo], out, detector="blazeface")
+        assert not out.exists()
+        with pytest.raises(DataError, match="detector must be one of"):
+            predict_images(pred, [crop], None, detector="mtcnn")
+    finally:
+        faces.resolve_detector.cache_clear()
+
+
 def test_auto_is_blazeface_here():
     faces.resolve_detector.cache_clear()
     assert faces.resolve_detector("auto") == "blazeface"

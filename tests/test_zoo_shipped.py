@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fermetric.data.bundled import bundled_faces
+from fermetric.models.onnx import onnxruntime_available
 from fermetric.zoo import list_pretrained, load_pretrained
 from fermetric.zoo.registry import ZOO_ROOT
 from fermetric.scoring.run import split_predictions
@@ -64,7 +65,7 @@ def test_entry_reproduces_its_card_on_fer2013_publictest(entry, fer2013_dev_csv,
     # Through ONNX Runtime where installed (2.1-2.4x faster here, export included: this test is the
     # suite's longest); its fp32 logits are PyTorch's to ~1e-6 (tests/test_onnx_backend.py), so at
     # most a face on a tie could change: one face of slack then, none through PyTorch.
-    onnx_ok = _onnx_runtime_available()
+    onnx_ok = onnxruntime_available()
     if onnx_ok:
         monkeypatch.setenv("FERMETRIC_BACKEND", "onnxruntime")
         monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
@@ -72,12 +73,6 @@ def test_entry_reproduces_its_card_on_fer2013_publictest(entry, fer2013_dev_csv,
     y = run.use_data(fer2013_dev_csv)["val"].labels.numpy()
     acc = float((split_predictions(run, "val") == y).mean())
     assert acc == pytest.approx(entry.card["test"]["accuracy"], abs=(1.5 / len(y)) if onnx_ok else 1e-9)
-
-
-def _onnx_runtime_available() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 @pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])

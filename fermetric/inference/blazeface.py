@@ -198,23 +198,13 @@ class BlazeFace:
                                  f"expected {sha256[:12]}...); reinstall fermetric or remake it with "
                                  "scripts/make_face_detector.py")
         if runtime is None:
-            try:
-                import onnxruntime  # noqa: F401
-                runtime = "onnxruntime"
-            except ImportError:
-                runtime = "opencv-dnn"
+            import importlib.util
+
+            runtime = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "opencv-dnn"
         if runtime == "onnxruntime":
-            import onnxruntime as ort
+            from fermetric.models.onnx import cpu_session
 
-            so = ort.SessionOptions()
-            if threads is None:
-                import torch  # fermetric's --threads sets torch's; the detector follows it
-
-                threads = torch.get_num_threads()
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-            so.log_severity_level = 3
-            session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+            session = cpu_session(data, threads)
             self._forward = lambda x: session.run(["regressors", "classificators"], {"input": x})
         elif runtime == "opencv-dnn":
             import cv2

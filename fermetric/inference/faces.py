@@ -43,6 +43,7 @@ __all__ = [
     "one_face",
     "DETECT_MODES",
     "DETECTORS",
+    "check_detector",
     "resolve_detector",
     "is_face_crop",
 ]
@@ -157,6 +158,12 @@ DETECTOR_NAMES = {"blazeface": "MediaPipe BlazeFace short-range, tile pyramid",
                   "haar": "OpenCV haarcascade_frontalface_default"}
 
 
+def check_detector(detector: str) -> None:
+    """Raises DataError unless `detector` is one of DETECTORS."""
+    if detector not in DETECTORS:
+        raise DataError(f"detector must be one of {', '.join(DETECTORS)}; got {detector!r}")
+
+
 @functools.lru_cache(maxsize=None)
 def resolve_detector(detector: str = "auto") -> str:
     """"blazeface" or "haar": `auto` is BlazeFace unless its graph cannot be loaded here (then Haar,
@@ -166,8 +173,7 @@ def resolve_detector(detector: str = "auto") -> str:
         DataError: an unknown detector name.
         FermetricError: "blazeface" asked for and it cannot be loaded (the message says why).
     """
-    if detector not in DETECTORS:
-        raise DataError(f"detector must be one of {', '.join(DETECTORS)}; got {detector!r}")
+    check_detector(detector)
     if detector == "haar":
         return "haar"
     from fermetric.inference.blazeface import load_blazeface
@@ -216,16 +222,14 @@ def detect_faces(
         from fermetric.inference.blazeface import load_blazeface
 
         found, _ = load_blazeface()(img, m)
-        boxes = [tuple(int(round(v / scale)) for v in b) for b in found]
-        return sorted(boxes, key=lambda b: (b[0], b[1]))  # type: ignore[return-value]
-    clf = _cascade()
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    # No global histogram equalisation (OpenCV's sample does it): the cascade normalises each
-    # window's variance itself, and on FER2013 faces pasted on textured backgrounds equalising
-    # found 62 of 126 faces (39 false boxes) against 95 (4) without.
-    found = clf.detectMultiScale(img, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(m, m))
-    boxes = [tuple(int(round(v / scale)) for v in b) for b in (found if len(found) else [])]
+    else:
+        if img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        # No global histogram equalisation (OpenCV's sample does it): the cascade normalises each
+        # window's variance itself, and on FER2013 faces pasted on textured backgrounds equalising
+        # found 62 of 126 faces (39 false boxes) against 95 (4) without.
+        found = _cascade().detectMultiScale(img, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(m, m))
+    boxes = [tuple(int(round(v / scale)) for v in b) for b in found]
     return sorted(boxes, key=lambda b: (b[0], b[1]))  # type: ignore[return-value]
 
 

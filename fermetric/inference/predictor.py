@@ -27,6 +27,7 @@ from fermetric.inference.faces import (
     DETECT_MODES,
     DETECTOR_NAMES,
     Photo,
+    check_detector,
     expand_inputs,
     find_faces,
     no_face_message,
@@ -314,7 +315,10 @@ def predict_images(
     """
     if detect not in DETECT_MODES:
         raise DataError(f"detect must be one of {DETECT_MODES}; got {detect!r}")
-    detector_used = resolve_detector(detector) if detect != "never" else None
+    check_detector(detector)
+    if detector == "blazeface":  # asked for by name: one that cannot load fails here, before any output
+        resolve_detector(detector)
+    # otherwise the detector loads at the first photo searched (a batch of crops never loads it)
     not_images: list[Path] = []
     files, errors = expand_inputs(inputs, skipped=not_images)
     batch = BatchResult(
@@ -322,7 +326,7 @@ def predict_images(
         kind=predictor.kind,
         settings={"detect": detect, "min_face": min_face, "margin": margin, "tta": predictor.tta,
                   "temperature": predictor.temperature, "calibration": predictor.calibration, "crop_max_side": CROP_MAX_SIDE,
-                  "saliency": saliency, "detector": DETECTOR_NAMES[detector_used] if detector_used else None},
+                  "saliency": saliency, "detector": None},
     )
     if not_images:
         batch.notes.append(f"{len(not_images)} file(s) in the folders given are not images by their extension and were "
@@ -339,7 +343,9 @@ def predict_images(
             errors_msg = str(exc).removeprefix(f"{path}: ")
             batch.errors.append((path, errors_msg))
             continue
-        mode, faces = find_faces(photo, detect, min_face, margin, detector_used or "auto")
+        mode, faces = find_faces(photo, detect, min_face, margin, detector)
+        if mode == "detected":  # the detector that searched the photos (none when every image was a crop)
+            batch.settings["detector"] = DETECTOR_NAMES[resolve_detector(detector)]
         if not faces:
             batch.errors.append((path, no_face_message(photo, detect, min_face)))
             continue

@@ -172,16 +172,29 @@ class OnnxGraph:
                                   f"network {digest[:12]}): refused; export the graph again")
         if stamp.get("graph_sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
             raise StaleGraphError(f"{path} does not match its stamp (edited or truncated): refused; export it again")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or torch.get_num_threads())
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
         self.path, self.digest = path, digest
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(str(path), threads, ort)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         xn = np.ascontiguousarray(x.detach().float().cpu().numpy())
         return torch.from_numpy(self.session.run([OUTPUT], {INPUT: xn})[0])
+
+
+def cpu_session(model: str | bytes, threads: Optional[int] = None, ort: Any = None):
+    """An ONNX Runtime session on the CPU as fermetric runs them: `threads` intra-op threads
+    (default: torch's, i.e. `fermetric --threads`), one inter-op thread, warnings silenced.
+
+    Args:
+        model: a graph's path or its bytes.
+        ort: the onnxruntime module when the caller has imported it (else imported here).
+    """
+    if ort is None:
+        import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or torch.get_num_threads())
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 def cached_graph_path(module: nn.Module, digest: Optional[str] = None) -> Path:
