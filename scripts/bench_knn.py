@@ -18,7 +18,6 @@ FAISS's default BLAS block (KNNClassifier uses a larger one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

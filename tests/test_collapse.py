@@ -63,7 +63,7 @@ def test_fires_on_collapse_silent_on_narrow_separable_cone():
 def test_stop_on_collapse_stops_and_says_what_to_change(tmp_path):
     # a learning rate this large drives the contrastive model to one point within an epoch
     out = tmp_path / "r"
-    res = run_cli(["train-siamese", "--epochs", "6", "--out", str(out), *TINY_TRAIN_ARGS,
+    run_cli(["train-siamese", "--epochs", "6", "--out", str(out), *TINY_TRAIN_ARGS,
                    "--set", "metric.m_per_class=4", "--set", "optim.lr=5.0", "--set", "metric.ce_weight=0",
                    "--set", "metric.stop_on_collapse=true", "--set", "metric.collapse_patience=1"])
     m = json.loads((out / "metrics.json").read_text())

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from fermetric.inference.video import FaceTracker, _moving_average, box_iou
+from fermetric.inference.boxes import box_iou
+from fermetric.inference.video import FaceTracker, _moving_average
 
 FRAMES, FPS = 12, 6.0
 
@@ -91,8 +92,8 @@ def test_bad_videos_get_one_line_and_no_output(classifier_run, two_faces_clip, t
 
 
 def test_tracker_and_smoothing_by_hand():
-    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
-    assert box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert box_iou((0, 0, 10, 10), [(5, 0, 10, 10), (0, 0, 10, 10)]) == pytest.approx([50 / 150, 1.0])
+    assert box_iou((0, 0, 10, 10), (20, 20, 5, 5)).tolist() == [0.0]
     t = FaceTracker(max_gap=2)
     assert t.assign(0, [(0, 0, 10, 10), (50, 0, 10, 10)]) == [1, 2]
     assert t.assign(1, [(52, 0, 10, 10), (1, 0, 10, 10)]) == [2, 1]  # by position, not by order

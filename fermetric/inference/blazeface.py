@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from fermetric.errors import FermetricError
+from fermetric.inference.boxes import box_iou
 
 __all__ = ["GRAPH", "GRAPH_SHA256", "BlazeFace", "anchors", "decode", "weighted_nms", "tile_pyramid", "fer_framing",
            "load_blazeface"]
@@ -102,15 +103,6 @@ def decode(regressors: np.ndarray, logits: np.ndarray, threshold: float = SCORE_
     return out
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0, y0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2])
-    y1 = np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe's weighted non-maximum suppression: the best-scoring box and every box that
     overlaps it by more than `iou` become one box, their score-weighted mean, with the best score.
@@ -125,7 +117,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) ->
     for k in range(len(boxes)):
         if not free[k]:
             continue
-        group = free & (_iou(boxes[k], boxes) > iou)
+        group = free & (box_iou(boxes[k], boxes) > iou)
         group[k] = True
         free &= ~group
         w = scores[group]

@@ -190,6 +190,12 @@ def resolve_detector(detector: str = "auto") -> str:
     return "blazeface"
 
 
+def detector_image(detector: str, rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    """The picture `detector` (resolved: "blazeface" or "haar") searches: BlazeFace the colour image
+    (its network was trained on colour), Haar the grayscale the crops are cut from."""
+    return rgb if detector == "blazeface" else gray
+
+
 def detect_faces(
     image: np.ndarray,
     min_face: int = 40,
@@ -299,8 +305,8 @@ def find_faces(photo: Photo, detect: str = "auto", min_face: int = 40, margin: f
         crop, cb = whole_image_crop(photo.gray)
         return "whole image", [((cb[0], cb[1], cb[2] - cb[0], cb[3] - cb[1]), crop, cb)]
     out = []
-    image = photo.rgb if resolve_detector(detector) == "blazeface" else photo.gray
-    for b in detect_faces(image, min_face=min_face, detector=detector):
+    detector = resolve_detector(detector)
+    for b in detect_faces(detector_image(detector, photo.rgb, photo.gray), min_face=min_face, detector=detector):
         crop, cb = crop_face(photo.gray, b, margin=margin)
         out.append((b, crop, cb))
     return "detected", out

@@ -102,12 +102,13 @@ def export_onnx(run: Any, folder: Path, source: str) -> list[Path]:
                        "vote": "weights w_j = exp((s_j - max_j s_j) / temperature) for 'distance', 1 for 'majority'; "
                                "probability of class c = sum of w_j over neighbours of class c / sum of w_j",
                        "calibration": run.stored_calibration(None)}
-    path = onnx.write_graph(network, folder / "model.onnx")
+    digest = onnx.weights_digest(network)
+    path = onnx.write_graph(network, folder / "model.onnx", digest)
     written += [path, path.with_suffix(".json")]
     faces = _check_faces(run)
     with torch.no_grad():
         want = network(faces).float()
-    got = onnx.OnnxGraph(path, onnx.weights_digest(network))(faces)
+    got = onnx.OnnxGraph(path, digest)(faces)
     diff = float((want - got).abs().max())
     if not diff <= MAX_ABS_DIFF:
         raise FermetricError(f"the ONNX graph of {source} differs from PyTorch by {diff:.2e} (> {MAX_ABS_DIFF}) on "

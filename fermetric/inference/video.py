@@ -29,7 +29,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from fermetric.errors import DataError
-from fermetric.inference.faces import DEFAULT_MARGIN, DETECTOR_NAMES, crop_face, detect_faces, resolve_detector
+from fermetric.inference.boxes import box_iou
+from fermetric.inference.faces import (DEFAULT_MARGIN, DETECTOR_NAMES, crop_face, detect_faces, detector_image,
+                                       resolve_detector)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 MIN_IOU = 0.3  # a face keeps its number while its box overlaps its last one at least this much
@@ -38,15 +40,6 @@ MAX_GAP_SECONDS = 1.0  # ... and is not lost for longer than this
 
 def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw, ih = max(0, min(ax1, bx1) - max(a[0], b[0])), max(0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
@@ -62,7 +55,8 @@ class FaceTracker:
 
     def assign(self, frame: int, boxes: list[tuple[int, int, int, int]]) -> list[int]:
         live = {t: v for t, v in self.tracks.items() if frame - v[1] <= self.max_gap}
-        pairs = sorted(((box_iou(b, v[0]), i, t) for i, b in enumerate(boxes) for t, v in live.items()), reverse=True)
+        pairs = sorted(((float(box_iou(b, [v[0]])[0]), i, t) for i, b in enumerate(boxes) for t, v in live.items()),
+                       reverse=True)
         ids: list[Optional[int]] = [None] * len(boxes)
         taken: set[int] = set()
         for iou, i, t in pairs:
@@ -167,7 +161,7 @@ def predict_video(predictor: Any, path: str | Path, out_dir: Optional[Path], *, 
             if frame % every == 0:
                 analysed += 1
                 gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-                seen = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if detector == "blazeface" else gray
+                seen = detector_image(detector, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), gray)
                 boxes = detect_faces(seen, min_face=min_face, detector=detector)
                 last_faces = []
                 if boxes:

@@ -39,12 +39,14 @@ def _train_minutes_and_machine(m: dict[str, Any], threads: int = 0) -> tuple[flo
     # the CPU each sitting recorded (a run resumed on another machine names both); a sitting of a
     # version that did not record it is named as such, not as this machine
     cpus = [s.get("cpu") for s in sittings]
-    if not sittings or all(c == cpus[0] for c in cpus) and cpus[0]:
-        where = cpu_name(threads) if not sittings else f"{cpus[0]}, {threads or torch.get_num_threads()} threads"
+    if not sittings:
+        where = cpu_name(threads)
+    elif all(c == cpus[0] for c in cpus) and cpus[0]:
+        where = cpu_name(threads, cpus[0])
     else:
-        where = "; ".join(f"epochs {s.get('epoch_from', 0) + 1}-{s.get('epoch_to', 0)} on {s.get('cpu') or 'an unrecorded CPU'}"
-                          for s in sittings if s.get("epoch_to", 0) > s.get("epoch_from", 0))
-        where += f", {threads or torch.get_num_threads()} threads"
+        where = cpu_name(threads, "; ".join(
+            f"epochs {s.get('epoch_from', 0) + 1}-{s.get('epoch_to', 0)} on {s.get('cpu') or 'an unrecorded CPU'}"
+            for s in sittings if s.get("epoch_to", 0) > s.get("epoch_from", 0)))
     machine = f"{where}{f', {precision}' if precision else ''}; host {', '.join(hosts) or platform.node()}"
     return float(m.get("train_seconds", 0.0)) / 60.0, machine, int(m.get("epochs_run", 0))
 
@@ -182,11 +184,12 @@ def _new_entry_dir(name: str, root) -> tuple[Path, Path]:
     return base, Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
 
 
-def cpu_name(threads: int = 0) -> str:
-    """This machine's CPU model and the threads used (default: torch's), for the cards' timings."""
+def cpu_name(threads: int = 0, cpu: str = "") -> str:
+    """A CPU (default: this machine's model) and the threads used (default: torch's), for the
+    cards' timings."""
     from fermetric.utils.runtime import cpu_model
 
-    return f"{cpu_model()}, {threads or torch.get_num_threads()} threads"
+    return f"{cpu or cpu_model()}, {threads or torch.get_num_threads()} threads"
 
 
 def seconds_per_face(scorer, images: torch.Tensor, repeats: int = 2) -> float:
