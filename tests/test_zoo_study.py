@@ -44,3 +44,25 @@ def test_a_pretrained_model_takes_no_training_settings(tiny_ensemble_zoo, monkey
         study_from_dict({"models": {"x": {"pretrained": "nope"}}})
     with pytest.raises(ConfigError, match="family ensemble is for pretrained ensembles"):
         study_from_dict({"models": {"x": {"family": "ensemble"}}})
+
+
+@pytest.mark.parametrize("order", [("tiny-clf", "tiny-tri", "tiny-ens"), ("tiny-ens", "tiny-clf", "tiny-tri")])
+def test_the_zoo_ensemble_votes_with_the_studys_own_runs_of_its_members(tiny_ensemble_zoo, monkeypatch, tmp_path, order):
+    """Whichever comes first, the ensemble's members are the study's runs of those entries, so a
+    member's TTA pass over the split (the study's TTA row, the ensemble's vote) is computed once."""
+    from fermetric.scoring.run import split_proba
+    from fermetric.study.outputs import _open_pretrained
+
+    monkeypatch.setenv("FERMETRIC_ZOO", str(tiny_ensemble_zoo))
+    monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
+    shared: dict = {}
+    runs = {}
+    for name in order:
+        runs[name] = _open_pretrained(name, "synth", "cpu", shared)
+        if name == "tiny-clf":
+            first = split_proba(runs[name], "val", tta="shift")
+    ens = runs["tiny-ens"]
+    assert [m.run for m in ens.members] == [runs["tiny-clf"], runs["tiny-tri"]]
+    assert all(m.run is r for m, r in zip(ens.members, (runs["tiny-clf"], runs["tiny-tri"])))
+    split_proba(ens, "val")  # the vote reads the member's cached TTA probabilities: the same array
+    assert split_proba(runs["tiny-clf"], "val", tta="shift") is first

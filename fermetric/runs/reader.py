@@ -72,6 +72,11 @@ class _MovedMethods:
         return lambda *args, **kwargs: fn(self, *args, **kwargs)
 
 
+def _source_string(source: str | Path) -> str:
+    """A data source as a run's config records it: SynthFER's spec as given, a path absolute."""
+    return str(source) if is_synth(str(source)) else str(Path(source).expanduser().absolute())
+
+
 @dataclass
 class Run(_MovedMethods):
     path: Path
@@ -130,13 +135,14 @@ class Run(_MovedMethods):
         to it). The classes must be the run's; another data set is for `evaluate --data` (classes
         mapped). In-memory caches are dropped; the disk cache of embeddings is keyed to the source."""
         if isinstance(source, DataSplits):
+            if source is self._data and (source_path is None or self.cfg.data.source == _source_string(source_path)):
+                return source  # what it reads already (a member shared by an ensemble): its caches stay valid
             data = source
             if source_path is not None:
-                p = str(source_path)
-                self.cfg.data.source = p if is_synth(p) else str(Path(p).expanduser().absolute())
+                self.cfg.data.source = _source_string(source_path)
         else:
             data = load_data(source, self.cfg.data, seed=self.cfg.seed)
-            self.cfg.data.source = str(source) if is_synth(str(source)) else str(Path(source).expanduser().absolute())
+            self.cfg.data.source = _source_string(source)
         self._check_classes(data, f"--data {data.name}")
         self._data = data
         self.derived.clear()

@@ -29,14 +29,20 @@ def _parameters(model: torch.nn.Module) -> int:
 
 
 def _open_pretrained(name: str, data: str, device: Optional[str], shared: dict[str, Any]) -> Any:
-    """The zoo entry `name` as a run reading the study's data (parsed once for every entry)."""
+    """The zoo entry `name` as a run reading the study's data (parsed once for every entry). An
+    ensemble entry votes with the study's own runs of its members where the study has them open,
+    so their TTA predictions are computed once for both (the zoo ensemble cost as much again)."""
     from fermetric.zoo import load_pretrained
 
-    run = load_pretrained(name, device=device or "auto")
+    opened = shared.setdefault("opened", {})
+    run = opened.get(name) or load_pretrained(name, device=device or "auto", opened=opened)
     if "splits" in shared:
         run.use_data(shared["splits"], data)
     else:
         shared["splits"] = run.use_data(data)
+    opened[name] = run
+    for m in getattr(run, "members", ()):  # an ensemble listed before its members: they share its runs
+        opened.setdefault(m.label, m.run)
     return run
 
 

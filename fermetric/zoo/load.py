@@ -36,9 +36,14 @@ def read_gallery(entry: ZooEntry) -> tuple[np.ndarray, np.ndarray]:
     return emb, labels
 
 
-def load_pretrained(name: str, device: str | None = "auto", precision: str = "auto", root=None):
+def load_pretrained(name: str, device: str | None = "auto", precision: str = "auto", root=None,
+                    opened: dict[str, Run] | None = None):
     """The zoo entry `name` as a Run (fermetric.runs.Run; an ensemble entry as a
     fermetric.runs.ensemble.EnsembleRun of its members), its weights checked against the card.
+
+    `opened`: entries the caller has open already (name -> Run, same device and precision): an
+    ensemble's member found there is that very Run, so predictions it has cached (a study's TTA
+    pass over PublicTest) are not computed again for the vote.
 
     The Run's folder (for caches and default outputs) is cache_dir()/zoo/<name>; its data is the
     data set named in the card, which commands that need data take with --data.
@@ -49,7 +54,7 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
     entry = get_entry(name, root)
     check_card(entry)
     if entry.kind == "ensemble":
-        return load_ensemble(entry, device=device, precision=precision, root=root)
+        return load_ensemble(entry, device=device, precision=precision, root=root, opened=opened)
     sha = entry.verify()
     cfg = load_run_config(entry.config)
     dev = resolve_device(device)
@@ -64,12 +69,14 @@ def load_pretrained(name: str, device: str | None = "auto", precision: str = "au
                     pretrained=entry.name, gallery=gallery)
 
 
-def load_ensemble(entry: ZooEntry, device: str | None = "auto", precision: str = "auto", root=None):
-    """An ensemble entry as an EnsembleRun: each member opened (and checked) as its own entry,
-    voting with the scorer, TTA and weight the card gives it."""
+def load_ensemble(entry: ZooEntry, device: str | None = "auto", precision: str = "auto", root=None,
+                  opened: dict[str, Run] | None = None):
+    """An ensemble entry as an EnsembleRun: each member opened (and checked) as its own entry, or
+    taken from `opened` (see load_pretrained), voting with the scorer, TTA and weight the card gives it."""
     members = []
     for spec in entry.members:
-        run = load_pretrained(str(spec["name"]), device=device, precision=precision, root=root)
+        run = (opened or {}).get(str(spec["name"])) or load_pretrained(str(spec["name"]), device=device,
+                                                                      precision=precision, root=root)
         entry.check_member(spec, getattr(run, "checkpoint_sha256", ""))  # the weights it was measured with
         members.append(Member(run=run, scorer=str(spec.get("scorer", "classifier")), tta=spec.get("tta") or None,
                               weight=float(spec.get("weight", 1.0)), label=str(spec["name"])))
