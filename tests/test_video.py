@@ -101,3 +101,15 @@ def test_tracker_and_smoothing_by_hand():
     p = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
     assert np.allclose(_moving_average(p, 3), [[0.5, 0.5], [2 / 3, 1 / 3], [2 / 3, 1 / 3], [1.0, 0.0]])
     assert np.array_equal(_moving_average(p, 1), p)
+
+
+def test_a_timeline_line_stops_where_the_face_was_not_seen():
+    from fermetric.inference.video import _break_gaps
+
+    t = np.array([0.0, 0.04, 0.08, 1.0, 1.04])  # seen, seen, seen, a 0.92 s gap, seen
+    q = np.arange(10, dtype=float).reshape(5, 2)
+    t2, q2 = _break_gaps(t, q, 0.04)
+    assert np.isnan(t2[3]) and np.isnan(q2[3]).all() and len(t2) == 6
+    assert np.array_equal(q2[[0, 1, 2, 4, 5]], q) and np.array_equal(t2[[0, 1, 2, 4, 5]], t)
+    t3, q3 = _break_gaps(t[:3], q[:3], 0.04)  # no gap: unchanged
+    assert t3 is not None and np.array_equal(t3, t[:3]) and np.array_equal(q3, q[:3])

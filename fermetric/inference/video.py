@@ -234,6 +234,16 @@ def _moving_average(p: np.ndarray, window: int) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)[:, None]
 
 
+def _break_gaps(t: np.ndarray, q: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """(t, q) with a NaN row inserted wherever the face went unseen for more than one analysed
+    frame (`step` seconds apart), so a timeline's lines stop there instead of bridging the gap."""
+    gaps = np.flatnonzero(np.diff(t) > 1.5 * step) + 1
+    if not len(gaps):
+        return t, q
+    return (np.insert(t.astype(float), gaps, np.nan),
+            np.insert(q.astype(float), gaps, np.full(q.shape[1], np.nan), axis=0))
+
+
 def _face_series(result: VideoResult, face: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     rows = [r for r in result.rows if r["face"] == face]
     return np.array([r["time_s"] for r in rows]), np.stack([r["probabilities"] for r in rows]), rows
@@ -281,7 +291,7 @@ def _timeline(result: VideoResult):
     colours = plt.get_cmap("tab10")
     for ax, face in zip(axes[:, 0], sorted(faces)):
         t, p, _ = _face_series(result, face)
-        q = _moving_average(p, window)
+        t, q = _break_gaps(t, _moving_average(p, window), result.settings["every"] / result.fps)
         for c, name in enumerate(result.class_names):
             ax.plot(t, q[:, c], color=colours(c), label=name, lw=1.4)
         ax.set_ylim(0, 1)
