@@ -12,8 +12,9 @@ from fermetric.utils.heap import _glibc
 
 pytestmark = pytest.mark.skipif(_glibc() is None, reason="glibc's mallopt only (Linux with glibc)")
 
-# three forward passes of a small convolutional network over a batch (9 MiB activations):
-# the page faults of the last two
+# eight forward passes of a small convolutional network over a batch (9 MiB activations): the page
+# faults of the last four (the heap may still grow by a block in the first few: 2,304 pages were seen
+# in the second pass on CI's machine)
 PROBE = """
 import json, resource, sys
 import torch
@@ -23,10 +24,11 @@ torch.set_num_threads(1)
 net = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1))
 x = torch.rand(64, 1, 48, 48)
 with torch.no_grad():
-    net(x)
+    for _ in range(4):
+        net(x)
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    net(x)
-    net(x)
+    for _ in range(4):
+        net(x)
 print(json.dumps({"took": took, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0}))
 """
 
@@ -48,9 +50,10 @@ def _huge_pages_always() -> bool:
 def test_a_freed_block_is_reused_from_the_heap_instead_of_mapped_again():
     default, retained = _faults(False), _faults(True)
     assert retained["took"] is True
-    # glibc's default maps the activations afresh at every pass (~11,000 pages a pass measured)
-    assert default["faults"] > 4_000
-    assert retained["faults"] < default["faults"] / 10
+    # glibc's default maps the activations afresh at every pass (4,600-6,900 pages a pass measured);
+    # kept in the heap, the last passes map nothing (0 measured; one more 9 MiB block is allowed)
+    assert default["faults"] > 12_000
+    assert retained["faults"] < default["faults"] / 5
 
 
 def test_the_cli_keeps_freed_memory(monkeypatch):
