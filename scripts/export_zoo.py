@@ -41,8 +41,9 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="--reexport: a config change")
     ap.add_argument("--machine", default=None, help="where it was trained (default: the run's host names)")
     ap.add_argument("--note", action="append", default=[], help="a line for the card (repeatable)")
-    ap.add_argument("--stage1", default=None, help="the run directory or zoo entry RUN was warm-started from "
-                    "(a two-stage recipe): the card adds its minutes and epochs")
+    ap.add_argument("--stage", "--stage1", dest="earlier", action="append", default=[],
+                    help="an earlier stage of a staged recipe, its run directory or zoo entry (repeatable, in "
+                    "order; RUN was warm-started from the last): the card adds their minutes and epochs")
     ap.add_argument("--split", default="val", help="split the card reports (val = FER2013 PublicTest)")
     ap.add_argument("--root", default=None, help="zoo folder (default: the package's)")
     a = ap.parse_args()
@@ -62,7 +63,7 @@ def main() -> int:
                                 notes=a.note, root=a.root)
         else:
             path = export_run(a.source, a.name, description=a.description, retrain=a.retrain, recipe=a.recipe,
-                              split=a.split, machine=a.machine, notes=a.note, root=a.root, stage1=a.stage1)
+                              split=a.split, machine=a.machine, notes=a.note, root=a.root, earlier=a.earlier)
     except FermetricError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,8 +5,8 @@
 #   fer2013-vgg16, fer2013-resnet18, fer2013-resnet50, fer2013-senet50
 #                     the seeds' deep architectures (configs/zoo/fer2013-<arch>.yaml)
 #   fer2013-ensemble  the soft vote of the entries above (configs/zoo/fer2013-ensemble.yaml; no training)
-# An entry with configs/zoo/<name>.stage2.yaml trains in two stages: stage 2 warm-restarts from stage 1's
-# run (OUT/<name>) into OUT/<name>-stage2, which is exported.
+# An entry with configs/zoo/<name>.stage2.yaml (.stage3.yaml, ...) trains in stages: stage k warm-restarts
+# from stage k-1's run (OUT/<name>, OUT/<name>-stage2, ...) into OUT/<name>-stage<k>; the last is exported.
 # Resumable: rerun the same command after an interruption and training continues from last.pt;
 # a finished run (its metrics.json exists) is not trained again. Trainings run one after another
 # (two at once on two cores run slower than one after the other).
@@ -42,13 +42,15 @@ classifier() {  # classifier NAME DESCRIPTION: train configs/zoo/NAME.yaml and e
     local name=$1 description=$2
     wanted "$name" || return 0
     train train-classifier "$OUT/$name" --config "configs/zoo/$name.yaml"
-    local run="$OUT/$name" recipe="configs/zoo/$name.yaml" stage=()
-    if [ -f "configs/zoo/$name.stage2.yaml" ]; then
-        # a two-stage recipe: a warm restart from stage 1's selected weights; the entry is stage 2
-        train train-classifier "$OUT/$name-stage2" --config "configs/zoo/$name.stage2.yaml" --init-from "$OUT/$name"
-        run="$OUT/$name-stage2" recipe="$recipe, then configs/zoo/$name.stage2.yaml" stage=(--stage1 "$OUT/$name")
-    fi
-    python scripts/export_zoo.py "$run" "$name" --recipe "$recipe" "${stage[@]}" \
+    local run="$OUT/$name" recipe="configs/zoo/$name.yaml" earlier=() k=2
+    while [ -f "configs/zoo/$name.stage$k.yaml" ]; do
+        # a staged recipe: each stage warm-restarts from the previous one's selected weights; the entry is the last
+        train train-classifier "$OUT/$name-stage$k" --config "configs/zoo/$name.stage$k.yaml" --init-from "$run"
+        earlier+=(--stage "$run")
+        run="$OUT/$name-stage$k" recipe="$recipe, then configs/zoo/$name.stage$k.yaml"
+        k=$((k + 1))
+    done
+    python scripts/export_zoo.py "$run" "$name" --recipe "$recipe" "${earlier[@]}" \
         --description "$description" --retrain "$RETRAIN"
 }
 

@@ -216,9 +216,10 @@ def test_evaluate_and_init_from_take_a_zoo_name(zoo, monkeypatch, tmp_path):
     assert "no pretrained model of that name" in res.output and not (tmp_path / "x").exists()
 
 
-def test_two_stage_export_sums_both_stages(zoo, classifier_run, tmp_path, monkeypatch):
-    """A warm restart from a shipped entry (train_zoo.sh's stage 2), exported with --stage1: the
-    card's epochs and minutes are both stages', its `stages` name where each ran."""
+def test_staged_export_sums_every_stage(zoo, classifier_run, tmp_path, monkeypatch):
+    """A warm restart from a shipped entry (train_zoo.sh's stage 2), exported with --stage: the
+    card's epochs and minutes are both stages', its `stages` name where each ran; a third stage
+    from that (two-stage) entry carries all three."""
     from conftest import TINY_TRAIN_ARGS, run_cli
 
     monkeypatch.setenv("FERMETRIC_ZOO", str(zoo))
@@ -227,7 +228,7 @@ def test_two_stage_export_sums_both_stages(zoo, classifier_run, tmp_path, monkey
     run_cli(["train-classifier", "--epochs", "1", "--init-from", "tiny-clf", "--out", str(second), *TINY_TRAIN_ARGS])
     first = get_entry("tiny-clf", zoo).card
     entry = export_run(second, "two-stage", description="d", retrain="r", recipe="a.yaml, then b.yaml",
-                       split_name="SynthFER val", data_name="SynthFER", root=tmp_path / "zoo", stage1="tiny-clf")
+                       split_name="SynthFER val", data_name="SynthFER", root=tmp_path / "zoo", earlier=["tiny-clf"])
     card = json.loads((entry / "card.json").read_text())
     assert card["recipe"] == "a.yaml, then b.yaml" and card["epochs"] == first["epochs"] + 1
     assert [s.get("entry") for s in card["stages"]] == ["tiny-clf", None] and card["stages"][1]["run"] == "stage2"
@@ -236,6 +237,16 @@ def test_two_stage_export_sums_both_stages(zoo, classifier_run, tmp_path, monkey
     assert card["stages"][0]["sha256"] == first["sha256"]
     # stage 1 as a run directory (a retrain from scratch: train_zoo.sh passes OUT/<name>)
     entry = export_run(second, "two-stage-runs", description="d", retrain="r", recipe="a.yaml, then b.yaml",
-                       split_name="SynthFER val", data_name="SynthFER", root=tmp_path / "zoo", stage1=str(classifier_run))
+                       split_name="SynthFER val", data_name="SynthFER", root=tmp_path / "zoo", earlier=[str(classifier_run)])
     card = json.loads((entry / "card.json").read_text())
     assert card["stages"][0]["run"] == classifier_run.name and card["epochs"] == load_run(classifier_run).metrics["epochs_run"] + 1
+    # stage 3, warm-started from the shipped two-stage entry (here the same run stands in for it)
+    two = json.loads((tmp_path / "zoo" / "two-stage" / "card.json").read_text())
+    monkeypatch.setenv("FERMETRIC_ZOO", str(tmp_path / "zoo"))
+    entry = export_run(second, "three-stage", description="d", retrain="r", recipe="a.yaml, then b.yaml, then c.yaml",
+                       split_name="SynthFER val", data_name="SynthFER", root=tmp_path / "zoo", earlier=["two-stage"])
+    card = json.loads((entry / "card.json").read_text())
+    assert [s.get("entry") for s in card["stages"]] == ["tiny-clf", "two-stage", None]
+    assert card["stages"][1]["sha256"] == two["sha256"] and card["stages"][1]["run"] == "stage2"
+    assert card["epochs"] == two["epochs"] + 1 and card["machine"].count("; stage ") == 2
+    assert card["train_minutes"] == pytest.approx(two["train_minutes"] + card["stages"][2]["train_minutes"], abs=0.11)

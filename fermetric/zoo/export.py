@@ -51,20 +51,23 @@ def _train_minutes_and_machine(m: dict[str, Any], threads: int = 0) -> tuple[flo
     return float(m.get("train_seconds", 0.0)) / 60.0, machine, int(m.get("epochs_run", 0))
 
 
-def _stage_record(stage1: str) -> dict[str, Any]:
-    """What the first stage of a two-stage training was: from its run directory (metrics.json) or,
-    where it is a zoo entry, from its card (a first stage that was shipped before the second; found
-    where `--init-from NAME` found it, the installed zoo or $FERMETRIC_ZOO)."""
-    path = Path(stage1).expanduser()
+def _stage_records(earlier: str) -> list[dict[str, Any]]:
+    """The stage(s) of training a run was warm-started from: one record from a run directory
+    (its metrics.json); from a zoo entry (an earlier stage shipped before this one; found where
+    `--init-from NAME` finds it, the installed zoo or $FERMETRIC_ZOO), its card's own `stages`
+    where it was itself trained in stages, else the entry as one stage."""
+    path = Path(earlier).expanduser()
     if path.is_dir():
         run = load_run(path, device="cpu", precision="fp32")
         minutes, machine, epochs = _train_minutes_and_machine(run.metrics, run.cfg.train.threads)
-        return {"run": path.name, "epochs": epochs, "train_minutes": round(minutes, 1), "machine": machine}
+        return [{"run": path.name, "epochs": epochs, "train_minutes": round(minutes, 1), "machine": machine}]
     from fermetric.zoo.registry import get_entry
 
-    card = get_entry(stage1).card
-    return {"entry": stage1, "sha256": card.get("sha256"),
-            **{key: card[key] for key in ("epochs", "train_minutes", "machine")}}
+    card = get_entry(earlier).card
+    shipped = {"entry": earlier, "sha256": card.get("sha256")}
+    if card.get("stages"):  # the entry's last stage is the weights this run started from
+        return [*card["stages"][:-1], {**card["stages"][-1], **shipped}]
+    return [{**shipped, **{key: card[key] for key in ("epochs", "train_minutes", "machine")}}]
 
 
 def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:
@@ -100,18 +103,19 @@ def _other_layer_accuracy(src, split: str) -> dict[str, float]:
 def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retrain: str, recipe: str,
                split: str = "val", split_name: str = "FER2013 PublicTest", data_name: str = "FER2013 Training",
                machine: Optional[str] = None, notes: Sequence[str] = (), root: str | os.PathLike | None = None,
-               device: str = "cpu", stage1: Optional[str] = None) -> Path:
+               device: str = "cpu", earlier: Sequence[str] = ()) -> Path:
     """Write the zoo entry `name` from the finished run `run_dir` and return its folder.
 
     The card's numbers are measured here on the stored fp16 weights (evaluated on `split` of the
     run's own data), so what the card says is what a user gets. An existing entry is replaced
-    only once the new one is complete. `stage1`: the run directory or zoo entry the run was
-    warm-started from (a second stage of training; `recipe` then names both configs): the card's
-    minutes and epochs are the sum of both stages, and its `stages` list says where each one ran.
+    only once the new one is complete. `earlier`: the run directories or zoo entries of the earlier
+    stages of training, in order (the run was warm-started from the last; `recipe` then names every
+    stage's config): the card's minutes and epochs are the sum of all stages, and its `stages` list
+    says where each one ran.
     """
     from fermetric.zoo.load import load_pretrained
 
-    first = _stage_record(stage1) if stage1 else None
+    stages = [record for stage in earlier for record in _stage_records(stage)]
     src = load_run(run_dir, device=device, precision="fp32")
     base, tmp = _new_entry_dir(name, root)
     try:
@@ -154,13 +158,13 @@ def export_run(run_dir: str | os.PathLike, name: str, *, description: str, retra
             test["embedding_layer"] = src.embedding_layer
             test["accuracy_other_layer"] = _other_layer_accuracy(src, split)
         card["test"] = test
-        if first is not None:
-            this = {"run": Path(run_dir).name, "epochs": epochs, "train_minutes": card["train_minutes"],
-                    "machine": card["machine"]}
-            card["epochs"] = first["epochs"] + epochs
-            card["train_minutes"] = round(first["train_minutes"] + card["train_minutes"], 1)
-            card["machine"] = f"stage 1: {first['machine']}; stage 2: {card['machine']}"
-            card["stages"] = [first, this]
+        if stages:
+            stages.append({"run": Path(run_dir).name, "epochs": epochs, "train_minutes": card["train_minutes"],
+                           "machine": card["machine"]})
+            card["epochs"] = sum(s["epochs"] for s in stages)
+            card["train_minutes"] = round(sum(s["train_minutes"] for s in stages), 1)
+            card["machine"] = "; ".join(f"stage {i}: {s['machine']}" for i, s in enumerate(stages, 1))
+            card["stages"] = stages
         return _install(tmp, base, name, card)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
