@@ -23,6 +23,7 @@ import sys
 os.environ["FERMETRIC_BACKEND"] = "torch"
 
 from fermetric.errors import FermetricError
+from fermetric.utils.heap import retain_freed_memory
 from fermetric.zoo import get_entry
 from fermetric.zoo.export import export_ensemble, export_entry, export_run
 
@@ -53,6 +54,7 @@ def main() -> int:
         ap.error("--recipe is required (the config file the model was trained with)")
     if not (a.ensemble or a.reexport) and not a.description:
         ap.error("--description is required")
+    retain_freed_memory()  # as the CLI does: the card's TTA passes reuse freed heap memory (utils.heap)
     try:
         if a.ensemble:
             path = export_ensemble(a.source, a.name, data=a.data, retrain=a.retrain, root=a.root, notes=a.note)
