@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fermetric.evaluation.ensemble import soft_vote
+from fermetric.evaluation.ensemble import soft_vote, vote_diversity
 from fermetric.evaluation.metrics import classification_metrics, metrics_to_markdown
 from fermetric.errors import FermetricError
 
@@ -112,3 +112,19 @@ def test_paired_comparison_of_equal_models_and_bad_input():
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["mcnemar_p"] == 1.0
     with pytest.raises(FermetricError, match="same images"):
         paired_comparison(y, [0, 1, 2], [0, 1, 2, 1])
+
+
+def test_vote_diversity_by_hand():
+    y = np.array([0, 1, 2, 0, 1])
+    a = np.array([0, 1, 2, 1, 2])  # right on 0, 1, 2
+    b = np.array([0, 1, 0, 0, 2])  # right on 0, 1, 3
+    c = np.array([0, 2, 2, 1, 2])  # right on 0, 2
+    d = vote_diversity([a, b, c], y)
+    # agreement: a-b on 0, 1, 4 (3/5); a-c on 0, 2, 3, 4 (4/5); b-c on 0, 4 (2/5)
+    assert d["agreement"] == [[1.0, 0.6, 0.8], [0.6, 1.0, 0.4], [0.8, 0.4, 1.0]]
+    assert d["mean_agreement"] == pytest.approx(0.6)
+    assert d["oracle_accuracy"] == pytest.approx(0.8)  # face 4: nobody right
+    assert d["all_right"] == pytest.approx(0.2)  # face 0 only
+    assert vote_diversity([a], y)["mean_agreement"] == 1.0  # no pair: nothing to disagree
+    with pytest.raises(FermetricError, match="one \\(N,\\) prediction per member for 5 labels"):
+        vote_diversity([a, b[:4]], y)

@@ -104,6 +104,11 @@ def test_evaluate_tta_and_ensemble(classifier_run: Path, triplet_run: Path, tmp_
         assert cmp["n"] == 70 and cmp["accuracy_a"] == pytest.approx(best["val_acc"])
         assert cmp["accuracy_b"] == pytest.approx(out[vote]["accuracy"])
     assert "McNemar p" in res.output
+    # how much room the vote had: the two members' agreement and the oracle, from their predictions
+    div = out["diversity"]
+    assert div["agreement"][0][0] == 1.0 and div["agreement"][0][1] == div["agreement"][1][0]
+    assert max(r["val_acc"] for r in out["members"]) <= div["oracle_accuracy"] <= 1.0
+    assert div["all_right"] <= min(r["val_acc"] for r in out["members"])
 
 
 def test_retrieval_commands_on_both_families(classifier_run: Path, triplet_run: Path, tmp_path):

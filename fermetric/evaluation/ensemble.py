@@ -108,6 +108,26 @@ def check_same_data(runs: Sequence[Any], splits: Sequence[str]) -> None:
                     f"{first.cfg.data.source or 'synth'!s} seed {first.cfg.seed}); vote or compare runs of one data set")
 
 
+def vote_diversity(predictions: Sequence[np.ndarray], y: np.ndarray) -> dict[str, Any]:
+    """How much room a vote of these members has: how often each pair predicts the same class
+    (`agreement`, a symmetric matrix in member order; `mean_agreement` over the pairs), how often
+    at least one member is right (`oracle_accuracy`: no vote of them can do better) and how often
+    all are (`all_right`: faces every vote gets right). Members that agree on most faces leave a
+    vote few faces to win, whatever its weights (Kuncheva & Whitaker 2003)."""
+    shapes = [np.shape(p) for p in predictions]
+    if not shapes or any(s != (len(y),) for s in shapes):
+        raise FermetricError(f"vote_diversity takes one (N,) prediction per member for {len(y)} labels; "
+                             f"got shapes {shapes}")
+    preds = np.stack([np.asarray(p) for p in predictions])
+    k = preds.shape[0]
+    agreement = (preds[:, None, :] == preds[None, :, :]).mean(-1)
+    pairs = agreement[np.triu_indices(k, 1)]
+    right = preds == np.asarray(y)[None, :]
+    return {"agreement": agreement.round(6).tolist(),
+            "mean_agreement": float(pairs.mean()) if pairs.size else 1.0,
+            "oracle_accuracy": float(right.any(0).mean()), "all_right": float(right.all(0).mean())}
+
+
 def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str = False,
                     keep_predictions: bool = False) -> dict[str, Any]:
     """Soft vote, val-accuracy-weighted vote and searched-weight vote of runs
@@ -120,7 +140,7 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
     Returns:
         {"members": [{member, kind, model, val_acc, <split>_acc}], "split", "tta",
          "soft_vote": metrics, "val_weighted_vote" and "fitted_vote": metrics + "weights",
-         "weights_fitted_on"}.
+         "weights_fitted_on", "diversity": vote_diversity of the members' predictions}.
 
     Raises:
         FermetricError: the runs disagree on classes, or their splits hold other images or labels.
@@ -158,6 +178,7 @@ def ensemble_report(members: Sequence[Any], split: str = "val", tta: bool | str 
     # each vote against the member most accurate on this split (the strictest reference)
     best = int(np.argmax([r[f"{split}_acc"] for r in rows]))
     results["best_member"] = rows[best]["member"]
+    results["diversity"] = vote_diversity(member_preds, y)
 
     def vote_result(vote_probs: np.ndarray, **extra: Any) -> dict[str, Any]:
         pred = vote_probs.argmax(1)
@@ -199,9 +220,13 @@ def ensemble_markdown(results: dict[str, Any]) -> str:
             cmp = results[vote].get("vs_best_member")
             lines.append(f"| **{vote.replace('_', ' ')}** | ensemble | **{results[vote]['accuracy'] * 100:.2f} %** | "
                          f"{cal(results[vote].get('calibration'))} | {comparison_text(cmp) if cmp else ''} |")
+    div = results.get("diversity")
+    room = (f"\n\nThe members predict the same class on {div['mean_agreement'] * 100:.1f} % of the images (mean over "
+            f"pairs); at least one is right on {div['oracle_accuracy'] * 100:.2f} % (no vote of them can do better), all "
+            f"on {div['all_right'] * 100:.2f} %." if div else "")
     return ("\n".join(lines) + f"\n\nval-weighted and fitted votes: weights fitted on {results['weights_fitted_on']}. "
             "Each vote is compared image by image with the member most accurate on this split (paired bootstrap, "
-            "McNemar's exact test).\n")
+            "McNemar's exact test)." + room + "\n")
 
 
 def write_ensemble(results: dict[str, Any], out_dir: Any) -> list:
