@@ -109,6 +109,7 @@ def test_evaluate_tta_and_ensemble(classifier_run: Path, triplet_run: Path, tmp_
     assert div["agreement"][0][0] == 1.0 and div["agreement"][0][1] == div["agreement"][1][0]
     assert max(r["val_acc"] for r in out["members"]) <= div["oracle_accuracy"] <= 1.0
     assert div["all_right"] <= min(r["val_acc"] for r in out["members"])
+    assert f"at least one is right on {div['oracle_accuracy'] * 100:.2f} %" in res.output  # the line under the table
 
 
 def test_retrieval_commands_on_both_families(classifier_run: Path, triplet_run: Path, tmp_path):
